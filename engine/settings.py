@@ -1,0 +1,63 @@
+"""Settings read from the environment (the original design's variable names)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_workspace", "get_settings"]
+
+
+def default_workspace() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "cicd-mcp"
+
+
+class Settings(BaseSettings):
+    """Engine settings. Every field is read from the environment variable of the same name."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+
+    PIPELINE_WORKSPACE: Path = Field(
+        default_factory=default_workspace,
+        description="Root of the engine's state: state.db, runs/<run_id>/ (workspaces, logs, artifacts).",
+    )
+    PIPELINE_CONFIG_PATH: Path | None = Field(
+        default=None,
+        description="A pipeline file, or a directory of <name>.yaml pipeline files, looked up by name.",
+    )
+    PIPELINE_MAX_WORKERS: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=1024,
+        description="How many jobs run at once.",
+    )
+    PIPELINE_SECRETS_FILE: Path | None = Field(
+        default=None, description="A KEY=VALUE file that secrets are read from when not in the environment."
+    )
+    ARTIFACT_STORAGE_PATH: Path | None = Field(
+        default=None, description="Where artifacts are kept; default <PIPELINE_WORKSPACE>/runs.",
+    )
+    CI_PROVIDER: str = Field(
+        default="local", description="Which CI system the run is attributed to (local, github, gitlab, ...).",
+    )
+    DEPLOY_TARGET: str = Field(default="local", description="Default deploy target kind.")
+    DEPLOY_STRATEGY: str = Field(default="rolling", description="Default deploy strategy.")
+    ROLLBACK_AUTO_TRIGGER: bool = Field(default=True, description="Roll back automatically on a failed deploy.")
+    ROLLBACK_DEFAULT_STRATEGY: str = Field(default="immediate", description="Default rollback strategy.")
+
+    @property
+    def workspace(self) -> Path:
+        return self.PIPELINE_WORKSPACE.expanduser().resolve()
+
+    @property
+    def artifact_root(self) -> Path:
+        root = self.ARTIFACT_STORAGE_PATH or self.workspace / "runs"
+        return root.expanduser().resolve()
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. a workspace_dir argument) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]
