@@ -1,0 +1,1 @@
+"""Deployments: targets, routers, strategies, health checks and the orchestrator."""
