@@ -1,0 +1,210 @@
+"""LocalExecutor: a job's script as a real process in its own process group.
+
+Theory of operation. The script runs under `bash -eo pipefail` (or `sh -e`) started
+with `start_new_session=True`, so the shell and everything it starts share one process
+group that we can signal as a whole. One worker thread per running job pumps the
+shell's combined stdout/stderr into the job's `LogWriter` in bounded chunks and reaps
+the shell with `os.wait4`, which also yields the CPU time and peak RSS of the shell and
+the children it waited for. When the shell has exited but a background grandchild keeps
+the pipe open, the pump stops reading after a short drain and the group is killed: a job
+leaves nothing behind. When the awaiting task is cancelled (timeout, cancel_run, fail
+fast, the client went away), the group gets SIGTERM, then SIGKILL after a grace period,
+and the cancellation goes on up.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from engine.pipeline.logs import LogWriter
+
+__all__ = ["CommandResult", "LocalExecutor", "kill_group"]
+
+_DRAIN_AFTER_EXIT = 1.0   # seconds a background grandchild may keep writing after the shell exits
+_POLL = 0.1
+_SAMPLE_EVERY = (0.05, 0.2, 0.5, 1.0)  # seconds between memory samples: dense at first, then steady
+
+
+def group_peak_rss_kb(pgid: int) -> int:
+    """The largest peak resident set (VmHWM, KiB) of the live processes of a process group.
+
+    Why sample /proc rather than trust wait4's ru_maxrss: a child forked from this
+    (large) Python process carries our memory image until it execs, and the kernel
+    keeps that in ru_maxrss — every job would look as big as the engine. VmHWM is reset
+    at exec, so it measures the job's own programs.
+    """
+    peak = 0
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return 0
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+                if int(stat.rsplit(b")", 1)[1].split()[2]) != pgid:
+                    continue
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+    return peak
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None           # None when the process could not be started
+    cpu_user: float = 0.0           # seconds
+    cpu_system: float = 0.0         # seconds
+    peak_rss_kb: int | None = None   # None: the job ended before its memory was first sampled
+    infrastructure_error: str | None = None   # could not start/supervise the process
+    signal: int | None = None       # killed by this signal
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a whole process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def _shell(kind: str) -> list[str]:
+    if kind == "bash" and shutil.which("bash"):
+        return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"]
+    return ["sh", "-e", "-c"]
+
+
+class LocalExecutor:
+    """Runs job scripts as local processes. `grace` is the SIGTERM→SIGKILL delay in seconds."""
+
+    name = "local"
+
+    def __init__(self, *, grace: float = 5.0, max_threads: int = 64) -> None:
+        self.grace = grace
+        self._limiter = anyio.CapacityLimiter(max_threads)
+
+    def set_capacity(self, workers: int) -> None:
+        self._limiter.total_tokens = max(self._limiter.total_tokens, workers + 4)
+
+    async def run(
+        self, script: str, *, cwd: Path, env: Mapping[str, str], log: LogWriter, shell: str = "bash",
+        on_start: Callable[[int], None] | None = None,
+    ) -> CommandResult:
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
+                [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            return CommandResult(exit_code=None, infrastructure_error=f"could not start the job's shell: {exc}")
+        pgid = proc.pid
+        if on_start is not None:
+            on_start(pgid)
+        finished = threading.Event()
+        outcome: dict[str, object] = {}
+
+        def pump() -> None:
+            try:
+                outcome["result"] = _pump(proc, log)
+            except BaseException as exc:  # reported to the awaiting task below
+                outcome["error"] = exc
+            finally:
+                finished.set()
+
+        try:
+            await anyio.to_thread.run_sync(pump, abandon_on_cancel=True, limiter=self._limiter)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._terminate(pgid, finished)
+            raise
+        if "error" in outcome:
+            err = outcome["error"]
+            return CommandResult(exit_code=None, infrastructure_error=f"lost track of the job's process: {err}")
+        result = outcome["result"]
+        assert isinstance(result, CommandResult)
+        return result
+
+    async def _terminate(self, pgid: int, finished: threading.Event) -> None:
+        if not kill_group(pgid, signal.SIGTERM):
+            return
+        deadline = time.monotonic() + self.grace
+        while not finished.is_set() and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+        kill_group(pgid, signal.SIGKILL)
+        # The pump thread reaps the shell; wait briefly so no zombie outlives the job.
+        deadline = time.monotonic() + 2.0
+        while not finished.is_set() and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+
+
+def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    exited: tuple[int, os.struct_rusage] | None = None  # type: ignore[name-defined]
+    exit_time = 0.0
+    started = last_check = time.monotonic()
+    samples = 0
+    next_sample = started + _SAMPLE_EVERY[0]
+    peak_kb = 0
+    try:
+        while True:
+            ready = sel.select(_POLL)
+            now = time.monotonic()
+            if exited is None and now >= next_sample:
+                peak_kb = max(peak_kb, group_peak_rss_kb(proc.pid))
+                samples += 1
+                next_sample = now + _SAMPLE_EVERY[min(samples, len(_SAMPLE_EVERY) - 1)]
+            if ready:
+                data = os.read(fd, 256 * 1024)
+                if not data:
+                    break
+                log.feed(data)
+            if exited is None and (not ready or now - last_check >= _POLL):
+                last_check = now
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    exited, exit_time = (status, usage), now
+            if exited is not None and now - exit_time > _DRAIN_AFTER_EXIT:
+                log.note("output still open after the job's shell exited; stopping its background processes")
+                break
+    finally:
+        sel.close()
+        proc.stdout.close()
+    if exited is None:
+        _, status, usage = os.wait4(proc.pid, 0)
+    else:
+        status, usage = exited
+    # Nothing of the job may outlive it: the group goes, whatever is left in it.
+    kill_group(proc.pid, signal.SIGKILL)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
+    log.flush()
+    return CommandResult(
+        exit_code=code if code >= 0 else 128 - code,
+        cpu_user=usage.ru_utime, cpu_system=usage.ru_stime, peak_rss_kb=peak_kb or None,
+        signal=-code if code < 0 else None,
+    )

@@ -1,0 +1,195 @@
+"""Job logs: streamed to a file as produced (timestamped, secrets masked), read back in slices.
+
+Memory stays flat whatever a job prints: output is handled in bounded chunks, a line
+longer than `MAX_LINE` is written in pieces, and readers seek from the end (tail) or
+stream line by line (grep) instead of loading the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LogSlice", "LogWriter", "Masker", "read_log_slice", "tail_lines"]
+
+MAX_LINE = 64 * 1024
+MASK = "***"
+
+
+class Masker:
+    """Replaces every secret value (and each line of a multi-line one) with ***."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values: set[str] = set()
+        for s in secrets:
+            if not s:
+                continue
+            values.add(s)
+            values.update(line for line in s.splitlines() if line.strip())
+        # Longest first, so a secret containing another is masked whole.
+        self._str = sorted(values, key=len, reverse=True)
+        self._bytes = [v.encode() for v in self._str]
+        self.longest = max((len(b) for b in self._bytes), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self._str)
+
+    def mask(self, text: str) -> str:
+        for value in self._str:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        for value in self._bytes:
+            if value in data:
+                data = data.replace(value, MASK.encode())
+        return data
+
+    def mask_obj(self, obj: object) -> object:
+        """Mask every string inside a JSON-like structure."""
+        if not self:
+            return obj
+        if isinstance(obj, str):
+            return self.mask(obj)
+        if isinstance(obj, dict):
+            return {self.mask_obj(k): self.mask_obj(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.mask_obj(v) for v in obj]
+        return obj
+
+
+def _stamp() -> bytes:
+    t = time.time()
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z ").encode()
+
+
+class LogWriter:
+    """Writes a job's output to its log file line by line as it arrives.
+
+    Not thread-safe: one writer per job, fed by one reader at a time.
+    """
+
+    def __init__(self, path: Path, masker: Masker | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        self._masker = masker or Masker()
+        self._carry = b""
+        self.bytes_written = 0
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) <= MAX_LINE:
+                self._carry = data
+                return
+            # A very long line: write it in pieces, keeping enough back that a secret is never split.
+            keep = max(self._masker.longest - 1, 0)
+            head, self._carry = data[: len(data) - keep], data[len(data) - keep:]
+            self._emit(head.split(b"\n"))
+            return
+        self._carry = data[cut + 1:]
+        self._emit(data[:cut].split(b"\n"))
+
+    def note(self, text: str) -> None:
+        """A line from the engine itself (attempt started, timed out, ...)."""
+        self.flush()
+        self._emit([b"==> " + text.encode()])
+
+    def flush(self) -> None:
+        if self._carry:
+            carry, self._carry = self._carry, b""
+            self._emit([carry])
+
+    def _emit(self, lines: list[bytes]) -> None:
+        stamp = _stamp()
+        body = b"".join(stamp + line.rstrip(b"\r") + b"\n" for line in lines)
+        if self._masker:
+            body = self._masker.mask_bytes(body)
+        self._f.write(body)
+        self.bytes_written += len(body)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._f.close()
+
+
+@dataclass(frozen=True)
+class LogSlice:
+    job: str
+    text: str
+    lines_returned: int
+    truncated: bool
+    note: str          # what was cut and how to get the rest
+    size_bytes: int    # size of the whole log
+
+
+def tail_lines(path: Path, n: int, *, block: int = 64 * 1024) -> tuple[list[str], bool]:
+    """The last `n` lines of a file, reading backwards in blocks. Returns (lines, more_before)."""
+    if n <= 0:
+        return [], path.stat().st_size > 0
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    more = pos > 0 or len(lines) > n
+    return lines[-n:], more
+
+
+def read_log_slice(
+    path: Path, job: str, *, tail: int | None = None, grep: str | None = None, max_lines: int = 200,
+    max_bytes: int = 64 * 1024,
+) -> LogSlice:
+    """A bounded view of a log: its last `tail` lines, or lines matching `grep` (a regex).
+
+    Raises:
+        ValueError: `grep` is not a valid regular expression.
+    """
+    if not path.exists():
+        return LogSlice(job, "", 0, False, "the job wrote no log (it never started)", 0)
+    size = path.stat().st_size
+    if grep is not None:
+        try:
+            pattern = re.compile(grep)
+        except re.error as exc:
+            raise ValueError(f"grep pattern {grep!r} is not a valid regular expression: {exc}") from exc
+        limit = min(tail or max_lines, max_lines)
+        kept: deque[str] = deque(maxlen=limit)
+        matches = 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if pattern.search(line):
+                    matches += 1
+                    kept.append(line.rstrip("\n"))
+        lines = list(kept)
+        truncated = matches > len(lines)
+        note = (f"{matches} matching lines, showing the last {len(lines)}" if truncated
+                else f"{matches} matching lines")
+    else:
+        n = min(tail or max_lines, max_lines)
+        lines, more = tail_lines(path, n)
+        truncated = more
+        note = f"last {len(lines)} lines of a {size}-byte log" if more else f"whole log ({len(lines)} lines)"
+    text = "\n".join(lines)
+    if len(text.encode()) > max_bytes:
+        raw = text.encode()[-max_bytes:]
+        text = raw.decode("utf-8", "replace")
+        truncated = True
+        note += f"; cut to the last {max_bytes} bytes"
+    if truncated:
+        note += "; read the whole log as the resource or with a larger tail"
+    return LogSlice(job, text, len(lines), truncated, note, size)

@@ -1,0 +1,464 @@
+"""Pipeline files: YAML -> checked models -> an expanded job graph.
+
+`load_pipeline(path_or_dict)` refuses invalid input before anything runs, naming the
+file, line, column and field path of every problem it finds: unknown fields, wrong
+types, duplicate names, dependencies on nothing (with what exists), cycles (with the
+cycle), bad `if:` expressions.
+
+Semantics, as users know them from GitLab CI and GitHub Actions:
+- The graph is at job level. A job's own `depends_on` (GitLab's `needs`) names jobs or
+  stages and replaces the stage ordering for that job; otherwise it depends on every job
+  of its stage's `depends_on` stages; a stage without `depends_on` follows the stage
+  before it (GitLab's stage order), the first stage depends on nothing.
+- `matrix` expands a job into one job per combination, named ``lint[py=3.11]``; a
+  dependency on ``lint`` means all of them.
+- Original spellings are accepted: `dependencies` for `depends_on`, `retry_count: N`
+  for `retry: {max: N}`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import ExpressionError, SpecError, SpecIssue
+from engine.pipeline import dag
+from engine.pipeline.expr import Condition, parse_condition
+from engine.pipeline.yamlpos import Positions, load_yaml
+
+__all__ = [
+    "ArtifactsSpec",
+    "DefaultsSpec",
+    "JobPlan",
+    "JobSpec",
+    "PipelinePlan",
+    "PipelineSpec",
+    "RetrySpec",
+    "StageSpec",
+    "TriggerSpec",
+    "expand",
+    "load_pipeline",
+    "parse_pipeline",
+]
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+_NAME = re.compile(NAME_RE)
+VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_MATRIX_JOBS = 256
+MAX_JOBS = 5000
+FailureClass = Literal["failure", "timeout", "infrastructure"]
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class RetrySpec(_Model):
+    max: int = Field(0, ge=0, le=10, description="Extra attempts after the first.")
+    when: list[FailureClass] = Field(
+        default_factory=lambda: ["failure", "timeout", "infrastructure"],
+        description="Failure classes that are retried: failure (non-zero exit), timeout, infrastructure "
+        "(the process could not be started or supervised).",
+    )
+    backoff: float = Field(1.0, ge=0, le=600, description="Seconds before the 1st retry; doubles after each.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _int_shorthand(cls, value: Any) -> Any:
+        return {"max": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ArtifactsSpec(_Model):
+    paths: list[str] = Field(default_factory=list, description="Globs relative to the job workspace.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_shorthand(cls, value: Any) -> Any:
+        return {"paths": value} if isinstance(value, list) else value
+
+    @field_validator("paths")
+    @classmethod
+    def _relative(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if p.startswith("/") or ".." in Path(p).parts:
+                raise ValueError(f"artifact path {p!r} must stay inside the job workspace")
+        return paths
+
+
+class TriggerSpec(_Model):
+    branches: list[str] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+
+
+class DefaultsSpec(_Model):
+    timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="Job timeout in seconds.")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+
+class JobSpec(_Model):
+    name: str = Field(pattern=NAME_RE)
+    commands: list[str] = Field(default_factory=list, max_length=1000)
+    language: str | None = None
+    depends_on: list[str] | None = Field(None, validation_alias=AliasChoices("depends_on", "dependencies"))
+    retry: RetrySpec | None = None
+    retry_count: int | None = Field(None, ge=0, le=10, exclude=True)
+    timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="Seconds.")
+    allow_failure: bool = False
+    if_: str | None = Field(None, alias="if")
+    matrix: dict[str, list[Scalar]] | None = None
+    variables: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, validation_alias=AliasChoices("variables", "env")
+    )
+    artifacts: ArtifactsSpec | None = None
+    working_directory: str | None = None
+    shell: Literal["bash", "sh"] | None = None
+    runs_on: Literal["local"] = "local"
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if self.retry is not None and self.retry_count is not None:
+            raise ValueError("give either retry or retry_count, not both")
+        if not self.commands and not self.language:
+            raise ValueError("a job needs commands (or a language whose standard build it runs)")
+        return self
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix(cls, m: dict[str, list[Scalar]] | None) -> dict[str, list[Scalar]] | None:
+        if m is None:
+            return m
+        for key, values in m.items():
+            if not re.match(VAR_RE, key):
+                raise ValueError(f"matrix key {key!r} must be a variable name")
+            if not values:
+                raise ValueError(f"matrix key {key!r} has no values")
+        combos = 1
+        for values in m.values():
+            combos *= len(values)
+        if combos > MAX_MATRIX_JOBS:
+            raise ValueError(f"matrix expands to {combos} jobs; at most {MAX_MATRIX_JOBS}")
+        return m
+
+    @field_validator("working_directory")
+    @classmethod
+    def _wd(cls, wd: str | None) -> str | None:
+        if wd is not None and (wd.startswith("/") or ".." in Path(wd).parts):
+            raise ValueError("working_directory must be a relative path inside the job workspace")
+        return wd
+
+    @property
+    def effective_retry(self) -> RetrySpec | None:
+        if self.retry_count is not None:
+            return RetrySpec(max=self.retry_count)
+        return self.retry
+
+
+class StageSpec(_Model):
+    name: str = Field(pattern=NAME_RE)
+    depends_on: list[str] | None = Field(None, validation_alias=AliasChoices("depends_on", "dependencies"))
+    jobs: list[JobSpec] = Field(min_length=1)
+    environment: str | None = Field(None, description="Deploy this run's artifacts to this environment.")
+    strategy: str | None = Field(None, description="Deploy strategy for the environment.")
+
+
+class PipelineSpec(_Model):
+    name: str = Field(pattern=NAME_RE)
+    description: str | None = None
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    variables: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
+    stages: list[StageSpec] = Field(min_length=1)
+    fail_fast: bool = False
+    timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="Whole-run timeout in seconds.")
+    max_workers: int | None = Field(None, ge=1, le=1024)
+    source: str | None = Field(
+        ".", description="Directory copied into each job's workspace, relative to the file; null for none."
+    )
+
+    @field_validator("variables")
+    @classmethod
+    def _var_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not re.match(VAR_RE, key):
+                raise ValueError(f"variable name {key!r} must match {VAR_RE}")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str]) -> list[str]:
+        for key in v:
+            if not re.match(VAR_RE, key):
+                raise ValueError(f"secret name {key!r} must match {VAR_RE}")
+        return v
+
+
+# -- the expanded, executable graph -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobPlan:
+    name: str                       # expanded name
+    base_name: str
+    stage: str
+    commands: list[str]
+    language: str | None
+    needs: list[str]                # expanded names
+    retry: RetrySpec
+    timeout: float | None
+    allow_failure: bool
+    condition: Condition | None
+    matrix: dict[str, str]
+    variables: dict[str, str]
+    artifacts: list[str]
+    working_directory: str | None
+    shell: str
+    environment: str | None = None
+    strategy: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    spec: PipelineSpec
+    jobs: dict[str, JobPlan]        # in a topological order
+    source_dir: Path | None
+    spec_path: str | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def graph(self) -> dict[str, list[str]]:
+        return {n: list(j.needs) for n, j in self.jobs.items()}
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+_CONTEXT_NAMES = ("branch", "event", "pipeline", "provider", "ref", "run_id")
+
+
+def _matrix_name(base: str, combo: Mapping[str, Scalar]) -> str:
+    return f"{base}[" + ",".join(f"{k}={_scalar(v)}" for k, v in combo.items()) + "]"
+
+
+def _scalar(v: Scalar) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str | None = None) -> PipelinePlan:
+    """Expand matrices, resolve dependencies, check the graph and the conditions.
+
+    Raises:
+        SpecError: duplicate names, unknown dependencies, cycles, bad expressions.
+    """
+    pos = pos or Positions(spec_path or "<pipeline>")
+    issues: list[SpecIssue] = []
+    stage_names: dict[str, int] = {}
+    base_jobs: dict[str, list[str]] = {}          # base name -> expanded names
+    stage_jobs: dict[str, list[str]] = {}
+    where: dict[str, tuple[int, int]] = {}        # base name -> (stage index, job index)
+    all_stage_names = {s.name for s in spec.stages}
+
+    for si, stage in enumerate(spec.stages):
+        if stage.name in stage_names:
+            issues.append(pos.issue(("stages", si, "name"), f"duplicate stage name {stage.name!r}"))
+        stage_names.setdefault(stage.name, si)
+        stage_jobs.setdefault(stage.name, [])
+        for ji, job in enumerate(stage.jobs):
+            if job.name in base_jobs:
+                issues.append(pos.issue(("stages", si, "jobs", ji, "name"), f"duplicate job name {job.name!r}"))
+                continue
+            if job.name in all_stage_names:
+                issues.append(pos.issue(("stages", si, "jobs", ji, "name"),
+                                        f"job name {job.name!r} is also a stage name; names must be unique"))
+            names = [job.name]
+            if job.matrix:
+                keys = list(job.matrix)
+                names = [_matrix_name(job.name, dict(zip(keys, combo, strict=True)))
+                         for combo in itertools.product(*(job.matrix[k] for k in keys))]
+            base_jobs[job.name] = names
+            stage_jobs[stage.name].extend(names)
+            where[job.name] = (si, ji)
+    total = sum(len(v) for v in base_jobs.values())
+    if total > MAX_JOBS:
+        issues.append(pos.issue(("stages",), f"the pipeline expands to {total} jobs; at most {MAX_JOBS}"))
+    if issues:
+        raise SpecError(issues)
+
+    expanded_names = {n for names in base_jobs.values() for n in names}
+
+    def resolve(refs: list[str], path: tuple[str | int, ...], self_name: str | None) -> list[str]:
+        out: list[str] = []
+        for i, ref in enumerate(refs):
+            if ref == self_name:
+                issues.append(pos.issue((*path, i), f"{ref!r} depends on itself"))
+            elif ref in base_jobs:
+                out.extend(base_jobs[ref])
+            elif ref in expanded_names:
+                out.append(ref)
+            elif ref in stage_jobs:
+                out.extend(stage_jobs[ref])
+            else:
+                known_jobs = ", ".join(sorted(base_jobs)) or "none"
+                known_stages = ", ".join(s.name for s in spec.stages)
+                issues.append(pos.issue((*path, i), f"{ref!r} names no job or stage; jobs: {known_jobs}; "
+                                                    f"stages: {known_stages}"))
+        return list(dict.fromkeys(out))
+
+    stage_deps: dict[str, list[str]] = {}
+    for si, stage in enumerate(spec.stages):
+        if stage.depends_on is not None:
+            deps: list[str] = []
+            for i, ref in enumerate(stage.depends_on):
+                if ref == stage.name:
+                    issues.append(pos.issue(("stages", si, "depends_on", i), f"stage {ref!r} depends on itself"))
+                elif ref in stage_jobs:
+                    deps.extend(stage_jobs[ref])
+                elif ref in base_jobs:
+                    deps.extend(base_jobs[ref])
+                else:
+                    issues.append(pos.issue(("stages", si, "depends_on", i),
+                                            f"{ref!r} names no stage; stages: "
+                                            + ", ".join(s.name for s in spec.stages)))
+            stage_deps[stage.name] = deps
+        else:
+            stage_deps[stage.name] = stage_jobs[spec.stages[si - 1].name] if si > 0 else []
+
+    variables = {k: _scalar(v) for k, v in spec.variables.items()}
+    jobs: dict[str, JobPlan] = {}
+    default_retry = spec.defaults.retry
+    for si, stage in enumerate(spec.stages):
+        for ji, job in enumerate(stage.jobs):
+            jpath: tuple[str | int, ...] = ("stages", si, "jobs", ji)
+            if job.depends_on is not None:
+                needs = resolve(job.depends_on, (*jpath, "depends_on"), job.name)
+            else:
+                needs = list(stage_deps[stage.name])
+            job_vars = {k: _scalar(v) for k, v in job.variables.items()}
+            for key in job_vars:
+                if not re.match(VAR_RE, key):
+                    issues.append(pos.issue((*jpath, "variables", key), f"variable name {key!r} must match {VAR_RE}"))
+            matrix_keys = list(job.matrix or {})
+            condition = None
+            if job.if_ is not None:
+                known = {*_CONTEXT_NAMES, *variables, *job_vars, *spec.secrets}
+                try:
+                    condition = parse_condition(job.if_, known, prefixes=("env.", "vars.", "matrix.", "secrets."))
+                except ExpressionError as exc:
+                    issues.append(pos.issue((*jpath, "if"), str(exc)))
+            combos: list[dict[str, Scalar]] = [{}]
+            if job.matrix:
+                combos = [dict(zip(matrix_keys, c, strict=True))
+                          for c in itertools.product(*(job.matrix[k] for k in matrix_keys))]
+            for combo in combos:
+                name = _matrix_name(job.name, combo) if combo else job.name
+                jobs[name] = JobPlan(
+                    name=name, base_name=job.name, stage=stage.name, commands=list(job.commands),
+                    language=job.language, needs=[n for n in needs if n != name],
+                    retry=job.effective_retry or default_retry,
+                    timeout=job.timeout if job.timeout is not None else spec.defaults.timeout,
+                    allow_failure=job.allow_failure, condition=condition,
+                    matrix={k: _scalar(v) for k, v in combo.items()}, variables=job_vars,
+                    artifacts=list(job.artifacts.paths) if job.artifacts else [],
+                    working_directory=job.working_directory, shell=job.shell or "bash",
+                    environment=stage.environment, strategy=stage.strategy,
+                )
+    if issues:
+        raise SpecError(issues)
+    graph = {n: j.needs for n, j in jobs.items()}
+    cycle = dag.find_cycle(graph)
+    if cycle:
+        first = jobs[cycle[0]].base_name
+        si, ji = where[first]
+        raise SpecError([pos.issue(("stages", si, "jobs", ji, "depends_on"),
+                                   "dependency cycle: " + " -> ".join(cycle))])
+    order = dag.topological_order(graph)
+    source_dir: Path | None = None
+    if spec.source is not None and spec_path is not None:
+        source_dir = (Path(spec_path).parent / spec.source).resolve()
+    elif spec.source is not None and spec.source != ".":
+        source_dir = Path(spec.source).resolve()
+    return PipelinePlan(spec=spec, jobs={n: jobs[n] for n in order}, source_dir=source_dir, spec_path=spec_path)
+
+
+def parse_pipeline(data: Any, pos: Positions | None = None) -> PipelineSpec:
+    """Validate plain data as a PipelineSpec, mapping pydantic's errors to file:line:col.
+
+    Raises:
+        SpecError: every problem found.
+    """
+    pos = pos or Positions("<pipeline>")
+    if not isinstance(data, dict):
+        raise SpecError([pos.issue((), f"a pipeline is a mapping with name and stages, not {type(data).__name__}")])
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = f"unknown field {loc[-1]!r}" + _suggest(loc, data)
+            elif err["type"] == "missing":
+                message = f"missing required field {loc[-1]!r}"
+            # Union types report one error per branch with the branch type in loc; keep the data path.
+            loc = tuple(p for p in loc if isinstance(p, int) or not _is_type_tag(p))
+            issues.append(pos.issue(loc, message, key=err["type"] == "extra_forbidden"))
+        # One message per field path is enough.
+        seen: set[str] = set()
+        unique = [i for i in issues if not (str(i) in seen or seen.add(str(i)))]  # type: ignore[func-returns-value]
+        raise SpecError(unique) from None
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "list[...]", "dict[...]"}
+                                      or part.startswith(("list[", "dict[", "function-")))
+
+
+def _suggest(loc: tuple[Any, ...], data: Any) -> str:
+    import difflib
+
+    depth = len([p for p in loc if not isinstance(p, int)])
+    model: type[BaseModel] = PipelineSpec
+    if depth >= 2 and loc[0] == "stages":
+        model = StageSpec
+    if depth >= 3 and len(loc) > 2 and loc[2] == "jobs":
+        model = JobSpec
+    known = [f.alias or name for name, f in model.model_fields.items()]
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"; did you mean {match[0]!r}?" if match else "; known fields: " + ", ".join(sorted(known))
+
+
+def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
+    """Load, check and expand a pipeline from a file path, YAML text or a mapping.
+
+    Raises:
+        SpecError: anything wrong with it, with file:line:col and field path.
+        NotFoundError: the file does not exist.
+    """
+    from engine.errors import NotFoundError
+
+    if isinstance(source, Mapping):
+        pos = Positions("<pipeline>")
+        spec = parse_pipeline(dict(source), pos)
+        return expand(spec, pos)
+    path = Path(source)
+    if isinstance(source, str) and "\n" in source:
+        data, pos = load_yaml(source, "<pipeline>")
+        return expand(parse_pipeline(data, pos), pos)
+    if not path.is_file():
+        raise NotFoundError(f"pipeline file {str(path)!r} does not exist")
+    raw = path.read_bytes()
+    data, pos = load_yaml(raw, str(path))
+    return expand(parse_pipeline(data, pos), pos, spec_path=str(path.resolve()))

@@ -1,0 +1,155 @@
+"""YAML loading that remembers where every value came from.
+
+`load_yaml(text, filename)` returns the plain data and a `Positions` map from a field
+path (``("stages", 1, "jobs", 0, "timeout")``) to its line and column, so that errors
+found later by pydantic or by the graph checks can point at the file, line and column.
+
+It is also the first line of defence against hostile files: duplicate keys are an error
+(PyYAML silently keeps the last), the number of nodes built is bounded (alias
+"billion laughs" bombs), and so is the nesting depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from engine.errors import SpecError, SpecIssue
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Positions", "format_path", "load_yaml"]
+
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+MAX_BYTES = 4 * 1024 * 1024
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Positions:
+    filename: str
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int | None, int | None]:
+        """Line and column of the longest known prefix of `path` (1-based)."""
+        p = tuple(path)
+        if key and p in self.keys:
+            return self.keys[p]
+        while True:
+            if p in self.values:
+                return self.values[p]
+            if not p:
+                return None, None
+            if p in self.keys:
+                return self.keys[p]
+            p = p[:-1]
+
+    def issue(self, path: Sequence[str | int], message: str, *, key: bool = False) -> SpecIssue:
+        line, col = self.locate(path, key=key)
+        return SpecIssue(message, file=self.filename, line=line, column=col, field=format_path(path) or None)
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class _Builder:
+    def __init__(self, filename: str) -> None:
+        self.pos = Positions(filename)
+        self.count = 0
+        self.scalar = yaml.SafeLoader("")  # only its construct_scalar/resolvers are used
+
+    def fail(self, node: yaml.Node, message: str, path: Path) -> SpecError:
+        return SpecError([SpecIssue(message, file=self.pos.filename, line=node.start_mark.line + 1,
+                                    column=node.start_mark.column + 1, field=format_path(path) or None)])
+
+    def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(node, f"the document expands to more than {MAX_NODES} values "
+                                  "(an alias bomb?); refusing to load it", path)
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"nesting deeper than {MAX_DEPTH} levels", path)
+        self.pos.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        try:
+            return self.scalar.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self.fail(node, f"bad value: {exc}", path) from exc
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for src in sources:
+                    value = self.build(src, path, depth + 1)
+                    if not isinstance(value, dict):
+                        raise self.fail(src, "a merge key (<<) needs a mapping", path)
+                    for k, v in value.items():
+                        merged.setdefault(k, v)
+                continue
+            key = self.build(key_node, (*path, "<key>"), depth + 1)
+            if isinstance(key, (list, dict)):
+                raise self.fail(key_node, "a mapping key must be a plain value", path)
+            if isinstance(key, bool | int | float) or key is None:
+                key = str(key).lower() if isinstance(key, bool) or key is None else key
+            if key in out:
+                raise self.fail(key_node, f"duplicate key {key!r}", (*path, key))
+            self.pos.keys[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.build(value_node, (*path, key), depth + 1)
+        for k, v in merged.items():
+            out.setdefault(k, v)
+        return out
+
+
+def load_yaml(text: str | bytes, filename: str = "<pipeline>") -> tuple[Any, Positions]:
+    """Parse one YAML document, returning (data, positions).
+
+    Raises:
+        SpecError: the text is not valid UTF-8 or YAML, has duplicate keys, or is too large or deep.
+    """
+    if isinstance(text, bytes):
+        if len(text) > MAX_BYTES:
+            raise SpecError([SpecIssue(f"file is larger than {MAX_BYTES} bytes", file=filename)])
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError([SpecIssue(f"not valid UTF-8 (byte {exc.start}): {exc.reason}", file=filename)]) from exc
+    if len(text) > MAX_BYTES:
+        raise SpecError([SpecIssue(f"file is larger than {MAX_BYTES} characters", file=filename)])
+    builder = _Builder(filename)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise SpecError([SpecIssue(f"invalid YAML: {problem}", file=filename, line=line, column=col)]) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecIssue(f"invalid YAML: {exc}", file=filename)]) from exc
+    except RecursionError as exc:
+        raise SpecError([SpecIssue(f"nesting deeper than {MAX_DEPTH} levels", file=filename)]) from exc
+    if node is None:
+        raise SpecError([SpecIssue("the file is empty", file=filename)])
+    try:
+        data = builder.build(node, (), 0)
+    except RecursionError as exc:
+        raise SpecError([SpecIssue(f"nesting deeper than {MAX_DEPTH} levels", file=filename)]) from exc
+    return data, builder.pos
