@@ -1,0 +1,59 @@
+"""The deployment state machine: one table; an illegal move raises InvalidTransition.
+
+    planned -> in_progress -> success
+                           -> failure -> rolling_back -> rolled_back
+                                                      -> rollback_failed
+
+`failure` is final when there is nothing to roll back to (or rollback is off). A deployment
+refused before it changed anything (a failing pre-deploy hook) goes planned -> in_progress ->
+failure too: its reason says nothing was changed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from engine.errors import InvalidTransition
+
+__all__ = ["DEPLOYMENT_TRANSITIONS", "DeploymentStatus", "check_deployment_move"]
+
+
+class DeploymentStatus(StrEnum):
+    PLANNED = "planned"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+    @property
+    def active(self) -> bool:
+        """The deployment still holds its environment (it is changing the world)."""
+        return self in (DeploymentStatus.IN_PROGRESS, DeploymentStatus.ROLLING_BACK)
+
+    @property
+    def finished(self) -> bool:
+        return not DEPLOYMENT_TRANSITIONS[self] or self is DeploymentStatus.FAILURE
+
+
+DEPLOYMENT_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
+    DeploymentStatus.PLANNED: frozenset({DeploymentStatus.IN_PROGRESS}),
+    DeploymentStatus.IN_PROGRESS: frozenset({DeploymentStatus.SUCCESS, DeploymentStatus.FAILURE}),
+    DeploymentStatus.FAILURE: frozenset({DeploymentStatus.ROLLING_BACK}),
+    DeploymentStatus.ROLLING_BACK: frozenset({DeploymentStatus.ROLLED_BACK, DeploymentStatus.ROLLBACK_FAILED}),
+    DeploymentStatus.SUCCESS: frozenset(),
+    DeploymentStatus.ROLLED_BACK: frozenset(),
+    DeploymentStatus.ROLLBACK_FAILED: frozenset(),
+}
+
+
+def check_deployment_move(deployment: str, old: DeploymentStatus, new: DeploymentStatus) -> DeploymentStatus:
+    """Return `new` if the table allows old -> new.
+
+    Raises:
+        InvalidTransition: the move is not in the table.
+    """
+    if new not in DEPLOYMENT_TRANSITIONS[old]:
+        raise InvalidTransition(f"deployment {deployment!r}: {old} -> {new} is not allowed")
+    return new
