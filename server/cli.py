@@ -1,0 +1,220 @@
+"""The server's commands: serve, audit, token create/list/revoke, manifests.
+
+`engine/cli.py` mounts them with `server.cli.add_commands(subparsers)`; `python -m server`
+runs them on their own (`main()`). Each command is `cmd_<name>(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CicdError
+
+__all__ = ["add_commands", "build_parser", "main"]
+
+
+def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
+    p.add_argument("--workspace", help="engine workspace (default: $PIPELINE_WORKSPACE)")
+    if policy:
+        p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml, else the shipped one)")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from engine.settings import get_settings
+
+    return get_settings(PIPELINE_WORKSPACE=getattr(args, "workspace", None))
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from server.app import default_policy_path
+    from server.trust import load_policy
+
+    return load_policy(getattr(args, "policy", None) or default_policy_path())
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from engine.store import open_store
+
+    return open_store(_settings(args).workspace)
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import build_server
+    from server.serve import run
+    from server.trust import Level
+
+    transport = args.transport
+    server = build_server(
+        _policy(args), settings=_settings(args), transport=transport,
+        trust_level=Level(args.trust_level) if args.trust_level else None,
+    )
+    run(server, transport, host=args.host, port=args.port)
+    return 0
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from server.audit import AuditLog
+
+    since = time.time() - args.since_hours * 3600 if args.since_hours else None
+    records = AuditLog(_store(args)).recent(args.limit, tool=args.tool, since=since)
+    if args.json:
+        for r in records:
+            print(json.dumps(r.__dict__, sort_keys=True))
+        return 0
+    if not records:
+        print("no audit records")
+        return 0
+    print(f"{'time (UTC)':19}  {'caller':16} {'level':9} {'tool':22} {'decision':22} {'outcome':9} {'ms':>8}  args")
+    for r in records:
+        ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.ts))
+        print(f"{ts:19}  {r.caller[:16]:16} {r.level:9} {r.tool[:22]:22} {r.decision:22} {r.outcome or '-':9} "
+              f"{r.duration_ms:8.1f}  {r.args_sha256[:12]}")
+        if r.reason and r.decision != "allowed":
+            print(f"{'':21}reason: {r.reason}")
+    return 0
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from server.tokens import TokenStore
+    from server.trust import Level
+
+    token, info = TokenStore(_store(args)).create(Level(args.level), args.name)
+    print(token)
+    print(f"token {info.name!r} ({info.level}) created; it is shown only this once, store it now. "
+          f"Clients send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from server.tokens import TokenStore, policy_token_infos
+
+    infos = TokenStore(_store(args)).list()
+    try:
+        infos += policy_token_infos(_policy(args))
+    except CicdError as exc:
+        print(f"(policy tokens not shown: {exc})", file=sys.stderr)
+    if not infos:
+        print("no tokens")
+        return 0
+    for t in infos:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at)) if t.created_at else "-"
+        state = ("revoked " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.revoked_at))) if t.revoked_at else "live"
+        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {state}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from server.tokens import TokenStore
+
+    TokenStore(_store(args)).revoke(args.name)
+    print(f"token {args.name!r} revoked; it is refused from its next call")
+    return 0
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from engine.store import SQLiteStore
+    from server.app import build_server
+    from server.manifests import check_manifests, write_manifests
+
+    server = build_server(_policy(args), settings=_settings(args), store=SQLiteStore(":memory:"))
+    out = Path(args.out)
+    if args.check:
+        problems = check_manifests(server, out)
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print("run `cicd-mcp manifests` to regenerate", file=sys.stderr)
+        return 1 if problems else 0
+    for path in write_manifests(server, out):
+        print(path)
+    return 0
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    """Add serve, audit, token and manifests to an argparse subparsers object; each sets `func`."""
+    from server.serve import TRANSPORTS
+
+    p = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    _common(p)
+    p.add_argument("--transport", choices=TRANSPORTS, default="stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP/SSE address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP/SSE port (default 8000)")
+    p.add_argument("--trust-level", choices=("untrusted", "verified", "trusted"),
+                   help="level of the stdio client (overrides stdio.level of the policy)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("audit", help="print the trust gate's audit log")
+    _common(p, policy=False)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--tool")
+    p.add_argument("--since-hours", type=float)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("token", help="bearer tokens for HTTP/SSE callers")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    c = tsub.add_parser("create", help="make a token (printed once; only its hash is stored)")
+    _common(c, policy=False)
+    c.add_argument("--level", required=True, choices=("untrusted", "verified", "trusted"))
+    c.add_argument("--name")
+    c.set_defaults(func=cmd_token_create)
+    c = tsub.add_parser("list", help="list tokens (never their values)")
+    _common(c)
+    c.set_defaults(func=cmd_token_list)
+    c = tsub.add_parser("revoke", help="revoke a token; refused from its next call")
+    _common(c, policy=False)
+    c.add_argument("name")
+    c.set_defaults(func=cmd_token_revoke)
+
+    p = sub.add_parser("manifests", help="write tool_manifests/ from the registered tools")
+    _common(p)
+    p.add_argument("--out", default="tool_manifests")
+    p.add_argument("--check", action="store_true", help="exit 1 when the manifests are out of date")
+    p.set_defaults(func=cmd_manifests)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="cicd-mcp MCP server")
+    sub = parser.add_subparsers(dest="command")
+    add_commands(sub)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; a CicdError becomes a one-line message and exit status 2."""
+    try:
+        code: int = args.func(args)
+        return code
+    except CicdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["serve", *argv]   # `python -m server` alone serves on stdio
+    args = parser.parse_args(argv)
+    return run_command(args)

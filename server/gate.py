@@ -1,0 +1,257 @@
+"""The trust gate at the edge: inside `tools/call`, for every tool, listed or not.
+
+`CicdServer.call_tool` is where `MCPServer` dispatches every `tools/call` (the SDK's
+`_handle_call_tool` calls it), so the gate wraps it: find the caller (stdio level, or the
+request's bearer token read now, so a revoked token fails at its next call), collect the
+facts of the tool and the call, `decide()`, and write one audit row whatever happens.
+
+A `Confirm` decision is carried out by the tool's `confirmed` parameter, filled by the SDK's
+resolver machinery (`Resolve` → `Elicit`): on 2025-era protocol versions the server sends
+`elicitation/create` mid-call, on 2026-07-28 it answers `input_required` and the client
+retries with the answer; the gate runs again on the retry. The resolver reads the gate's
+decision from a context variable, so a tool cannot skip the question the gate asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import BaseModel, Field
+
+from server.audit import AuditRecord, args_digest
+from server.tokens import resolve_token
+from server.trust import Allow, Caller, Confirm, Decision, Deny, ToolFacts, decide
+
+if TYPE_CHECKING:
+    from server.app import AppState
+
+__all__ = ["CicdServer", "Confirmed", "ConfirmationAnswer", "human_confirmation"]
+
+
+@dataclass
+class _CallState:
+    decision: Decision
+    answered: bool | None = None   # None: not asked (or not answered yet); True/False: the human's answer
+
+
+_CALL: ContextVar[_CallState | None] = ContextVar("cicd_gate_call", default=None)
+
+
+class ConfirmationAnswer(BaseModel):
+    confirm: bool = Field(description="Allow this call?")
+
+
+class Confirmation(BaseModel):
+    """What a tool receives: whether a human was asked, and said yes."""
+
+    asked: bool
+    environment: str | None = None
+
+
+async def _ask(ctx: Context) -> Elicit[ConfirmationAnswer] | ConfirmationAnswer:
+    state = _CALL.get()
+    if state is None or not isinstance(state.decision, Confirm):
+        return ConfirmationAnswer(confirm=True)
+    return Elicit(state.decision.question, ConfirmationAnswer)
+
+
+async def human_confirmation(
+    answer: Annotated[ElicitationResult[ConfirmationAnswer], Resolve(_ask)],
+) -> Confirmation:
+    """The confirmation the gate asked for, or a ToolError when the human did not agree.
+
+    Raises:
+        ToolError: declined, cancelled, or accepted without ticking `confirm`.
+    """
+    state = _CALL.get()
+    if state is None or not isinstance(state.decision, Confirm):
+        return Confirmation(asked=False)
+    if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
+        state.answered = True
+        return Confirmation(asked=True, environment=state.decision.environment)
+    state.answered = False
+    how = "did not confirm" if isinstance(answer, AcceptedElicitation) else f"answered {answer.action!r}"
+    raise ToolError(
+        f"not done: the user {how} the call on environment {state.decision.environment!r}; nothing was changed"
+    )
+
+
+Confirmed = Annotated[Confirmation, Resolve(human_confirmation)]
+
+
+def _client_can_elicit(context: Context) -> bool:
+    try:
+        caps = context.client_capabilities
+    except ValueError:
+        return False
+    elicitation = caps.elicitation if caps is not None else None
+    # A bare `elicitation: {}` (before modes existed) means form support; url-only does not.
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+def _combine(first: Decision, second: Decision) -> Decision:
+    """Both decisions must allow; a refusal wins, then a question."""
+    for d in (first, second):
+        if isinstance(d, Deny):
+            return d
+    for d in (first, second):
+        if isinstance(d, Confirm):
+            return d
+    return first
+
+
+class CicdServer(MCPServer[Any]):
+    """MCPServer with the trust gate in `call_tool`."""
+
+    def __init__(self, state: AppState, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = state
+
+    # -- who is calling -----------------------------------------------------------------------
+    def caller(self, context: Context | None) -> Caller:
+        st = self.state
+        can_elicit = context is not None and _client_can_elicit(context)
+        if st.transport not in ("http", "sse"):
+            return Caller("stdio", st.stdio_level, st.transport, can_elicit)
+        headers = None
+        if context is not None:
+            try:
+                headers = context.headers
+            except ValueError:
+                headers = None
+        auth = (headers or {}).get("authorization")
+        if not auth:
+            return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit)
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit,
+                          refused="the Authorization header must be 'Bearer <token>'")
+        found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
+        if isinstance(found, str):
+            return Caller("invalid-token", st.policy.http.anonymous_level, st.transport, can_elicit, refused=found)
+        name, level = found
+        return Caller(name, level, st.transport, can_elicit)
+
+    # -- what is called -----------------------------------------------------------------------
+    def facts(self, name: str, arguments: dict[str, Any]) -> ToolFacts:
+        spec = self.state.specs.get(name)
+        if spec is None or self._tool_manager.get_tool(name) is None:
+            return ToolFacts(name, None, read_only=False, destructive=True)
+        env = None
+        if spec.environment is not None:
+            try:
+                env = spec.environment(arguments, self.state)
+            except Exception:  # noqa: BLE001 - an unreadable target must not open the gate
+                env = None
+            if env is None and spec.destructive:
+                raw = arguments.get("environment")
+                env = raw if isinstance(raw, str) else None
+        return ToolFacts(name, spec.default_level, spec.read_only, spec.destructive, env)
+
+    def decision(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
+        policy = self.state.policy
+        decision = decide(policy, caller, self.facts(name, arguments))
+        spec = self.state.specs.get(name)
+        if spec is not None and spec.delegate is not None and not isinstance(decision, Deny):
+            target = spec.delegate(arguments)
+            if target is not None:
+                tname, targs = target
+                decision = _combine(decision, decide(policy, caller, self.facts(tname, targs)))
+        return decision
+
+    # -- the gate ------------------------------------------------------------------------------
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Decide, then run the tool only if allowed; audit every decision.
+
+        Raises:
+            ToolError: refused by the policy, declined by the human, or the tool failed.
+        """
+        started = time.monotonic()
+        caller = self.caller(context)
+        decision = self.decision(caller, name, arguments)
+        if isinstance(decision, Confirm) and not self._can_confirm(name):
+            decision = Deny(
+                f"{name!r} on environment {decision.environment!r} needs a human confirmation that this tool "
+                "cannot ask for; refused"
+            )
+        call = _CallState(decision)
+        verdict = "denied" if isinstance(decision, Deny) else "allowed"
+        reason: str | None = decision.reason if isinstance(decision, Allow | Deny) else decision.question
+        outcome: str | None = None
+        token = _CALL.set(call)
+        try:
+            if isinstance(decision, Deny):
+                raise ToolError(f"refused by the trust policy: {decision.reason}")
+            result = await super().call_tool(name, arguments, context)
+            if isinstance(result, InputRequiredResult):
+                verdict, outcome = "confirmation_requested", None
+            else:
+                outcome = "error" if result.is_error else "ok"
+            return result
+        except ToolError:
+            if verdict != "denied":
+                outcome = "error"
+            raise
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            _CALL.reset(token)
+            if isinstance(decision, Confirm):
+                if call.answered is True:
+                    verdict = "confirmed"
+                elif call.answered is False:
+                    verdict, outcome = "declined", None
+            self._audit(caller, name, arguments, verdict, reason, outcome, started)
+
+    async def gate_only(self, name: str, arguments: dict[str, Any], context: Context | None) -> None:
+        """The gate of tool `name` for a read that is not a tool call (a resource); audited.
+
+        Raises:
+            ToolError: refused by the policy.
+        """
+        started = time.monotonic()
+        caller = self.caller(context)
+        decision = self.decision(caller, name, arguments)
+        if isinstance(decision, Confirm):
+            decision = Deny(f"{name!r} needs a confirmation, which a resource read cannot ask for")
+        verdict = "denied" if isinstance(decision, Deny) else "allowed"
+        self._audit(caller, f"{name} (resource)", arguments, verdict, decision.reason, None, started)
+        if isinstance(decision, Deny):
+            raise ToolError(f"refused by the trust policy: {decision.reason}")
+
+    def _can_confirm(self, name: str) -> bool:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            return False
+        return any(marker.fn is human_confirmation for marker, _ in tool.resolved_params.values())
+
+    def _audit(
+        self, caller: Caller, tool: str, arguments: dict[str, Any], decision: str, reason: str | None,
+        outcome: str | None, started: float,
+    ) -> None:
+        self.state.audit.write(AuditRecord(
+            ts=time.time(), transport=caller.transport, caller=caller.name, level=str(caller.level), tool=tool,
+            args_sha256=args_digest(arguments), decision=decision, reason=reason, outcome=outcome,
+            duration_ms=(time.monotonic() - started) * 1000,
+        ))
+
+
+def state_of(ctx: Context) -> AppState:
+    server = ctx.mcp_server
+    assert isinstance(server, CicdServer), "tools run only inside CicdServer"
+    return server.state

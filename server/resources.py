@@ -1,0 +1,88 @@
+"""Resources: whole runs and whole logs, for what tool results only summarise.
+
+Reading one passes the same trust gate as the tool that shows the same data (get_run,
+get_job_logs), and is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+
+from engine.errors import NotFoundError
+from server.gate import CicdServer, state_of
+from server.tools._registry import available
+from server.tools.runs import present_run
+
+__all__ = ["LOG_CAP_BYTES", "register_resources"]
+
+LOG_CAP_BYTES = 8 * 1024 * 1024
+
+
+async def _gate(ctx: Context, tool: str, arguments: dict[str, Any]) -> None:
+    server = ctx.mcp_server
+    assert isinstance(server, CicdServer)
+    try:
+        await server.gate_only(tool, arguments, ctx)
+    except ToolError as exc:
+        raise ResourceError(str(exc)) from exc
+
+
+def _read_log(state: Any, run_id: str, job: str) -> str:
+    manager = state.manager
+    run = manager.get_run(run_id)
+    if job not in run.jobs:
+        raise ResourceNotFoundError(f"run {run_id} has no job {job!r}; jobs: {', '.join(run.jobs)}")
+    row = state.store.query_one("SELECT log_path FROM jobs WHERE run_id = ? AND name = ?", (run_id, job))
+    if row is None or not row["log_path"] or not Path(row["log_path"]).exists():
+        return f"(job {job} wrote no log: it never started)\n"
+    path = Path(row["log_path"])
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = ""
+        if size > LOG_CAP_BYTES:
+            f.seek(size - LOG_CAP_BYTES)
+            f.readline()   # start on a whole line
+            head = f"(log is {size} bytes; the first {f.tell()} bytes are cut, the last part follows)\n"
+        return head + f.read().decode("utf-8", "replace")
+
+
+def register_resources(server: CicdServer) -> None:
+    if not available_pipeline():
+        return
+
+    @server.resource("cicd://runs/{run_id}", name="run", title="A pipeline run", mime_type="application/json",
+                     description="A run with every job and the failed jobs' log tails (JSON, as get_run returns).")
+    async def run_resource(run_id: str, ctx: Context) -> str:
+        await _gate(ctx, "get_run", {"run_id": run_id})
+        state = state_of(ctx)
+        try:
+            run = await anyio.to_thread.run_sync(state.manager.get_run, run_id)
+        except NotFoundError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        out = await anyio.to_thread.run_sync(present_run, run, state.manager)
+        return json.dumps(out.model_dump(mode="json"), indent=2)
+
+    @server.resource("cicd://runs/{run_id}/logs/{job}", name="job_log", title="A job's whole log",
+                     mime_type="text/plain",
+                     description="The whole log of one job (secrets masked); the job name is URL-encoded.")
+    async def log_resource(run_id: str, job: str, ctx: Context) -> str:
+        job = unquote(job)
+        await _gate(ctx, "get_job_logs", {"run_id": run_id, "job": job})
+        state = state_of(ctx)
+        try:
+            return await anyio.to_thread.run_sync(_read_log, state, run_id, job)
+        except NotFoundError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
+
+def available_pipeline() -> bool:
+    from server.tools.runs import SPECS
+
+    return available(SPECS[0])

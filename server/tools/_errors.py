@@ -1,0 +1,70 @@
+"""Engine errors → ToolError with a message an agent can act on, secrets masked.
+
+Input errors say what to fix; world errors say what failed. Anything else is a bug and is
+left to the SDK, which reports it as a generic tool failure and logs the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from engine.errors import InputError, InvalidTransition, WorldError
+
+if TYPE_CHECKING:
+    from server.app import AppState
+
+__all__ = ["mask_text", "secret_values", "tool_errors"]
+
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def secret_values(state: AppState | None, extra: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """Values that must never reach a client: the secrets file, secret-looking environment
+    variables, and secret-looking variables of this call."""
+    values: list[str] = []
+    if state is not None and state.settings.PIPELINE_SECRETS_FILE is not None:
+        try:
+            text = state.settings.PIPELINE_SECRETS_FILE.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            _, sep, value = line.partition("=")
+            if sep and value.strip():
+                values.append(value.strip())
+    for name, value in [*os.environ.items(), *extra]:
+        if _SECRET_NAME.search(name) and len(value) >= 4:
+            values.append(value)
+    return values
+
+
+def mask_text(text: str, secrets: Iterable[str]) -> str:
+    from engine.pipeline.logs import Masker
+
+    return _BEARER.sub(r"\1***", Masker(secrets).mask(text))
+
+
+@contextmanager
+def tool_errors(state: AppState | None, extra: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
+    """Raises:
+    ToolError: for every engine error, with its message (masked).
+    """
+    try:
+        yield
+    except ToolError:
+        raise
+    except InputError as exc:
+        raise ToolError(mask_text(str(exc), secret_values(state, extra))) from exc
+    except WorldError as exc:
+        raise ToolError(
+            mask_text(f"{type(exc).__name__}: {exc}", secret_values(state, extra))
+            + " (the operation did not complete; fix the cause and retry)"
+        ) from exc
+    except InvalidTransition as exc:
+        raise ToolError(f"internal state error: {mask_text(str(exc), secret_values(state, extra))}") from exc

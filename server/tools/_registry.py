@@ -1,0 +1,101 @@
+"""Tool registry: name → ToolSpec, and how a spec becomes an MCP tool.
+
+A spec names the engine module it needs (`requires`); the tool is registered only when
+that module exists, so a tool never stands in for work the engine cannot do yet. Adding
+one later is one `ToolSpec(...)` entry in its module's `SPECS`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict
+
+from server.trust import Level
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+    from server.app import AppState
+
+__all__ = ["ToolSpec", "available", "register"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """Everything the server, the gate and the manifests need to know about one tool."""
+
+    name: str
+    fn: Callable[..., Any]           # async (args: InputModel, ctx: Context, confirmed: Confirmed) -> OutputModel
+    input_model: type[BaseModel]
+    title: str
+    description: str
+    annotations: ToolAnnotations
+    default_level: Level
+    requires: tuple[str, ...] = ()   # engine modules that must exist for the tool to be registered
+    # Where a call lands (for confirmation), from the raw arguments; may read the store.
+    environment: Callable[[dict[str, Any], AppState], str | None] | None = None
+    # A call that reaches another tool (the compat tool): (tool name, its arguments) or None.
+    delegate: Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.annotations.read_only_hint)
+
+    @property
+    def destructive(self) -> bool:
+        # The MCP default for a tool that is not read-only is destructive.
+        return not self.read_only and self.annotations.destructive_hint is not False
+
+
+def available(spec: ToolSpec) -> bool:
+    """True when every engine module the tool needs exists (found, not imported: cold start stays cheap)."""
+    for module in spec.requires:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return False
+        except ModuleNotFoundError:
+            return False
+    return True
+
+
+def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:
+    """An argument model whose wire fields are `model`'s own (flat, not nested under `param`),
+    handing the tool function one validated `model` instance."""
+
+    class Flat(model, ArgModelBase):  # type: ignore[valid-type,misc]
+        model_config = ConfigDict(title=model.__name__)
+
+        def model_dump_one_level(self) -> dict[str, Any]:
+            return {param: model.model_validate(self.model_dump(by_alias=True), by_alias=True)}
+
+    Flat.__name__ = f"{model.__name__}Arguments"
+    return Flat
+
+
+def register(server: MCPServer[Any], spec: ToolSpec, level: Level) -> None:
+    """Add `spec` to `server` with its input model as the tool's flat argument schema;
+    `level` (the policy's) is shown to clients in the tool's `_meta`."""
+    server.add_tool(
+        spec.fn,
+        name=spec.name,
+        title=spec.title,
+        description=inspect.cleandoc(spec.description),
+        annotations=spec.annotations,
+        meta={"cicd/trust_level": str(level)},
+        structured_output=True,
+    )
+    tool = server._tool_manager.get_tool(spec.name)
+    assert tool is not None
+    flat = _flat_arguments(spec.input_model, "args")
+    # The SDK reads these live; swapping them keeps `args: InputModel` in the function while
+    # clients see (and send) the model's fields at the top level.
+    tool.fn_metadata.arg_model = flat
+    tool.parameters = flat.model_json_schema(by_alias=True)

@@ -1,0 +1,292 @@
+"""The trust gate's policy and its one pure decision.
+
+`TrustPolicy` is `trust_policy.yaml` as data. `decide(policy, caller, tool)` takes who is
+calling, what they call and where it lands, and returns `Allow`, `Deny(reason)` or
+`Confirm(question)`; it does no I/O, so every rule is a table test. Reading the file,
+finding the caller's level from a bearer token, asking the human and writing the audit
+row happen at the edges (`server/gate.py`).
+
+Theory of operation, in the order `decide` applies the rules:
+1. read_only: a tool that is not read-only is refused outright.
+2. level: the caller's level must be at least the tool's (the policy's `tools:` entry,
+   else the tool's own default, else `default_level` for a tool the server does not know).
+3. confirmation: a destructive call aimed at an environment listed under
+   `confirm.environments` needs a human "yes" through MCP elicitation; a client that
+   cannot elicit is refused, never assumed to agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from engine.errors import SpecError, SpecIssue
+
+__all__ = [
+    "Allow",
+    "Caller",
+    "Confirm",
+    "Decision",
+    "Deny",
+    "Level",
+    "PolicyToken",
+    "ToolFacts",
+    "TrustPolicy",
+    "decide",
+    "hash_token",
+    "load_policy",
+    "parse_policy",
+]
+
+
+class Level(StrEnum):
+    UNTRUSTED = "untrusted"
+    VERIFIED = "verified"
+    TRUSTED = "trusted"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def at_least(self, other: Level) -> bool:
+        return self.rank >= other.rank
+
+
+_RANK = {Level.UNTRUSTED: 0, Level.VERIFIED: 1, Level.TRUSTED: 2}
+
+_Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+
+
+def hash_token(token: str) -> str:
+    """The form a bearer token is stored and compared in: hex sha256."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class PolicyToken(BaseModel):
+    """A bearer token the policy grants a level to: by its sha256, or read from an env var at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: _Name = Field(description="Shown in the audit log as token:<name>.")
+    level: Level
+    sha256: _Sha256 | None = Field(default=None, description="Hex sha256 of the token (never the token).")
+    env: str | None = Field(default=None, description="Environment variable holding the token.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PolicyToken:
+        if (self.sha256 is None) == (self.env is None):
+            raise ValueError("give exactly one of sha256 (hex sha256 of the token) or env (a variable name)")
+        return self
+
+
+class StdioCallers(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Level = Field(
+        default=Level.UNTRUSTED,
+        description="Level of the (single) client on stdio; `serve --trust-level` overrides it.",
+    )
+
+
+class HttpCallers(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    anonymous_level: Level = Field(
+        default=Level.UNTRUSTED, description="Level of an HTTP/SSE request without a bearer token."
+    )
+    tokens: list[PolicyToken] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> HttpCallers:
+        names = [t.name for t in self.tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"token names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class Confirmation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    environments: list[str] = Field(
+        default_factory=list,
+        description="Environments whose destructive calls need a human confirmation (MCP elicitation).",
+    )
+
+
+class TrustPolicy(BaseModel):
+    """trust_policy.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    read_only: bool = Field(default=False, description="Refuse every tool that is not read-only.")
+    default_level: Level = Field(
+        default=Level.TRUSTED,
+        description="Level needed by a tool that neither the policy nor the server knows.",
+    )
+    tools: dict[str, Level] = Field(default_factory=dict, description="Level each tool needs, by tool name.")
+    stdio: StdioCallers = Field(default_factory=StdioCallers)
+    http: HttpCallers = Field(default_factory=HttpCallers)
+    confirm: Confirmation = Field(default_factory=Confirmation)
+    source: str = Field(default="<built-in>", exclude=True, description="Where the policy was read from.")
+
+    def env_token_hashes(self, environ: dict[str, str] | None = None) -> dict[str, PolicyToken]:
+        """sha256 → token entry for every token of the policy, env tokens read now.
+
+        Raises:
+            SpecError: an env token's variable is unset or empty (the server must not start
+                with a token that silently matches nothing).
+        """
+        env = os.environ if environ is None else environ
+        out: dict[str, PolicyToken] = {}
+        for token in self.http.tokens:
+            if token.sha256 is not None:
+                out[token.sha256] = token
+                continue
+            assert token.env is not None
+            value = env.get(token.env, "")
+            if not value:
+                raise SpecError([SpecIssue(
+                    f"environment variable {token.env} (token {token.name!r}) is not set",
+                    file=self.source, field="http.tokens",
+                )])
+            out[hash_token(value)] = token
+        return out
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the gate found out at the edge."""
+
+    name: str              # stdio | token:<name> | anonymous
+    level: Level
+    transport: str         # stdio | sse | http | memory
+    can_elicit: bool = False
+    refused: str | None = None   # set when the caller presented a credential that is not valid
+
+
+@dataclass(frozen=True)
+class ToolFacts:
+    """What the gate needs to know about a tool and this call to it."""
+
+    name: str
+    default_level: Level | None   # None: the server has no such tool
+    read_only: bool
+    destructive: bool
+    environment: str | None = None   # where the call lands, when the tool says
+
+
+@dataclass(frozen=True)
+class Allow:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deny:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Confirm:
+    question: str
+    environment: str
+
+
+Decision = Allow | Deny | Confirm
+
+
+def required_level(policy: TrustPolicy, tool: ToolFacts) -> Level:
+    if tool.name in policy.tools:
+        return policy.tools[tool.name]
+    return tool.default_level if tool.default_level is not None else policy.default_level
+
+
+def _how_to_get(level: Level, transport: str) -> str:
+    if transport in ("http", "sse"):
+        return (
+            f"send 'Authorization: Bearer <token>' with a token of level {level} or higher "
+            f"(an operator creates one with `cicd-mcp token create --level {level}`)"
+        )
+    return (
+        f"the operator must start the server with `--trust-level {level}` or set stdio.level: {level} "
+        "in the trust policy"
+    )
+
+
+def decide(policy: TrustPolicy, caller: Caller, tool: ToolFacts) -> Decision:
+    """The trust decision for one call. Pure."""
+    if caller.refused is not None:
+        return Deny(caller.refused)
+    if policy.read_only and not tool.read_only:
+        return Deny(
+            f"the server is in read-only mode (read_only: true in {policy.source}); "
+            f"{tool.name!r} changes things and is refused"
+        )
+    needed = required_level(policy, tool)
+    if not caller.level.at_least(needed):
+        return Deny(
+            f"{tool.name!r} needs trust level {needed}; this caller ({caller.name}) has {caller.level}. "
+            f"To get it, {_how_to_get(needed, caller.transport)}."
+        )
+    env = tool.environment
+    if tool.destructive and env is not None and env in policy.confirm.environments:
+        if not caller.can_elicit:
+            return Deny(
+                f"{tool.name!r} on environment {env!r} needs a human confirmation, and this client "
+                "cannot ask its user (it did not declare the elicitation capability); use a client "
+                "that supports elicitation"
+            )
+        return Confirm(
+            question=f"Allow {tool.name} on the {env!r} environment? It changes what runs there.",
+            environment=env,
+        )
+    return Allow(f"level {caller.level} >= {needed}")
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def parse_policy(text: str, filename: str) -> TrustPolicy:
+    """A policy from YAML text; every problem reported with file:line and field.
+
+    Raises:
+        SpecError: the YAML does not parse or the policy is invalid.
+    """
+    from engine.pipeline.yamlpos import load_yaml
+
+    data, pos = load_yaml(text, filename)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError([SpecIssue("a trust policy is a mapping (key: value)", file=filename, line=1)])
+    try:
+        return TrustPolicy.model_validate({**data, "source": filename})
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            issues.append(pos.issue(loc, err["msg"], key=err["type"] == "extra_forbidden"))
+        raise SpecError(issues) from None
+
+
+def load_policy(path: str | os.PathLike[str]) -> TrustPolicy:
+    """Read trust_policy.yaml. There is no fallback: a missing or invalid file is an error.
+
+    Raises:
+        SpecError: the file cannot be read or is invalid.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = SpecIssue(f"cannot read the trust policy: {exc.strerror or exc}", file=str(p))
+        raise SpecError([problem]) from exc
+    return parse_policy(text, str(p))
