@@ -57,7 +57,10 @@ class BuildStep(BaseModel):
         return ["env", *(f"{k}={v}" for k, v in sorted(self.env.items())), *self.argv]
 
     def display(self) -> str:
-        return shlex.join(self.as_command())
+        """One log line; an inline script shows as its size (the full argv is in the CommandRecord)."""
+        return shlex.join(
+            f"<script: {arg.count(chr(10)) + 1} lines>" if "\n" in arg else arg for arg in self.as_command()
+        )
 
 
 class BuildPlan(BaseModel):

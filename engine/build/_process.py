@@ -47,11 +47,12 @@ class LogWriter:
 
     def line(self, text: str | bytes) -> None:
         raw = text if isinstance(text, bytes) else text.encode()
-        raw = raw.rstrip(b"\r\n")
+        stamp = _stamp().encode()
         with self._lock:
-            self._file.write(_stamp().encode() + b" " + raw + b"\n")
+            for part in raw.rstrip(b"\r\n").split(b"\n"):
+                self._file.write(stamp + b" " + part.rstrip(b"\r") + b"\n")
+                self._tail.append(part.decode(errors="replace"))
             self._file.flush()
-            self._tail.append(raw.decode(errors="replace"))
 
     def tail(self) -> str:
         with self._lock:
