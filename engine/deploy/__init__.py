@@ -1,1 +1,53 @@
-"""Deployments: targets, routers, strategies, health checks and the orchestrator."""
+"""Deployments: put a version of a service onto a target, prove it healthy, or put the old one back.
+
+`import engine.deploy` stays cheap: names load on first use, and targets import their SDKs
+(docker, paramiko, kubernetes) only when an environment uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.deploy.config import Environment, EnvironmentType
+    from engine.deploy.orchestrator import (
+        DeploymentOrchestrator,
+        DeploymentResult,
+        deploy_artifacts,
+        manage_deployments,
+    )
+    from engine.deploy.states import DeploymentStatus
+
+__all__ = [
+    "DeploymentOrchestrator",
+    "DeploymentResult",
+    "DeploymentStatus",
+    "Environment",
+    "EnvironmentType",
+    "deploy_artifacts",
+    "manage_deployments",
+]
+
+_LAZY = {
+    "DeploymentOrchestrator": "engine.deploy.orchestrator",
+    "DeploymentResult": "engine.deploy.orchestrator",
+    "deploy_artifacts": "engine.deploy.orchestrator",
+    "manage_deployments": "engine.deploy.orchestrator",
+    "DeploymentStatus": "engine.deploy.states",
+    "Environment": "engine.deploy.config",
+    "EnvironmentType": "engine.deploy.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.deploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -20,7 +20,7 @@ from engine.deploy.targets.base import Instance
 from engine.errors import ConflictError, NotFoundError, StoreError
 from engine.store.base import Row, Store
 
-__all__ = ["DeploymentRecord", "DeploymentHistory", "ReleaseRecord"]
+__all__ = ["DeploymentHistory", "DeploymentRecord", "EnvironmentStore", "ReleaseRecord"]
 
 
 @dataclass
@@ -283,3 +283,29 @@ class DeploymentHistory:
         )
         return [ReleaseRecord(r["environment"], r["service"], r["version"], r["deployment_id"],
                               json.loads(r["artifacts_json"]), r["verified_at"]) for r in rows]
+
+
+def _env_json(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, default=str, sort_keys=True)
+
+
+class EnvironmentStore:
+    """Environments by name in the store (spec as JSON), so any process can deploy to them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def save(self, name: str, spec: dict[str, Any], source_path: str | None) -> None:
+        self.store.execute(
+            "INSERT INTO deploy_environments (name, spec_json, source_path, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,"
+            " source_path = excluded.source_path, updated_at = excluded.updated_at",
+            (name, _env_json(spec), source_path, time.time()),
+        )
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        row = self.store.query_one("SELECT spec_json FROM deploy_environments WHERE name = ?", (name,))
+        return json.loads(row["spec_json"]) if row else None
+
+    def names(self) -> list[str]:
+        return [r["name"] for r in self.store.query("SELECT name FROM deploy_environments ORDER BY name")]

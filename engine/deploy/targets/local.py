@@ -120,13 +120,27 @@ def _alive(pid: int, start: str | None) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process is in the group.
+
+    Zombies are ignored: they hold no port and no file, and an orphan's zombie waits for
+    whatever reaps orphans on this machine (which may be slow inside a container).
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _port_free(host: str, port: int) -> bool:

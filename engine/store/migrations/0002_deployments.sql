@@ -77,3 +77,12 @@ CREATE TABLE release_history (
     verified_at   REAL NOT NULL
 );
 CREATE INDEX release_history_by_env ON release_history (environment, service, id);
+
+-- Environments registered in code or loaded from a config file, so that other processes
+-- (the server, a pipeline run) can deploy to them by name.
+CREATE TABLE deploy_environments (
+    name        TEXT PRIMARY KEY,
+    spec_json   TEXT NOT NULL,
+    source_path TEXT,
+    updated_at  REAL NOT NULL
+);

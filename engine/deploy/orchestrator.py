@@ -1,0 +1,542 @@
+"""The deployment orchestrator: environments in, verified releases (or an honest failure) out.
+
+Theory of operation
+-------------------
+`create_deployment` records a *planned* deployment (validated strategy and options, absolute
+artifact paths). `adeploy` then:
+
+1. reads what runs now from the target (`instances`) and the live, verified version from the
+   store; plans the rollout (pure, `strategies.plan`) - bad input is refused here, unchanged;
+2. takes the environment's lock (the store's one-active-deployment index: a second deployment
+   gets ConflictError naming the first) and moves planned -> in_progress;
+3. runs the pre-deploy hooks and prepares the release - a failure here ends the deployment as
+   FAILURE with "nothing was changed";
+4. executes the plan step by step (operations.execute_plan), then the post-deploy hooks;
+5. on success records the version as live and verified; on failure, with rollback on and a
+   previous verified version, moves failure -> rolling_back and restores it
+   (operations.restore_version): ROLLED_BACK only when the old version answers its health
+   checks again, else ROLLBACK_FAILED. With nothing to roll back to, the new version's
+   instances are stopped and the status stays FAILURE with that reason.
+
+Every step and event is written to the store and passed to `on_event` as an `Event`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from engine.deploy.config import Environment, Hook, load_deployment_config, parse_target_config
+from engine.deploy.health import Clock, SystemClock
+from engine.deploy.history import DeploymentHistory, DeploymentRecord, EnvironmentStore
+from engine.deploy.operations import OpsContext, execute_plan, restore_version, stop_instances
+from engine.deploy.routers.base import ROUTERS, Router
+from engine.deploy.states import DeploymentStatus
+from engine.deploy.strategies import STRATEGIES, Plan, describe, parse_options, plan
+from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Target, TargetContext
+from engine.errors import CicdError, InputError, NotFoundError, WorldError
+from engine.pipeline.results import Event, EventCallback
+from engine.settings import Settings, get_settings
+from engine.store.base import Store
+
+__all__ = ["DeploymentOrchestrator", "DeploymentResult", "deploy_artifacts", "manage_deployments"]
+
+
+@dataclass
+class DeploymentResult:
+    deployment_id: str
+    name: str
+    environment: str
+    service: str
+    version: str
+    previous_version: str | None
+    strategy: str
+    status: DeploymentStatus
+    reason: str | None
+    duration: float
+    logs: list[str] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DeploymentStatus.SUCCESS
+
+
+@dataclass
+class _Run:
+    """One deployment being executed: its record, the callback and the log lines gathered."""
+
+    rec: DeploymentRecord
+    on_event: EventCallback | None
+    logs: list[str] = field(default_factory=list)
+
+
+TargetFactoryFn = Callable[[Environment, TargetContext], Target]
+RouterFactoryFn = Callable[[Environment, TargetContext], Router | None]
+
+
+class DeploymentOrchestrator:
+    """Deploys services to environments. See the module docstring.
+
+    `targets` / `routers` map an environment name to a ready Target / Router (tests pass fakes);
+    other environments get theirs from the TARGETS / ROUTERS registries.
+    """
+
+    def __init__(
+        self, config_path: str | os.PathLike[str] | None = None, workspace_dir: str | os.PathLike[str] | None = None,
+        *, store: Store | None = None, settings: Settings | None = None, clock: Clock | None = None,
+        targets: dict[str, Target] | None = None, routers: dict[str, Router | None] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
+        if workspace_dir is not None and settings is not None:
+            self.settings = self.settings.model_copy(update={"PIPELINE_WORKSPACE": Path(workspace_dir)})
+        self.workspace = self.settings.workspace
+        if store is None:
+            from engine.store.sqlite import open_store
+
+            store = open_store(self.workspace)
+            self._owns_store = True
+        self.store = store
+        self.history = DeploymentHistory(store)
+        self.env_store = EnvironmentStore(store)
+        self.clock: Clock = clock or SystemClock()
+        self._http = http
+        self._targets: dict[str, Target] = dict(targets or {})
+        self._routers: dict[str, Router | None] = dict(routers or {})
+        self._injected = set(self._targets) | set(self._routers)
+        self._owns_store = False
+        self.environments: dict[str, Environment] = {}
+        self.config_path = Path(config_path).resolve() if config_path is not None else None
+        if self.config_path is not None:
+            for env in load_deployment_config(self.config_path).environments:
+                self.register_environment(env, source_path=str(self.config_path))
+
+    # -- environments ---------------------------------------------------------------------------
+    def register_environment(self, environment: Environment, *, source_path: str | None = None) -> Environment:
+        """Add (or replace) an environment; it is also saved so other processes can use it by name."""
+        self.environments[environment.name] = environment
+        if environment.name not in self._injected:
+            self._targets.pop(environment.name, None)  # re-registered: build its target afresh
+            self._routers.pop(environment.name, None)
+        self.env_store.save(environment.name, environment.model_dump(mode="json"), source_path)
+        return environment
+
+    def get_environment(self, name: str) -> Environment:
+        """Raises: NotFoundError: no environment of that name here or in the store."""
+        env = self.environments.get(name)
+        if env is None:
+            spec = self.env_store.load(name)
+            if spec is None:
+                known = sorted(set(self.environments) | set(self.env_store.names()))
+                raise NotFoundError(f"no environment {name!r} (known: {', '.join(known) or 'none'})")
+            env = Environment.model_validate(spec)
+            self.environments[name] = env
+        return env
+
+    def _context(self, env: Environment) -> TargetContext:
+        return TargetContext(
+            environment=env.name, state_dir=self.workspace / "deploy" / env.name, host=env.host, port=env.port,
+            user=env.user, docker_registry=env.docker_registry,
+        )
+
+    def target_for(self, env: Environment) -> Target:
+        """The environment's target (built from the registry on first use).
+
+        Raises:
+            InputError: the environment names no usable target.
+        """
+        if env.name not in self._targets:
+            config = env.target
+            if config is None:
+                try:
+                    config = parse_target_config({"kind": self.settings.DEPLOY_TARGET})
+                except InputError as exc:
+                    raise InputError(
+                        f"environment {env.name!r} has no `target:` and the default DEPLOY_TARGET="
+                        f"{self.settings.DEPLOY_TARGET} needs settings: {exc}"
+                    ) from None
+            self._targets[env.name] = TARGETS[config.kind](config, self._context(env))
+        return self._targets[env.name]
+
+    def router_for(self, env: Environment) -> Router | None:
+        if env.name not in self._routers:
+            self._routers[env.name] = (
+                ROUTERS[env.router.kind](env.router, self._context(env)) if env.router is not None else None
+            )
+        return self._routers[env.name]
+
+    # -- deployments ----------------------------------------------------------------------------
+    def create_deployment(
+        self, name: str, version: str, environment_name: str, artifacts: Sequence[str | os.PathLike[str]] = (),
+        strategy: str | None = None, rollback_on_failure: bool | None = None, *, service: str | None = None,
+        run_id: str | None = None, **strategy_options: Any,
+    ) -> DeploymentRecord:
+        """Record a planned deployment of `version` to an environment.
+
+        Artifacts that exist as paths (relative to the current directory) are made absolute;
+        other strings (image references) are kept as given.
+
+        Raises:
+            NotFoundError: no such environment.
+            InputError: unknown strategy, invalid options, or an empty name or version.
+        """
+        if not name or not str(version):
+            raise InputError("a deployment needs a name and a version")
+        env = self.get_environment(environment_name)
+        strategy = strategy or env.strategy or self.settings.DEPLOY_STRATEGY
+        options = {**env.strategy_options, **strategy_options} if strategy == env.strategy or not env.strategy \
+            else dict(strategy_options)
+        # Options in the environment may belong to another strategy than the one asked for.
+        allowed = set(STRATEGIES[strategy].options.model_fields) if strategy in STRATEGIES else set()
+        options = {k: v for k, v in options.items() if k in allowed or k in strategy_options}
+        parse_options(strategy, options)
+        if rollback_on_failure is None:
+            rollback_on_failure = env.rollback_on_failure
+        if rollback_on_failure is None:
+            rollback_on_failure = self.settings.ROLLBACK_AUTO_TRIGGER
+        arts = [str(Path(a).resolve()) if Path(a).exists() else str(a) for a in artifacts]
+        rec = DeploymentRecord(
+            deployment_id=f"d-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}",
+            name=name, service=service or env.service_name, environment=env.name, version=str(version),
+            strategy=strategy, status=DeploymentStatus.PLANNED, created_at=time.time(),
+            strategy_options=options, artifacts=arts, rollback_on_failure=bool(rollback_on_failure),
+            target_kind=(env.target.kind if env.target else self.settings.DEPLOY_TARGET), run_id=run_id,
+        )
+        self.history.create(rec)
+        return rec
+
+    def deploy(self, name: str, on_event: EventCallback | None = None) -> DeploymentResult:
+        """Run the planned deployment called `name` (blocking). See `adeploy`."""
+        try:
+            import sniffio
+
+            sniffio.current_async_library()
+        except Exception:  # noqa: BLE001 - no event loop here: run one
+            return anyio.run(self.adeploy, name, on_event)
+        # Called from inside an event loop: run in a thread of our own rather than fail.
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = anyio.run(self.adeploy, name, on_event)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"deploy-{name}")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        result: DeploymentResult = box["result"]
+        return result
+
+    async def adeploy(self, name: str, on_event: EventCallback | None = None) -> DeploymentResult:
+        """Run the planned deployment called `name` and return what happened.
+
+        Raises:
+            NotFoundError: no deployment of that name.
+            InputError: it is not planned (already run), or its plan is impossible (e.g. canary
+                without a router); nothing was changed.
+            ConflictError: another deployment is in progress in the environment (named).
+        """
+        rec = self.history.latest_by_name(name)
+        if rec is None:
+            raise NotFoundError(f"no deployment named {name!r}; create it first with create_deployment")
+        if rec.status != DeploymentStatus.PLANNED:
+            raise InputError(f"deployment {name!r} ({rec.deployment_id}) already ran ({rec.status}); "
+                             "create it again to deploy again")
+        env = self.get_environment(rec.environment)
+        target = self.target_for(env)
+        router = self.router_for(env)
+        run = _Run(rec, on_event)
+        try:
+            current = await target.instances(rec.service)
+        except WorldError as exc:
+            raise type(exc)(f"cannot read what runs in {env.name!r}: {exc}") from exc
+        live_rel = self.history.live_release(env.name, rec.service)
+        layout: dict[str | None, list[Instance]] = {None: target.slots(rec.service)}
+        if rec.strategy in ("blue_green", "canary"):
+            for color in COLORS:
+                layout[color] = target.slots(rec.service, color)
+        the_plan = plan(rec.strategy, rec.version, current=current, layout=layout, has_router=router is not None,
+                        options=rec.strategy_options)
+        self.history.begin(rec.deployment_id, live_rel.version if live_rel else None, current)
+        run.rec = self.history.get(rec.deployment_id)
+        started = time.monotonic()
+        owns_http = self._http is None
+        http = self._http or httpx.AsyncClient(follow_redirects=False)
+        try:
+            ctx = OpsContext(
+                environment=env, service=rec.service, target=target, router=router, clock=self.clock, http=http,
+                emit=lambda kind, msg, data: self._emit(run, kind, msg, data),
+                on_step=lambda seq, status, detail: self._step(run, seq, status, detail),
+            )
+            status, reason, instances = await self._execute(run, env, ctx, the_plan, current, live_rel)
+        except BaseException as exc:
+            # Cancelled or crashed mid-way: never leave the environment locked.
+            with anyio.CancelScope(shield=True):
+                self._finish_abruptly(run, exc)
+            raise
+        finally:
+            if owns_http:
+                with anyio.CancelScope(shield=True):
+                    await http.aclose()
+        final = self.history.get(rec.deployment_id)
+        result = DeploymentResult(
+            deployment_id=rec.deployment_id, name=rec.name, environment=env.name, service=rec.service,
+            version=rec.version, previous_version=final.previous_version, strategy=rec.strategy, status=status,
+            reason=reason, duration=final.duration if final.duration is not None else time.monotonic() - started,
+            logs=run.logs, instances=instances,
+        )
+        await self._emit(run, "deploy_finished", f"{rec.name}: {status}" + (f": {reason}" if reason else ""),
+                         {"status": str(status), "duration": result.duration})
+        return result
+
+    async def _execute(
+        self, run: _Run, env: Environment, ctx: OpsContext, the_plan: Plan, current: list[Instance],
+        live_rel: Any,
+    ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
+        rec = run.rec
+        await self._emit(run, "deploy_started",
+                         f"deploying {rec.service} {rec.version} to {env.name} ({rec.strategy}); "
+                         f"live now: {rec.previous_version or 'nothing'}",
+                         {"version": rec.version, "previous_version": rec.previous_version,
+                          "strategy": rec.strategy, "steps": [describe(s)[1] for s in the_plan.steps]})
+        self.history.save_plan(rec.deployment_id, [describe(s) for s in the_plan.steps])
+        live = {i.slot: i for i in current}
+
+        # Nothing has changed until the plan starts: a failure before it is a plain FAILURE.
+        failure = await self._hooks(run, env, env.pre_deploy_hooks, "pre-deploy")
+        release = Release(service=rec.service, version=rec.version, deployment_id=rec.deployment_id,
+                          artifacts=tuple(rec.artifacts), env=dict(env.env))
+        if failure is None:
+            try:
+                release = await ctx.target.prepare(release)
+            except CicdError as exc:
+                failure = f"cannot prepare {rec.version}: {exc}"
+        if failure is not None:
+            refused = f"{failure}; nothing was changed"
+            self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=refused, instances=current)
+            return DeploymentStatus.FAILURE, refused, current
+
+        outcome = await execute_plan(ctx, the_plan, {rec.version: release}, live)
+        reason: str | None = outcome.reason
+        if outcome.ok:
+            reason = await self._hooks(run, env, env.post_deploy_hooks, "post-deploy")
+        if outcome.ok and reason is None:
+            instances = list(live.values())
+            self.history.mark_live(env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed")
+            self.history.move(rec.deployment_id, DeploymentStatus.SUCCESS, instances=instances)
+            return DeploymentStatus.SUCCESS, None, instances
+        assert reason is not None
+        return await self._fail(run, env, ctx, reason, live, current, live_rel, len(the_plan.steps))
+
+    async def _fail(
+        self, run: _Run, env: Environment, ctx: OpsContext, reason: str, live: dict[str, Instance],
+        before: list[Instance], live_rel: Any, next_seq: int,
+    ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
+        rec = run.rec
+        self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values()))
+        if not rec.rollback_on_failure:
+            return DeploymentStatus.FAILURE, f"{reason}; automatic rollback is off", list(live.values())
+        if live_rel is None:
+            # Nothing verified to go back to: take the failed version down rather than leave it half-up.
+            failed = [i for i in live.values() if i.version == rec.version]
+            note = ""
+            try:
+                await stop_instances(ctx, failed)
+                for i in failed:
+                    live.pop(i.slot, None)
+                if failed:
+                    note = f"; its {len(failed)} instance(s) were stopped"
+            except CicdError as exc:
+                note = f"; stopping its instances failed too: {exc}"
+            final = (f"{reason}; nothing to roll back to (no earlier verified version of {rec.service} "
+                     f"in {env.name}){note}")
+            self._set_reason(run, final, live)
+            return DeploymentStatus.FAILURE, final, list(live.values())
+
+        self.history.move(rec.deployment_id, DeploymentStatus.ROLLING_BACK, reason=reason)
+        await self._emit(run, "rollback_started", f"rolling back to {live_rel.version}: {reason}",
+                         {"to_version": live_rel.version})
+        previous = Release(service=rec.service, version=live_rel.version, deployment_id=live_rel.deployment_id,
+                           artifacts=tuple(live_rel.artifacts), env=dict(env.env))
+        layout = [i for i in before if i.version == live_rel.version] or ctx.target.slots(rec.service)
+
+        async def record_plan(p: Plan) -> None:
+            self.history.save_plan(rec.deployment_id, [describe(s) for s in p.steps], start=next_seq)
+
+        try:
+            restored = await restore_version(ctx, previous, live=live, layout=layout, first_seq=next_seq,
+                                             on_plan=record_plan)
+            ok, why = restored.ok, restored.reason
+        except CicdError as exc:
+            ok, why = False, str(exc)
+        instances = list(live.values())
+        if ok:
+            self.history.mark_live(env.name, rec.service, previous.version, previous.deployment_id,
+                                   previous.artifacts, "rolled_back")
+            final = f"{reason}; rolled back to {previous.version}, which answers its health checks again"
+            self.history.move(rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances)
+            await self._emit(run, "rollback_finished", final, {"ok": True})
+            return DeploymentStatus.ROLLED_BACK, final, instances
+        final = f"{reason}; rollback to {previous.version} failed: {why}"
+        self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances)
+        await self._emit(run, "rollback_finished", final, {"ok": False})
+        return DeploymentStatus.ROLLBACK_FAILED, final, instances
+
+    def _set_reason(self, run: _Run, reason: str, live: dict[str, Instance]) -> None:
+        self.store.execute(
+            "UPDATE deployments SET reason = ?, instances_json = ? WHERE deployment_id = ?",
+            (reason, json.dumps([i.to_json() for i in live.values()]), run.rec.deployment_id),
+        )
+
+    def _finish_abruptly(self, run: _Run, exc: BaseException) -> None:
+        try:
+            rec = self.history.get(run.rec.deployment_id)
+            why = f"interrupted: {type(exc).__name__}: {exc}".rstrip(": ")
+            if rec.status == DeploymentStatus.IN_PROGRESS:
+                self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=why)
+            elif rec.status == DeploymentStatus.ROLLING_BACK:
+                self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=why)
+        except CicdError:
+            pass
+
+    async def _hooks(self, run: _Run, env: Environment, hooks: Sequence[Hook], phase: str) -> str | None:
+        """Run hooks in order; the first failure's description, or None."""
+        rec = run.rec
+        for i, hook in enumerate(hooks):
+            extra = {
+                "DEPLOY_ID": rec.deployment_id, "DEPLOY_NAME": rec.name, "DEPLOY_SERVICE": rec.service,
+                "DEPLOY_ENVIRONMENT": env.name, "DEPLOY_VERSION": rec.version,
+                "DEPLOY_PREVIOUS_VERSION": rec.previous_version or "",
+            }
+            await self._emit(run, "hook_started", f"{phase} hook {i + 1}: {hook.command}", {"phase": phase})
+            code, out = await _run_hook(hook, {**os.environ, **hook.env, **extra},
+                                        hook.cwd or str(self.workspace))
+            if code != 0:
+                what = "timed out" if code is None else f"exited {code}"
+                msg = f"{phase} hook {i + 1} ({hook.command!r}) {what}: {out.strip()[-500:]}".rstrip(": ")
+                await self._emit(run, "hook_failed", msg, {"phase": phase, "exit_code": code})
+                return msg
+            await self._emit(run, "hook_passed", f"{phase} hook {i + 1} passed", {"phase": phase})
+        return None
+
+    async def _emit(self, run: _Run, kind: str, message: str, data: dict[str, Any]) -> None:
+        run.logs.append(f"{time.strftime('%H:%M:%S')} {kind}: {message}")
+        self.history.add_event(run.rec.deployment_id, kind, message, data)
+        if run.on_event is not None:
+            event = Event(kind=kind, run_id=run.rec.deployment_id, message=message, job=run.rec.name,
+                          status=str(self.history.get(run.rec.deployment_id).status), data=data)
+            result = run.on_event(event)
+            if isinstance(result, Awaitable):
+                await result
+
+    async def _step(self, run: _Run, seq: int, status: str, detail: str | None) -> None:
+        self.history.step(run.rec.deployment_id, seq, status, detail)
+
+    # -- reading --------------------------------------------------------------------------------
+    def get_deployment(self, name_or_id: str) -> DeploymentRecord:
+        """Raises: NotFoundError: no deployment by that id or name."""
+        try:
+            return self.history.get(name_or_id)
+        except NotFoundError:
+            rec = self.history.latest_by_name(name_or_id)
+            if rec is None:
+                raise
+            return rec
+
+    def list_deployments(self, environment: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
+        return self.history.recent(environment, limit)
+
+    async def aclose(self) -> None:
+        for target in self._targets.values():
+            await target.close()
+        for router in self._routers.values():
+            if router is not None:
+                await router.close()
+        if self._owns_store:
+            self.store.close()
+
+
+async def _run_hook(hook: Hook, env: dict[str, str], cwd: str) -> tuple[int | None, str]:
+    """Run one hook command; (exit code or None on timeout, output)."""
+    import signal
+    import subprocess
+
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    proc = await anyio.open_process(["/bin/sh", "-c", hook.command], cwd=cwd, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    out = bytearray()
+    try:
+        with anyio.fail_after(hook.timeout):
+            async with proc:
+                if proc.stdout is not None:
+                    async for chunk in proc.stdout:
+                        out += chunk
+                        del out[:-8000]
+                await proc.wait()
+    except TimeoutError:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        with anyio.CancelScope(shield=True):
+            await proc.wait()
+        return None, out.decode("utf-8", "replace")
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def manage_deployments(
+    config_path: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None = None,
+) -> DeploymentOrchestrator:
+    """An orchestrator loaded with the environments of a deployment config file.
+
+    Raises:
+        SpecError: the file is invalid (file:line and field named).
+        NotFoundError: the file does not exist.
+    """
+    return DeploymentOrchestrator(config_path, workspace_dir)
+
+
+async def deploy_artifacts(
+    workspace_dir: str | os.PathLike[str], environment: str | Environment, service: str | None, version: str,
+    artifacts: Sequence[str | os.PathLike[str]], strategy: str | None = None,
+    on_event: EventCallback | None = None, *, config_path: str | os.PathLike[str] | None = None,
+    run_id: str | None = None, rollback_on_failure: bool | None = None, store: Store | None = None,
+    **strategy_options: Any,
+) -> DeploymentResult:
+    """Deploy a pipeline run's artifacts (the pipeline runner's entry point).
+
+    `environment` is an Environment, or the name of one registered earlier (in this workspace's
+    store, or in `config_path`). The deployment is named `<service>-<version>`.
+
+    Raises:
+        NotFoundError, InputError, ConflictError: as `create_deployment` / `adeploy`.
+    """
+    orch = DeploymentOrchestrator(config_path, workspace_dir, store=store)
+    try:
+        if isinstance(environment, Environment):
+            orch.register_environment(environment)
+            env = environment
+        else:
+            env = orch.get_environment(environment)
+        svc = service or env.service_name
+        name = f"{svc}-{version}"
+        orch.create_deployment(name, version, env.name, list(artifacts), strategy, rollback_on_failure,
+                               service=svc, run_id=run_id, **strategy_options)
+        return await orch.adeploy(name, on_event)
+    finally:
+        await orch.aclose()
