@@ -51,18 +51,28 @@ def log_uri(run_id: str, job: str) -> str:
     return f"cicd://runs/{run_id}/logs/{quote(job, safe='')}"
 
 
+MAX_REASON = 2000
+
+
+def clip(text: str | None, limit: int = MAX_REASON) -> str | None:
+    """Bound a free-text field; say how much was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f" ... ({len(text) - limit} more characters cut; see the job's log)"
+
+
 def present_run(run: PipelineRun, manager: PipelineManager) -> RunOutput:
     """A run as the wire sees it: every job in brief, failed jobs with their log tails."""
     jobs = [
         JobSummary(name=j.name, stage=j.stage, status=str(j.status), attempts=j.attempts,
-                   exit_code=j.exit_code, duration=j.duration, reason=j.reason)
+                   exit_code=j.exit_code, duration=j.duration, reason=clip(j.reason))
         for j in run.jobs.values()
     ]
     failed: list[FailedJob] = []
     for name, piece in manager.failed_log_tails(run.run_id, lines=TAIL_LINES).items():
         j = run.jobs.get(name)
         failed.append(FailedJob(
-            name=name, status=str(j.status) if j else "failed", reason=j.reason if j else None,
+            name=name, status=str(j.status) if j else "failed", reason=clip(j.reason) if j else None,
             exit_code=j.exit_code if j else None, log_tail=piece.text, log_note=piece.note,
             log_uri=log_uri(run.run_id, name),
         ))
@@ -75,9 +85,9 @@ def present_run(run: PipelineRun, manager: PipelineManager) -> RunOutput:
     if failed:
         summary += "; failed: " + ", ".join(f.name for f in failed)
     if run.reason and str(run.status) != "succeeded":
-        summary += f"; {run.reason}"
+        summary += f"; {clip(run.reason, 300)}"
     return RunOutput(
-        summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status), reason=run.reason,
+        summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status), reason=clip(run.reason),
         duration=run.duration, jobs=jobs, failed_jobs=failed, resource_uri=run_uri(run.run_id),
     )
 
@@ -200,7 +210,8 @@ async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
     state = state_of(ctx)
     with tool_errors(state):
         manager = state.manager
-        requested = await anyio.to_thread.run_sync(manager.cancel_run, args.run_id)
+        # In the loop's thread: a run of this process is cancelled through its task group.
+        requested = manager.cancel_run(args.run_id)
         run = await anyio.to_thread.run_sync(manager.get_run, args.run_id)
         summary = (f"run {args.run_id}: cancellation requested (status now {run.status})" if requested
                    else f"run {args.run_id} had already ended ({run.status}); nothing to cancel")
