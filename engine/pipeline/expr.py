@@ -153,12 +153,12 @@ class _Parser:
                 raise ExpressionError(f"unexpected {value!r} in {self.text!r}")
             if self.peek() == ("op", "("):
                 self.take()
-                self.expect(")")
                 if value not in STATUS_FUNCTIONS:
                     raise ExpressionError(
                         f"unknown function {value}() in {self.text!r}; known: "
                         + ", ".join(f"{f}()" for f in sorted(STATUS_FUNCTIONS))
                     )
+                self.expect(")")
                 return ("call", value)
             return ("name", value)
         raise ExpressionError(f"unexpected {value or 'end of expression'!r} in {self.text!r}")

@@ -145,17 +145,14 @@ class Runner:
                 self._scope = scope
                 if self.stop_reason is not None:
                     scope.cancel()
-                timeout = self.plan.spec.timeout
-                with anyio.move_on_after(timeout if timeout else float("inf")) as timer:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._watch_cancel_flag, tg.cancel_scope)
-                        for state in self.jobs.values():
-                            tg.start_soon(self._job_task, state, limiter, tg.cancel_scope)
-                        await self._all_done()
-                        tg.cancel_scope.cancel()  # stops the cancel-flag watcher
-                if timer.cancelled_caught and self.stop_reason is None:
-                    self.stop_reason = (JobStatus.TIMED_OUT, f"the pipeline timed out after {timeout:g}s")
-                    await self._sweep()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_cancel_flag, tg.cancel_scope)
+                    if self.plan.spec.timeout:
+                        tg.start_soon(self._pipeline_timer, self.plan.spec.timeout, tg.cancel_scope)
+                    for state in self.jobs.values():
+                        tg.start_soon(self._job_task, state, limiter, tg.cancel_scope)
+                    await self._all_done()
+                    tg.cancel_scope.cancel()  # stops the watcher and the timer
         except anyio.get_cancelled_exc_class():
             outer_cancelled = True
             if self.stop_reason is None:
@@ -187,6 +184,12 @@ class Runner:
     async def _all_done(self) -> None:
         for state in self.jobs.values():
             await state.done.wait()
+
+    async def _pipeline_timer(self, timeout: float, scope: anyio.CancelScope) -> None:
+        await anyio.sleep(timeout)
+        if self.stop_reason is None:
+            self.stop_reason = (JobStatus.TIMED_OUT, f"the pipeline timed out after {timeout:g}s")
+        scope.cancel()
 
     async def _watch_cancel_flag(self, scope: anyio.CancelScope) -> None:
         while True:

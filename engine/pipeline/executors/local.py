@@ -123,10 +123,16 @@ class LocalExecutor:
         if on_start is not None:
             on_start(pgid)
         finished = threading.Event()
+        handoff = threading.Lock()
         outcome: dict[str, object] = {}
+        flags = {"started": False, "abandoned": False}
 
         def pump() -> None:
             try:
+                with handoff:
+                    if flags["abandoned"]:
+                        return
+                    flags["started"] = True
                 outcome["result"] = _pump(proc, log)
             except BaseException as exc:  # reported to the awaiting task below
                 outcome["error"] = exc
@@ -136,8 +142,16 @@ class LocalExecutor:
         try:
             await anyio.to_thread.run_sync(pump, abandon_on_cancel=True, limiter=self._limiter)
         except BaseException:
+            with handoff:
+                started = flags["started"]
+                flags["abandoned"] = not started
             with anyio.CancelScope(shield=True):
-                await self._terminate(pgid, finished)
+                if started:
+                    await self._terminate(pgid, finished)
+                else:
+                    # Cancelled before the pump ran: nobody else will reap the shell, so do it here.
+                    kill_group(pgid, signal.SIGKILL)
+                    await anyio.to_thread.run_sync(_reap, proc)
             raise
         if "error" in outcome:
             err = outcome["error"]
@@ -157,6 +171,13 @@ class LocalExecutor:
         deadline = time.monotonic() + 2.0
         while not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.02)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    _, status, _ = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import CycleError
+from engine.pipeline import dag
+
+
+def test_topological_order_puts_dependencies_first() -> None:
+    graph = {"c": ["a", "b"], "a": [], "b": ["a"], "d": []}
+    order = dag.topological_order(graph)
+    assert order.index("a") < order.index("b") < order.index("c")
+    assert set(order) == set(graph)
+
+
+def test_cycle_is_named() -> None:
+    with pytest.raises(CycleError) as info:
+        dag.topological_order({"a": ["b"], "b": ["c"], "c": ["a"]})
+    assert info.value.cycle[0] == info.value.cycle[-1]
+    assert set(info.value.cycle) == {"a", "b", "c"}
+
+
+def test_critical_path_follows_the_longest_chain() -> None:
+    graph = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    length, path = dag.critical_path(graph, {"a": 1, "b": 5, "c": 2, "d": 1})
+    assert length == 7
+    assert path == ["a", "b", "d"]
+
+
+def test_transitive_deps() -> None:
+    assert dag.transitive_deps({"a": [], "b": ["a"], "c": ["b"]}, "c") == {"a", "b"}
