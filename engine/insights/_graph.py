@@ -22,20 +22,27 @@ from dataclasses import dataclass, field, replace
 from engine.errors import CycleError
 
 __all__ = [
-    "Schedule", "Task", "critical_path", "edges", "longest_chain", "replay", "with_durations", "without_edge",
+    "Schedule",
+    "Task",
+    "critical_path",
+    "edges",
+    "longest_chain",
+    "replay",
+    "with_durations",
+    "without_edge",
 ]
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    duration: float                      # seconds
+    duration: float  # seconds
     needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Schedule:
-    start: dict[str, float] = field(default_factory=dict)     # seconds from the run's start
+    start: dict[str, float] = field(default_factory=dict)  # seconds from the run's start
     finish: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -49,7 +56,7 @@ def _deps(tasks: Mapping[str, Task], task: Task) -> list[str]:
 
 def _topological(tasks: Mapping[str, Task]) -> list[str]:
     order: list[str] = []
-    state: dict[str, int] = {}            # 1 visiting, 2 done
+    state: dict[str, int] = {}  # 1 visiting, 2 done
 
     for root in tasks:
         if state.get(root) == 2:
@@ -62,7 +69,7 @@ def _topological(tasks: Mapping[str, Task]) -> list[str]:
             if pending:
                 dep = pending.pop()
                 if state.get(dep) == 1:
-                    raise CycleError([*path[path.index(dep):], dep])
+                    raise CycleError([*path[path.index(dep) :], dep])
                 if state.get(dep) != 2:
                     state[dep] = 1
                     path.append(dep)
@@ -166,7 +173,7 @@ def replay(tasks: Mapping[str, Task], workers: int | None = None) -> Schedule:
                 if not waiting[child]:
                     heapq.heappush(ready, (done_at, order[child], child))
     if len(finish) != len(tasks):
-        _topological(tasks)   # raises CycleError naming the cycle
+        _topological(tasks)  # raises CycleError naming the cycle
         raise CycleError(sorted(set(tasks) - set(finish)))
     return Schedule(start, finish)
 

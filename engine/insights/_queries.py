@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.insights._stats import Summary, Sums, SumsBuilder, percentile_rank
+from engine.insights._stats import Summary, Sums, percentile_rank
 from engine.store.base import Store
 
 __all__ = [
@@ -64,7 +64,9 @@ def _summary(n: int, total: float, squares: float, ranked: tuple[float, float, f
     return Summary(n, mean, median, p95, lo, hi, stddev)
 
 
-def _ranked(store: Store, select: str, params: list[Any], n: int, scale: float) -> tuple[float, float, float, float]:
+def _ranked(
+    store: Store, select: str, params: list[Any], n: int, scale: float
+) -> tuple[float, float, float, float]:
     """min, median, p95 (nearest rank), max of n values, read in value order.
 
     `select` ends in `ORDER BY <value> {order}`; the index it walks makes each read an
@@ -76,7 +78,7 @@ def _ranked(store: Store, select: str, params: list[Any], n: int, scale: float) 
 
     lo = at("ASC", 0)
     hi = at("DESC", 0)
-    if not lo or not hi:       # rows vanished between the count and the read (a concurrent delete)
+    if not lo or not hi:  # rows vanished between the count and the read (a concurrent delete)
         return (math.nan,) * 4
     middle = at("ASC", (n - 1) // 2, 2 if n % 2 == 0 else 1) or hi
     median = sum(middle) / len(middle)
@@ -104,7 +106,7 @@ class _JobSums:
     passed_on_retry: int = 0
     queue_n: int = 0
     queue_sum: float = 0.0
-    metric: dict[str, list[float]] = field(default_factory=dict)   # metric -> [n, sum, sum of squares]
+    metric: dict[str, list[float]] = field(default_factory=dict)  # metric -> [n, sum, sum of squares]
 
 
 _SUM_COLUMNS = """started, succeeded, failed, passed_on_retry, queue_n, queue_sum,
@@ -177,22 +179,26 @@ def run_metric_summaries(store: Store, pipeline: str, since: float) -> dict[str,
     the largest job peak memory in a run (MB)."""
     sources = {
         "duration": (
-            "runs INDEXED BY insights_runs_duration", "duration",
+            "runs INDEXED BY insights_runs_duration",
+            "duration",
             "pipeline = ? AND status = 'succeeded' AND duration IS NOT NULL AND created_at >= ?",
         ),
         "cpu": (
-            "insights_run_totals INDEXED BY insights_run_cpu", "cpu_seconds",
+            "insights_run_totals INDEXED BY insights_run_cpu",
+            "cpu_seconds",
             "pipeline = ? AND cpu_seconds IS NOT NULL AND started_at >= ?",
         ),
         "memory": (
-            "insights_run_totals INDEXED BY insights_run_mem", "peak_rss_mb",
+            "insights_run_totals INDEXED BY insights_run_mem",
+            "peak_rss_mb",
             "pipeline = ? AND peak_rss_mb IS NOT NULL AND started_at >= ?",
         ),
     }
     out: dict[str, Summary] = {}
     for metric, (table, col, where) in sources.items():
         row = store.query_one(
-            f"SELECT COUNT({col}), TOTAL({col}), TOTAL({col} * {col}) FROM {table} WHERE {where}", (pipeline, since)
+            f"SELECT COUNT({col}), TOTAL({col}), TOTAL({col} * {col}) FROM {table} WHERE {where}",
+            (pipeline, since),
         )
         assert row is not None  # an aggregate always yields a row
         n = int(row[0])
@@ -206,19 +212,24 @@ def run_metric_summaries(store: Store, pipeline: str, since: float) -> dict[str,
 @dataclass(frozen=True)
 class JobAggregate:
     job: str
-    runs: int                     # times the job started in the window
+    runs: int  # times the job started in the window
     succeeded: int
-    failed: int                   # failed or timed out
-    passed_on_retry: int          # succeeded with more than one attempt
+    failed: int  # failed or timed out
+    passed_on_retry: int  # succeeded with more than one attempt
     queue_wait_mean: float | None  # seconds
-    queue_wait_total: float        # seconds
+    queue_wait_total: float  # seconds
 
 
 def job_aggregates(store: Store, pipeline: str, since: float) -> list[JobAggregate]:
     return [
         JobAggregate(
-            job, s.started, s.succeeded, s.failed, s.passed_on_retry,
-            s.queue_sum / s.queue_n if s.queue_n else None, s.queue_sum,
+            job,
+            s.started,
+            s.succeeded,
+            s.failed,
+            s.passed_on_retry,
+            s.queue_sum / s.queue_n if s.queue_n else None,
+            s.queue_sum,
         )
         for job, s in sorted(_job_sums(store, pipeline, since).items())
     ]
@@ -227,8 +238,8 @@ def job_aggregates(store: Store, pipeline: str, since: float) -> list[JobAggrega
 @dataclass(frozen=True)
 class RetryLoss:
     job: str
-    retried_runs: int             # runs in which the job needed more than one attempt
-    seconds_lost: float           # sum of the durations of the attempts that were retried
+    retried_runs: int  # runs in which the job needed more than one attempt
+    seconds_lost: float  # sum of the durations of the attempts that were retried
 
 
 def retry_losses(store: Store, pipeline: str, since: float) -> list[RetryLoss]:
@@ -245,22 +256,24 @@ def retry_losses(store: Store, pipeline: str, since: float) -> list[RetryLoss]:
     return [RetryLoss(r["job"], r["runs"], r["lost"]) for r in rows]
 
 
-def trend_sums(store: Store, pipeline: str, since: float) -> tuple[Sums, Sums, float, float]:
-    """Least-squares sums of succeeded runs' durations against run index and against days.
+def trend_sums(store: Store, pipeline: str, since: float) -> tuple[Sums, float]:
+    """Least-squares sums of succeeded runs' durations (s) against days since `since`.
 
-    Streamed in creation order (one pass, nothing kept). Returns (by_run, by_day,
-    run_index_span, day_span)."""
-    rows = store.iterate(
-        "SELECT created_at, duration FROM runs INDEXED BY runs_by_pipeline"
-        " WHERE pipeline = ? AND created_at >= ? AND status = 'succeeded' AND duration IS NOT NULL"
-        " ORDER BY created_at",
-        (pipeline, since),
+    Returns (sums, day_span); one pass over a covering index, nothing kept."""
+    row = store.query_one(
+        """
+        SELECT COUNT(*) AS n, TOTAL(d) AS sd, TOTAL(y) AS sy, TOTAL(d * d) AS sdd, TOTAL(y * y) AS syy,
+               TOTAL(d * y) AS sdy, MAX(d) - MIN(d) AS dspan
+          FROM (SELECT duration AS y, (created_at - :since) / 86400.0 AS d
+                  FROM runs INDEXED BY insights_runs_trend
+                 WHERE pipeline = :p AND status = 'succeeded' AND created_at >= :since
+                   AND duration IS NOT NULL)
+        """,
+        {"p": pipeline, "since": since},
     )
-    by_run, by_day = SumsBuilder(), SumsBuilder()
-    for i, (created, y) in enumerate(rows):
-        by_run.add(float(i), y)
-        by_day.add((created - since) / 86400.0, y)
-    return by_run.sums(), by_day.sums(), by_run.span, by_day.span
+    assert row is not None  # an aggregate always yields a row
+    sums = Sums(int(row["n"]), row["sd"], row["sy"], row["sdd"], row["sdy"], row["syy"])
+    return sums, float(row["dspan"] or 0.0)
 
 
 @dataclass
@@ -272,12 +285,15 @@ class RecentJob:
     ready_at: float | None
     started_at: float | None
     finished_at: float | None
-    duration: float | None         # seconds, all attempts
-    queue_wait: float | None       # seconds
+    duration: float | None  # seconds, all attempts
+    queue_wait: float | None  # seconds
     attempts: int
-    last_attempt: float | None     # seconds, the final attempt alone
+    last_attempt: float | None  # seconds, the final attempt alone
     reason: str | None
-    artifacts: dict[str, str] = field(default_factory=dict)   # path -> sha256
+    cpu_seconds: float | None = None
+    peak_rss_kb: int | None = None
+    exit_code: int | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)  # path -> sha256
     artifact_bytes: int = 0
     attempt_spans: list[tuple[int, str, float, float | None]] = field(default_factory=list)
 
@@ -301,15 +317,20 @@ class RecentRun:
     duration: float | None
     max_workers: int | None
     spec: dict[str, Any] | None
-    jobs: dict[str, RecentJob]       # in the order they started
+    jobs: dict[str, RecentJob]  # in the order they started
 
 
 def run_rows(
-    store: Store, pipeline: str | None, since: float | None = None, *, limit: int | None = None,
+    store: Store,
+    pipeline: str | None,
+    since: float | None = None,
+    *,
+    limit: int | None = None,
     statuses: Sequence[str] | None = None,
 ) -> list[Any]:
     """Run rows, newest first."""
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if pipeline is not None:
         where.append("pipeline = ?")
         params.append(pipeline)
@@ -333,10 +354,21 @@ def load_run(store: Store, row: Any) -> RecentRun:
         "SELECT * FROM jobs WHERE run_id = ? ORDER BY started_at IS NULL, started_at, name", (run_id,)
     ):
         jobs[j["name"]] = RecentJob(
-            name=j["name"], stage=j["stage"], status=j["status"], needs=tuple(json.loads(j["needs_json"])),
-            ready_at=j["ready_at"], started_at=j["started_at"], finished_at=j["finished_at"],
-            duration=j["duration"], queue_wait=j["queue_wait"], attempts=j["attempts"], last_attempt=None,
+            name=j["name"],
+            stage=j["stage"],
+            status=j["status"],
+            needs=tuple(json.loads(j["needs_json"])),
+            ready_at=j["ready_at"],
+            started_at=j["started_at"],
+            finished_at=j["finished_at"],
+            duration=j["duration"],
+            queue_wait=j["queue_wait"],
+            attempts=j["attempts"],
+            last_attempt=None,
             reason=j["reason"],
+            cpu_seconds=None if j["cpu_user"] is None else j["cpu_user"] + (j["cpu_system"] or 0.0),
+            peak_rss_kb=j["peak_rss_kb"],
+            exit_code=j["exit_code"],
         )
     for a in store.query(
         "SELECT job, attempt, status, started_at, finished_at, duration FROM attempts"
@@ -361,9 +393,17 @@ def load_run(store: Store, row: Any) -> RecentRun:
         except ValueError:
             spec = None
     return RecentRun(
-        run_id=run_id, pipeline=row["pipeline"], status=row["status"], reason=row["reason"],
-        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
-        duration=row["duration"], max_workers=row["max_workers"], spec=spec, jobs=jobs,
+        run_id=run_id,
+        pipeline=row["pipeline"],
+        status=row["status"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration=row["duration"],
+        max_workers=row["max_workers"],
+        spec=spec,
+        jobs=jobs,
     )
 
 
@@ -374,11 +414,14 @@ def recent_runs(
     return [load_run(store, row) for row in run_rows(store, pipeline, since, limit=limit, statuses=statuses)]
 
 
-def iterate_run_outcomes(store: Store, pipeline: str, since: float) -> Iterator[tuple[str, float, float | None]]:
+def iterate_run_outcomes(
+    store: Store, pipeline: str, since: float
+) -> Iterator[tuple[str, float, float | None]]:
     """(status, created_at, finished_at) of finished runs in the window, oldest first (streamed)."""
     for row in store.iterate(
         "SELECT status, created_at, finished_at FROM runs"
-        " WHERE pipeline = ? AND created_at >= ? AND status IN ('succeeded', 'failed', 'interrupted', 'cancelled')"
+        " WHERE pipeline = ? AND created_at >= ?"
+        " AND status IN ('succeeded', 'failed', 'interrupted', 'cancelled')"
         " ORDER BY created_at",
         (pipeline, since),
     ):

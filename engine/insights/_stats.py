@@ -99,43 +99,47 @@ def sums_of(points: Iterable[tuple[float, float]]) -> Sums:
 class SumsBuilder:
     """Accumulates Sums one point at a time (for streamed rows: nothing is kept)."""
 
+    __slots__ = ("_hi", "_lo", "n", "sx", "sxx", "sxy", "sy", "syy")
+
     def __init__(self) -> None:
-        self._n = 0
-        self._acc: list[list[float]] = [[], [], [], [], []]   # partial sums, fsum-compacted
+        self.n = 0
+        self.sx = self.sy = self.sxx = self.sxy = self.syy = 0.0
         self._lo = math.inf
         self._hi = -math.inf
 
     def add(self, x: float, y: float) -> None:
-        self._n += 1
-        for acc, v in zip(self._acc, (x, y, x * x, x * y, y * y), strict=True):
-            acc.append(v)
-            if len(acc) >= 4096:            # keep memory flat, precision exact-ish
-                acc[:] = [math.fsum(acc)]
-        self._lo = min(self._lo, x)
-        self._hi = max(self._hi, x)
+        self.n += 1
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+        self.syy += y * y
+        if x < self._lo:
+            self._lo = x
+        if x > self._hi:
+            self._hi = x
 
     @property
     def span(self) -> float:
-        return self._hi - self._lo if self._n else 0.0
+        return self._hi - self._lo if self.n else 0.0
 
     def sums(self) -> Sums:
-        sx, sy, sxx, sxy, syy = (math.fsum(acc) for acc in self._acc)
-        return Sums(self._n, sx, sy, sxx, sxy, syy)
+        return Sums(self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy)
 
 
 @dataclass(frozen=True)
 class Fit:
     slope: float
     intercept: float
-    stderr: float | None        # standard error of the slope; None with fewer than 3 points
-    x_span: float               # max(x) - min(x) is not in the sums; the caller supplies it
+    stderr: float | None  # standard error of the slope; None with fewer than 3 points
+    x_span: float  # max(x) - min(x) is not in the sums; the caller supplies it
 
 
 def fit_line(s: Sums, x_span: float) -> Fit | None:
     """Least-squares line through the points; None when x does not vary (or n < 2)."""
     if s.n < 2:
         return None
-    sxx_c = s.sxx - s.sx * s.sx / s.n           # Σ(x - x̄)²
+    sxx_c = s.sxx - s.sx * s.sx / s.n  # Σ(x - x̄)²
     if sxx_c <= 1e-12 * max(1.0, abs(s.sxx)):
         return None
     sxy_c = s.sxy - s.sx * s.sy / s.n
@@ -152,7 +156,10 @@ def fit_line(s: Sums, x_span: float) -> Fit | None:
 def verdict(s: Sums, fit: Fit | None) -> tuple[TrendVerdict, str]:
     """A plain verdict on a fitted trend, with the reason in words."""
     if s.n < MIN_TREND_SAMPLES:
-        return "insufficient_data", f"{s.n} sample(s) in the window; a trend needs at least {MIN_TREND_SAMPLES}"
+        return (
+            "insufficient_data",
+            f"{s.n} sample(s) in the window; a trend needs at least {MIN_TREND_SAMPLES}",
+        )
     if fit is None:
         return "insufficient_data", "all samples share one x value; no slope can be fitted"
     mean = s.sy / s.n
@@ -161,6 +168,9 @@ def verdict(s: Sums, fit: Fit | None) -> tuple[TrendVerdict, str]:
     if fit.stderr is not None and fit.stderr > 0 and abs(fit.slope) / fit.stderr < _T_THRESHOLD:
         return "stable", f"slope is within noise (|t| = {abs(fit.slope) / fit.stderr:.1f} < {_T_THRESHOLD:g})"
     if relative < _STABLE_FRACTION:
-        return "stable", f"fitted change over the window is {relative:.1%} of the mean (< {_STABLE_FRACTION:.0%})"
+        return (
+            "stable",
+            f"fitted change over the window is {relative:.1%} of the mean (< {_STABLE_FRACTION:.0%})",
+        )
     word: TrendVerdict = "increasing" if fit.slope > 0 else "decreasing"
     return word, f"fitted change over the window is {change:+.3g} ({relative:.1%} of the mean)"

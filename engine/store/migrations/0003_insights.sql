@@ -163,5 +163,6 @@ CREATE INDEX insights_jobs_duration ON jobs (pipeline, name, duration, started_a
 CREATE INDEX insights_jobs_cpu ON jobs (pipeline, name, cpu_user + cpu_system, started_at);
 CREATE INDEX insights_jobs_mem ON jobs (pipeline, name, peak_rss_kb, started_at);
 CREATE INDEX insights_runs_duration ON runs (pipeline, status, duration, created_at);
+CREATE INDEX insights_runs_trend ON runs (pipeline, status, created_at, duration);
 -- Retried jobs are rare: only they are joined with their attempts.
 CREATE INDEX insights_jobs_retried ON jobs (pipeline, started_at) WHERE attempts > 1;

@@ -76,7 +76,10 @@ def test_cycles_are_named() -> None:
 
 def test_longest_chain_counts_jobs() -> None:
     g = _g(
-        Task("a", 1.0), Task("b", 1.0, ("a",)), Task("c", 1.0, ("b",)), Task("d", 1.0, ("c",)),
+        Task("a", 1.0),
+        Task("b", 1.0, ("a",)),
+        Task("c", 1.0, ("b",)),
+        Task("d", 1.0, ("c",)),
         Task("big", 10.0),
     )
     assert longest_chain(g) == ["a", "b", "c", "d"]
