@@ -213,3 +213,62 @@ class CallModuleFunctionOutput(_Out):
     summary: str
     tool: str = Field(description="The first-class tool the call was served by.")
     result: dict[str, Any]
+
+
+# -- deployments ----------------------------------------------------------------------------------
+
+
+class DeployInput(_In):
+    version: str = Field(min_length=1, max_length=128, description="The version to deploy, e.g. 1.4.2.")
+    environment: Environment = Field(
+        description="Environment to deploy to: one defined in `config_path` or registered earlier. Deploying "
+        "to a protected environment (e.g. production) asks the user to confirm."
+    )
+    artifacts: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="What to deploy: release directories/files on the server, or image references.",
+    )
+    name: str | None = Field(
+        default=None, max_length=128, description="Name of this deployment; default <service>-<version>."
+    )
+    service: str | None = Field(default=None, max_length=63, description="Service; default the environment's.")
+    strategy: Literal["rolling", "blue_green", "canary", "recreate"] | None = Field(
+        default=None, description="Rollout strategy; default the environment's (else DEPLOY_STRATEGY)."
+    )
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the strategy, e.g. canary {steps: [10, 50, 100]}."
+    )
+    rollback_on_failure: bool | None = Field(
+        default=None, description="Put the previous verified version back if this one fails its health checks."
+    )
+    config_path: str | None = Field(
+        default=None, max_length=4096,
+        description="A deployment config YAML on the server defining environments (targets, health checks).",
+    )
+
+
+class InstanceOut(_Out):
+    slot: str
+    host: str
+    port: int | None = None
+    version: str | None = None
+    color: str | None = None
+    alive: bool
+
+
+class DeployOutput(_Out):
+    summary: str
+    deployment_id: str
+    name: str
+    environment: str
+    service: str
+    version: str
+    previous_version: str | None = None
+    strategy: str
+    status: str = Field(description="success, failure, rolled_back or rollback_failed.")
+    reason: str | None = None
+    duration: float | None = Field(default=None, description="Seconds.")
+    instances: list[InstanceOut] = Field(default_factory=list)
+    log_tail: list[str] = Field(default_factory=list, description="The last lines of the deployment's log.")
+    log_note: str
+    resource_uri: str

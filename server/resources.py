@@ -54,6 +54,8 @@ def _read_log(state: Any, run_id: str, job: str) -> str:
 
 
 def register_resources(server: CicdServer) -> None:
+    if "deploy" in server.state.specs:
+        register_deployment_resource(server)
     if not available_pipeline():
         return
 
@@ -80,6 +82,33 @@ def register_resources(server: CicdServer) -> None:
             return await anyio.to_thread.run_sync(_read_log, state, run_id, job)
         except NotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
+
+
+def register_deployment_resource(server: CicdServer) -> None:
+    @server.resource("cicd://deployments/{deployment_id}", name="deployment", title="A deployment",
+                     mime_type="application/json",
+                     description="A deployment's record: status, versions, instances, steps and events (JSON).")
+    async def deployment_resource(deployment_id: str, ctx: Context) -> str:
+        await _gate(ctx, "get_run", {"deployment_id": deployment_id})
+        state = state_of(ctx)
+        return await anyio.to_thread.run_sync(_deployment_json, state, deployment_id)
+
+
+def _deployment_json(state: Any, deployment_id: str) -> str:
+    import dataclasses
+
+    from engine.deploy.history import DeploymentHistory
+
+    history = DeploymentHistory(state.store)
+    try:
+        rec = history.get(deployment_id)
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    doc = dataclasses.asdict(rec)
+    doc["status"] = str(rec.status)
+    doc["steps"] = history.steps(deployment_id)
+    doc["events"] = history.events(deployment_id)
+    return json.dumps(doc, indent=2, default=str)
 
 
 def available_pipeline() -> bool:
