@@ -1,0 +1,454 @@
+"""Expressions across CI dialects (pure).
+
+Importing: a GitHub Actions expression (``${{ ... }}`` or a bare `if:`) is parsed into a
+small tree whose names are already the engine's (``github.ref`` -> ``ref``,
+``env.X`` -> ``vars.X``, ...). The tree is then written either as an engine `if:`
+condition (job level, evaluated by the runner) or as a shell test (step level, where
+the job script itself decides whether a step runs).
+
+Exporting: an engine condition tree (from `engine.pipeline.expr`) is written back as a
+GitHub Actions expression, or split into a GitLab `rules:` entry (`if:` text plus `when:`).
+
+Anything without an equivalent raises `Unsupported` with a sentence saying what.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "GithubNames",
+    "Unsupported",
+    "condition_to_github",
+    "condition_to_gitlab",
+    "github_to_engine",
+    "github_to_shell",
+    "parse_github",
+    "substitute_github",
+]
+
+Node = tuple[Any, ...]
+
+
+class Unsupported(Exception):
+    """The construct has no equivalent on the other side."""
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'(?:[^']|'')*')
+      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<op>==|!=|<=|>=|&&|\|\||[<>!(),])
+      | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z_*][A-Za-z0-9_\-]*)*)
+    )""",
+    re.VERBOSE,
+)
+
+_STATUS = {"success", "failure", "always", "cancelled"}
+# github.* names the local runner knows, as engine names.
+_GITHUB_CONTEXT = {
+    "github.ref": "ref",
+    "github.ref_name": "branch",
+    "github.event_name": "event",
+    "github.workflow": "pipeline",
+    "github.run_id": "run_id",
+}
+
+
+@dataclass
+class GithubNames:
+    """How a workflow's names map to the engine's: renamed matrix keys, declared secrets."""
+
+    matrix: Mapping[str, str] = field(default_factory=dict)     # GitHub key -> engine key
+    secrets: frozenset[str] = frozenset()                        # declared (masked) in the spec
+    used_secrets: set[str] = field(default_factory=set)          # every secrets.X met
+
+    def name(self, dotted: str) -> Node:
+        if dotted in _GITHUB_CONTEXT:
+            return ("name", _GITHUB_CONTEXT[dotted])
+        if dotted == "runner.os":
+            return ("lit", "Linux")
+        head, _, rest = dotted.partition(".")
+        if rest and "." not in rest and "*" not in rest:
+            if head == "matrix":
+                if rest not in self.matrix:
+                    raise Unsupported(f"`{dotted}`: the job has no matrix key {rest!r}")
+                return ("name", f"matrix.{self.matrix[rest]}")
+            if head == "env":          # the workflow/job env, which the engine calls variables
+                return ("name", f"vars.{rest}")
+            if head == "vars":         # repository configuration variables: from the environment
+                return ("name", f"env.{rest}")
+            if head == "secrets":
+                self.used_secrets.add(rest)
+                return ("name", f"secrets.{rest}" if rest in self.secrets else f"env.{rest}")
+        raise Unsupported(f"`{dotted}` is not available when running locally")
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while text[pos:].strip():
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise Unsupported(f"cannot read {text!r} at {text[pos:].strip()[:20]!r}")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    out.append(("end", ""))
+    return out
+
+
+def _strip(text: str) -> str:
+    text = text.strip()
+    if text.startswith("${{") and text.endswith("}}") and text.count("${{") == 1:
+        return text[3:-2].strip()
+    return text
+
+
+def parse_github(text: str, names: GithubNames) -> Node:
+    """Parse a GitHub Actions expression into an engine-named tree.
+
+    Raises:
+        Unsupported: a function or context the engine has no equivalent for.
+    """
+    text = _strip(text)
+    toks = _tokens(text)
+    i = 0
+
+    def peek() -> tuple[str, str]:
+        return toks[i]
+
+    def take() -> tuple[str, str]:
+        nonlocal i
+        i += 1
+        return toks[i - 1]
+
+    def expect(op: str) -> None:
+        kind, value = take()
+        if (kind, value) != ("op", op):
+            raise Unsupported(f"expected {op!r} in {text!r}")
+
+    def or_() -> Node:
+        node = and_()
+        while peek() == ("op", "||"):
+            take()
+            node = ("or", node, and_())
+        return node
+
+    def and_() -> Node:
+        node = unary()
+        while peek() == ("op", "&&"):
+            take()
+            node = ("and", node, unary())
+        return node
+
+    def unary() -> Node:
+        if peek() == ("op", "!"):
+            take()
+            return ("not", unary())
+        left = primary()
+        kind, op = peek()
+        if kind == "op" and op in ("==", "!=", "<", "<=", ">", ">="):
+            take()
+            return ("cmp", op, left, primary())
+        return left
+
+    def primary() -> Node:
+        kind, value = take()
+        if kind == "string":
+            return ("lit", value[1:-1].replace("''", "'"))
+        if kind == "number":
+            return ("lit", float(value) if "." in value else int(value))
+        if (kind, value) == ("op", "("):
+            node = or_()
+            expect(")")
+            return node
+        if kind == "name":
+            if value in ("true", "false"):
+                return ("lit", value == "true")
+            if value == "null":
+                return ("lit", None)
+            if peek() == ("op", "("):
+                take()
+                args: list[Node] = []
+                if peek() != ("op", ")"):
+                    args.append(or_())
+                    while peek() == ("op", ","):
+                        take()
+                        args.append(or_())
+                expect(")")
+                return _call(value, args)
+            return names.name(value)
+        raise Unsupported(f"unexpected {value or 'end'!r} in {text!r}")
+
+    node = or_()
+    if peek()[0] != "end":
+        raise Unsupported(f"unexpected {peek()[1]!r} in {text!r}")
+    return node
+
+
+def _call(fn: str, args: list[Node]) -> Node:
+    if fn in _STATUS and not args:
+        return ("call", fn)
+    if fn.lower() == "contains" and len(args) == 2:
+        return ("cmp", "in", args[1], args[0])
+    raise Unsupported(f"function {fn}() is not supported locally (supported: success(), failure(), always(), "
+                      "cancelled(), contains())")
+
+
+def uses_status(node: Node) -> bool:
+    if node[0] == "call":
+        return True
+    return any(uses_status(n) for n in node[1:] if isinstance(n, tuple))
+
+
+# -- writers -----------------------------------------------------------------------------------
+
+def _engine_lit(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def github_to_engine(node: Node) -> str:
+    """The tree as an engine `if:` condition."""
+    op = node[0]
+    if op == "lit":
+        return _engine_lit(node[1])
+    if op == "name":
+        return str(node[1])
+    if op == "call":
+        return f"{node[1]}()"
+    if op == "not":
+        return f"not ({github_to_engine(node[1])})"
+    if op in ("and", "or"):
+        return f"({github_to_engine(node[1])} {op} {github_to_engine(node[2])})"
+    if op == "cmp":
+        return f"{github_to_engine(node[2])} {node[1]} {github_to_engine(node[3])}"
+    raise AssertionError(op)
+
+
+FAILED_VAR = "__cicd_failed"
+_SHELL_NAMES = {
+    "ref": "refs/heads/${CICD_BRANCH}", "branch": "${CICD_BRANCH}", "event": "${CICD_EVENT}",
+    "pipeline": "${CICD_PIPELINE}", "run_id": "${CICD_RUN_ID}",
+}
+
+
+def _shell_word(node: Node) -> str:
+    """A double-quoted shell word for a value node."""
+    if node[0] == "lit":
+        value = node[1]
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        return shlex.quote(text)
+    if node[0] == "name":
+        name = str(node[1])
+        if name in _SHELL_NAMES:
+            return f'"{_SHELL_NAMES[name]}"'
+        return '"${' + name.split(".", 1)[1] + '}"'   # matrix.k, vars.X, env.X, secrets.X are env vars
+    raise Unsupported("only names and literals can be compared in a step's if:")
+
+
+def github_to_shell(node: Node) -> str:
+    """The tree as a shell test, for a step's `if:` inside the job script."""
+    op = node[0]
+    if op == "call":
+        return {"success": f'[ "${FAILED_VAR}" = 0 ]', "failure": f'[ "${FAILED_VAR}" = 1 ]',
+                "always": "true", "cancelled": "false"}[node[1]]
+    if op == "lit":
+        return "true" if node[1] not in (None, False, 0, "") else "false"
+    if op == "name":
+        word = _shell_word(node)
+        return f"{{ [ -n {word} ] && [ {word} != false ] && [ {word} != 0 ]; }}"
+    if op == "not":
+        return f"! {github_to_shell(node[1])}"
+    if op == "and":
+        return f"{{ {github_to_shell(node[1])} && {github_to_shell(node[2])}; }}"
+    if op == "or":
+        return f"{{ {github_to_shell(node[1])} || {github_to_shell(node[2])}; }}"
+    if op == "cmp":
+        a, b = _shell_word(node[2]), _shell_word(node[3])
+        if node[1] == "==":
+            return f"[ {a} = {b} ]"
+        if node[1] == "!=":
+            return f"[ {a} != {b} ]"
+        if node[1] == "in":
+            return f"case {b} in *{a}*) true;; *) false;; esac"
+        raise Unsupported(f"comparison {node[1]!r} in a step's if: is not supported locally")
+    raise AssertionError(op)
+
+
+_EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+
+
+def substitute_github(text: str, names: GithubNames, *, shell: bool) -> str:
+    """Replace each ``${{ expr }}`` in a run script or env value with what the engine gives.
+
+    Matrix values and variables become ``${matrix.k}`` / ``${X}`` (the runner fills them in
+    before the shell runs, as GitHub does); context values become shell variables.
+
+    Raises:
+        Unsupported: an expression that is not a plain name.
+    """
+
+    def one(m: re.Match[str]) -> str:
+        node = parse_github(m.group(1), names)
+        if node[0] == "lit":
+            return "" if node[1] is None else str(node[1])
+        if node[0] != "name":
+            raise Unsupported(f"`${{{{{m.group(1)}}}}}`: only plain names can be substituted locally")
+        name = str(node[1])
+        if name.startswith("matrix."):
+            return "${" + name + "}"
+        if name in _SHELL_NAMES:
+            if not shell:
+                raise Unsupported(f"`${{{{{m.group(1).strip()}}}}}` in env: is not available locally")
+            return _SHELL_NAMES[name]
+        return "${" + name.split(".", 1)[1] + "}"
+
+    return _EXPR.sub(one, text)
+
+
+# -- export: engine condition tree -> other dialects -----------------------------------------
+
+def _gh_value(node: Node, rename: Callable[[str], str]) -> str:
+    op = node[0]
+    if op == "lit":
+        value = node[1]
+        if isinstance(value, str):
+            return "'" + value.replace("'", "''") + "'"
+        return _engine_lit(value)
+    if op == "name":
+        return rename(str(node[1]))
+    if op == "list":
+        raise Unsupported("list literals have no GitHub Actions equivalent")
+    return condition_to_github(node, rename)
+
+
+_GH_NAMES = {"ref": "github.ref", "branch": "github.ref_name", "event": "github.event_name",
+             "pipeline": "github.workflow", "run_id": "github.run_id"}
+
+
+def github_name(name: str, variables: frozenset[str]) -> str:
+    if name in _GH_NAMES:
+        return _GH_NAMES[name]
+    if name == "provider":
+        return "'github'"
+    head, _, rest = name.partition(".")
+    if head in ("matrix", "secrets") and rest:
+        return name
+    if head == "vars" and rest:
+        return f"env.{rest}"
+    if head == "env" and rest:
+        return f"vars.{rest}"
+    if name in variables:
+        return f"env.{name}"
+    raise Unsupported(f"name {name!r} has no GitHub Actions equivalent")
+
+
+def condition_to_github(node: Node, rename: Callable[[str], str]) -> str:
+    """An engine condition tree as a GitHub Actions expression."""
+    op = node[0]
+    if op == "call":
+        return f"{node[1]}()"
+    if op == "not":
+        return f"!({condition_to_github(node[1], rename)})"
+    if op in ("and", "or"):
+        sym = "&&" if op == "and" else "||"
+        return f"({condition_to_github(node[1], rename)} {sym} {condition_to_github(node[2], rename)})"
+    if op == "cmp":
+        a, b = _gh_value(node[2], rename), _gh_value(node[3], rename)
+        if node[1] == "in":
+            return f"contains({b}, {a})"
+        return f"{a} {node[1]} {b}"
+    return _gh_value(node, rename)
+
+
+_GL_NAMES = {"branch": "$CI_COMMIT_BRANCH", "event": "$CI_PIPELINE_SOURCE", "pipeline": "$CI_PROJECT_NAME",
+             "run_id": "$CI_PIPELINE_ID"}
+
+
+def _gl(node: Node, variables: frozenset[str]) -> str:
+    op = node[0]
+    if op == "lit":
+        value = node[1]
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            raise Unsupported("boolean literals have no GitLab rules equivalent")
+        return '"' + str(value).replace('"', '\\"') + '"'
+    if op == "name":
+        name = str(node[1])
+        if name in _GL_NAMES:
+            return _GL_NAMES[name]
+        head, _, rest = name.partition(".")
+        if head in ("vars", "env", "secrets", "matrix") and rest:
+            return f"${rest}"
+        if name in variables:
+            return f"${name}"
+        raise Unsupported(f"name {name!r} has no GitLab CI equivalent")
+    if op == "not":
+        inner = node[1]
+        if inner[0] == "cmp" and inner[1] == "==":
+            return f"{_gl(inner[2], variables)} != {_gl(inner[3], variables)}"
+        raise Unsupported("`not` of anything but a comparison has no GitLab rules equivalent")
+    if op in ("and", "or"):
+        sym = "&&" if op == "and" else "||"
+        return f"({_gl(node[1], variables)} {sym} {_gl(node[2], variables)})"
+    if op == "cmp":
+        if node[1] in ("==", "!=") and ("name", "ref") in (node[2], node[3]):
+            other = node[3] if node[2] == ("name", "ref") else node[2]
+            for prefix, var in (("refs/heads/", "$CI_COMMIT_BRANCH"), ("refs/tags/", "$CI_COMMIT_TAG")):
+                if other[0] == "lit" and isinstance(other[1], str) and other[1].startswith(prefix):
+                    return f"{var} {node[1]} " + _gl(("lit", other[1][len(prefix):]), variables)
+            raise Unsupported("`ref` compares only with refs/heads/... or refs/tags/... in GitLab rules")
+        if node[1] in ("==", "!="):
+            return f"{_gl(node[2], variables)} {node[1]} {_gl(node[3], variables)}"
+        raise Unsupported(f"operator {node[1]!r} has no GitLab rules equivalent")
+    if op == "call":
+        raise Unsupported("a status function inside a larger expression has no GitLab rules equivalent")
+    raise Unsupported(f"{op} has no GitLab rules equivalent")
+
+
+def condition_to_gitlab(node: Node, variables: frozenset[str]) -> tuple[str | None, str]:
+    """An engine condition as a GitLab rule: (`if:` text or None, `when:`).
+
+    A status function must stand alone or be one side of a top-level `and`.
+
+    Raises:
+        Unsupported: the condition has no rules equivalent.
+    """
+    when_of = {"success": "on_success", "failure": "on_failure", "always": "always"}
+    calls: list[str] = []
+    rest: list[Node] = []
+
+    def split(n: Node) -> None:
+        if n[0] == "and":
+            split(n[1])
+            split(n[2])
+        elif n[0] == "call":
+            calls.append(str(n[1]))
+        else:
+            rest.append(n)
+
+    split(node)
+    if len(calls) > 1 or (calls and calls[0] not in when_of):
+        raise Unsupported("this combination of status functions has no GitLab rules equivalent")
+    when = when_of[calls[0]] if calls else "on_success"
+    if not rest:
+        return None, when
+    expr = rest[0]
+    for more in rest[1:]:
+        expr = ("and", expr, more)
+    text = _gl(expr, variables)
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    return text, when
