@@ -52,6 +52,8 @@ _NAME = re.compile(NAME_RE)
 _VAR = re.compile(VAR_RE)
 _JOB_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _CHECKOUT = re.compile(r"^actions/checkout@[\w.\-/]+$")
+_UPLOAD = re.compile(r"^actions/upload-artifact@[\w.\-/]+$")
+_DOWNLOAD = re.compile(r"^actions/download-artifact@[\w.\-/]+$")
 _SHELLS = {
     # As GitHub runs them: an unnamed shell is `bash -e`, a named bash adds pipefail.
     None: ("bash", "--noprofile", "--norc", "-e", "-c"),
@@ -174,6 +176,7 @@ class _JobImporter:
         self.path: tuple[str | int, ...] = ("jobs", job_id)
         self.pos = pos
         self.reasons: list[str] = []
+        self.artifacts: list[str] = []
         self.warnings: list[str] = []
         self.issues: list[SpecIssue] = []
         run_defaults = {**(defaults.get("run") or {}), **((job.get("defaults") or {}).get("run") or {})}
@@ -267,6 +270,8 @@ class _JobImporter:
         out["variables"] = _scalar_env(job.get("env"), (*self.path, "env"), self.pos, self.issues, self.names)
         out["commands"] = self._steps()
         out["shell"] = "bash"
+        if self.artifacts:
+            out["artifacts"] = list(dict.fromkeys(self.artifacts))
         return out
 
     def _runs_on(self) -> None:
@@ -320,9 +325,19 @@ class _JobImporter:
                                          f"{label}: checkout with {', '.join(extra)} is not supported")
                     commands.append(f": {shlex.quote(label + ': ' + uses)}\n"
                                     "echo 'checkout: the local workspace is the checkout'")
+                elif _UPLOAD.match(uses):
+                    block = self._upload(index, label, step)
+                    if block is not None:
+                        commands.append(block)
+                elif _DOWNLOAD.match(uses):
+                    self.warnings.append(f"job {self.id}: {label}: the engine puts the artifacts of every "
+                                         "job this one needs into the workspace, at the paths they were made at")
+                    note = "download-artifact: artifacts of the needed jobs are in the workspace"
+                    commands.append(f": {shlex.quote(label + ': ' + uses)}\necho {shlex.quote(note)}")
                 else:
-                    self.unsupported(("steps", index, "uses"), f"{label} uses {uses}, which is not supported "
-                                     "locally (only run: steps and actions/checkout)")
+                    self.unsupported(("steps", index, "uses"),
+                                     f"{label} uses {uses}, which is not supported locally (only run: steps, "
+                                     "actions/checkout, actions/upload-artifact and actions/download-artifact)")
                 continue
             if "run" not in step:
                 self.unsupported(("steps", index), f"{label} has neither run: nor uses:")
@@ -332,6 +347,27 @@ class _JobImporter:
                 commands.append(block)
         commands.append(f'exit "${FAILED_VAR}"')
         return commands
+
+    def _upload(self, index: int, label: str, step: Mapping[str, Any]) -> str | None:
+        """upload-artifact becomes the job's artifact paths, collected when the job succeeds."""
+        with_ = step.get("with") or {}
+        raw = with_.get("path") if isinstance(with_, Mapping) else None
+        if not isinstance(raw, str) or not raw.strip():
+            self.unsupported(("steps", index, "with"), f"{label}: upload-artifact needs a `path:`")
+            return None
+        paths = [p.strip() for p in raw.splitlines() if p.strip()]
+        for p in paths:
+            if p.startswith(("/", "~", "!")) or ".." in Path(p).parts or "${{" in p:
+                self.unsupported(("steps", index, "with", "path"),
+                                 f"{label}: artifact path {p!r} must be a relative path or glob in the "
+                                 "workspace")
+                return None
+        if "if" in step:
+            self.warnings.append(f"job {self.id}: {label}: artifacts are collected when the job succeeds; "
+                                 f"if: {step['if']!r} is not applied")
+        self.artifacts.extend(paths)
+        return f": {shlex.quote(label + ': ' + str(step['uses']))}\n" \
+               f"echo {shlex.quote('upload-artifact: collected when the job succeeds: ' + ', '.join(paths))}"
 
     def _run_step(self, index: int, label: str, step: Mapping[str, Any]) -> str | None:
         where: tuple[str | int, ...] = ("steps", index)
