@@ -331,13 +331,15 @@ class _JobImporter:
                         commands.append(block)
                 elif _DOWNLOAD.match(uses):
                     self.warnings.append(f"job {self.id}: {label}: the engine puts the artifacts of every "
-                                         "job this one needs into the workspace, at the paths they were made at")
+                                         "job this one needs into the workspace, at the paths they were "
+                                         "made at")
                     note = "download-artifact: artifacts of the needed jobs are in the workspace"
                     commands.append(f": {shlex.quote(label + ': ' + uses)}\necho {shlex.quote(note)}")
                 else:
                     self.unsupported(("steps", index, "uses"),
-                                     f"{label} uses {uses}, which is not supported locally (only run: steps, "
-                                     "actions/checkout, actions/upload-artifact and actions/download-artifact)")
+                                     f"{label} uses {uses}, which is not supported locally (only run: "
+                                     "steps, actions/checkout, actions/upload-artifact and "
+                                     "actions/download-artifact)")
                 continue
             if "run" not in step:
                 self.unsupported(("steps", index), f"{label} has neither run: nor uses:")
