@@ -74,7 +74,8 @@ class ReleaseRecord:
 
 def _proc_start(pid: int) -> str | None:
     try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
 

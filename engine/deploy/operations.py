@@ -132,30 +132,33 @@ async def verify_instances(ctx: OpsContext, instances: Sequence[Instance]) -> li
     for inst in instances:
         address = await ctx.target.address(inst)
         found = await verify(ctx.environment.health_checks, address, client=ctx.http, clock=ctx.clock)
-        verdicts += found
         bad = [v for v in found if not v.healthy]
         if bad:
-            detail = str(bad[0])
             gone = await _exited(ctx, inst)
-            if gone:
-                detail += f"; the instance is not running any more{gone}"
+            if gone is not None:
+                # say why: the instance died, and what it printed last
+                found = [replace(v, detail=f"{v.detail}; the instance is not running any more{gone}")
+                         if not v.healthy else v for v in found]
+            detail = str(next(v for v in found if not v.healthy))
             await ctx.emit("health_failed", f"{inst.version} on {inst.slot}: {detail}",
                            {"slot": inst.slot, "version": inst.version, "healthy": False})
         else:
             await ctx.emit("health_passed", f"{inst.version} on {inst.slot} is healthy",
                            {"slot": inst.slot, "version": inst.version, "healthy": True,
                             "probes": sum(v.probes for v in found)})
+        verdicts += found
     return verdicts
 
 
-async def _exited(ctx: OpsContext, inst: Instance) -> str:
+async def _exited(ctx: OpsContext, inst: Instance) -> str | None:
+    """None while the instance runs; else what it printed last (may be empty)."""
     try:
         now = {i.slot: i for i in await ctx.target.instances(ctx.service)}
     except CicdError:
-        return ""
+        return None
     current = now.get(inst.slot)
     if current is not None and current.alive:
-        return ""
+        return None
     tail_fn = getattr(ctx.target, "log_tail", None)
     tail = tail_fn(inst) if callable(tail_fn) else ""
     return f" (its output ends: {tail.strip()[-300:]!r})" if tail else ""
