@@ -36,7 +36,8 @@ from engine.interop._expr import (
     parse_github,
     substitute_github,
 )
-from engine.pipeline.spec import NAME_RE, VAR_RE, PipelinePlan, PipelineSpec, parse_pipeline
+from engine.pipeline import dag
+from engine.pipeline.spec import NAME_RE, VAR_RE, PipelinePlan, PipelineSpec, expand, parse_pipeline
 from engine.pipeline.yamlpos import Positions, load_yaml
 
 __all__ = [
@@ -500,6 +501,10 @@ def import_github_workflow(
             unsupported[job_id] = importer.reasons
             spec_job = _unsupported_job(spec_job, importer.reasons, skip_unsupported)
         converted[job_id] = spec_job
+    if not issues:
+        cycle = dag.find_cycle({j: list(s["depends_on"]) for j, s in converted.items()})
+        if cycle:
+            issues.append(pos.issue(("jobs", cycle[0], "needs"), "dependency cycle: " + " -> ".join(cycle)))
     if issues:
         raise SpecError(issues)
 
@@ -522,6 +527,7 @@ def import_github_workflow(
         "source": str(root),
     }
     spec = parse_pipeline(spec_data, Positions(str(path)))
+    expand(spec, Positions(str(path)))   # the engine's own graph and condition checks, before anything runs
     return WorkflowImport(spec=spec, warnings=warnings, unsupported=unsupported)
 
 

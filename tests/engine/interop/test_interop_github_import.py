@@ -1,0 +1,173 @@
+"""GitHub Actions workflows imported and run on the engine for real (PipelineManager, real processes)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.errors import NotFoundError, SpecError
+from engine.interop import import_github_workflow, is_github_workflow, load_github_workflow, pipeline_data
+from engine.pipeline.manager import PipelineManager
+from engine.pipeline.spec import load_pipeline
+from engine.pipeline.states import JobStatus, RunStatus
+
+WORKFLOWS = Path(__file__).parent / "workflows"
+PROJECTS = Path(__file__).resolve().parents[2] / "fixtures" / "projects"
+
+
+def _repo(tmp_path: Path, workflow: str, project: str | None = None) -> Path:
+    """A checkout: a project (or an empty tree) with the workflow under .github/workflows/."""
+    repo = tmp_path / "repo"
+    if project:
+        shutil.copytree(PROJECTS / project, repo)
+    else:
+        repo.mkdir()
+    (repo / "sub").mkdir(exist_ok=True)
+    flows = repo / ".github" / "workflows"
+    flows.mkdir(parents=True)
+    shutil.copy(WORKFLOWS / workflow, flows / workflow)
+    return flows / workflow
+
+
+def _statuses(run: object) -> dict[str, JobStatus]:
+    return {name: job.status for name, job in run.jobs.items()}  # type: ignore[attr-defined]
+
+
+def test_python_package_workflow_runs_with_matrix_artifacts_and_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = _repo(tmp_path, "python-package.yml", "python")
+    monkeypatch.setenv("PYPI_TOKEN", "s3cr3t-token-value")
+    imported = import_github_workflow(path)
+    assert imported.unsupported == {}
+    assert imported.spec.secrets == ["PYPI_TOKEN"]
+    plan = load_pipeline(pipeline_data(imported.spec))
+    assert plan.graph == {
+        "lint": [],
+        "test[python_version=3,suite=unit]": ["lint"],
+        "test[python_version=3,suite=smoke]": ["lint"],
+        "build": ["test[python_version=3,suite=unit]", "test[python_version=3,suite=smoke]"],
+        "publish": ["build"],
+    }
+    assert plan.jobs["test[python_version=3,suite=unit]"].timeout == 600
+
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(pipeline_data(imported.spec), branch="main", event="push")
+    assert run.status == RunStatus.SUCCEEDED, {n: (j.status, j.reason) for n, j in run.jobs.items()}
+    assert set(_statuses(run).values()) == {JobStatus.SUCCEEDED}
+    unit = manager.read_log(run.run_id, "test[python_version=3,suite=unit]").text
+    assert "unit suite passed on 0.1.0" in unit
+    [wheel] = run.jobs["build"].artifacts
+    assert wheel.path == "dist/hello_py-0.1.0-py3-none-any.whl"
+    publish = manager.read_log(run.run_id, "publish").text
+    assert "would upload with token" in publish
+    assert "s3cr3t-token-value" not in publish   # declared as a secret, so masked
+
+
+def test_publish_is_skipped_on_pull_requests(tmp_path: Path) -> None:
+    path = _repo(tmp_path, "python-package.yml", "python")
+    spec = import_github_workflow(path, environ={}).spec
+    run = PipelineManager(tmp_path / "ws").run_pipeline(pipeline_data(spec), branch="feature", event="pull_request")
+    statuses = _statuses(run)
+    assert statuses["build"] == JobStatus.SUCCEEDED
+    assert statuses["publish"] == JobStatus.SKIPPED
+    assert "is false" in (run.jobs["publish"].reason or "")
+    assert run.status == RunStatus.SUCCEEDED
+
+
+def test_step_semantics_working_directory_shells_conditions_and_failures(tmp_path: Path) -> None:
+    path = _repo(tmp_path, "steps.yml")
+    spec = load_github_workflow(path)
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(pipeline_data(spec), branch="main", event="push")
+    statuses = _statuses(run)
+    assert statuses == {"steps": JobStatus.FAILED, "after": JobStatus.SUCCEEDED, "dependent": JobStatus.SKIPPED}
+    assert run.status == RunStatus.FAILED
+    log = manager.read_log(run.run_id, "steps").text
+    for expected in (
+        "sh says job",                                  # sh shell, job env
+        "step push",                                    # python shell, step env with an expression
+        "pushed",                                       # step if: on the event
+        "'step 5 (Allowed to fail) failed; continue-on-error".strip("'"),
+        "step 7 (Only on pull requests) skipped: its if: is false",
+        "step 9 (Skipped after a failure) skipped",
+        "cleanup after failure",                        # if: failure() runs after the failed step
+    ):
+        assert expected in log, expected
+    assert "step 8 (Fails) failed" in log
+    assert "must-not-exist" not in log.split("step 11")[0].split("step 9 (Skipped after a failure) skipped")[1]
+    assert "after runs although steps failed" in manager.read_log(run.run_id, "after").text
+
+
+def test_unsupported_uses_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+    path = _repo(tmp_path, "unsupported.yml")
+    imported = import_github_workflow(path)
+    assert set(imported.unsupported) == {"test", "windows"}
+    assert "uses actions/setup-python@v5, which is not supported locally" in imported.unsupported["test"][0]
+    assert "line 8" in imported.unsupported["test"][0]
+    assert "runs-on 'windows-latest'" in imported.unsupported["windows"][0]
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(pipeline_data(imported.spec))
+    statuses = _statuses(run)
+    assert statuses == {"test": JobStatus.FAILED, "windows": JobStatus.FAILED, "plain": JobStatus.SUCCEEDED,
+                        "report": JobStatus.SKIPPED}
+    log = manager.read_log(run.run_id, "test").text
+    assert "cannot run locally: step 2 uses actions/setup-python@v5" in log
+    assert "--skip-unsupported" in log
+
+
+def test_skip_unsupported_skips_those_jobs_and_says_why(tmp_path: Path) -> None:
+    path = _repo(tmp_path, "unsupported.yml")
+    spec = load_github_workflow(path, skip_unsupported=True)
+    run = PipelineManager(tmp_path / "ws").run_pipeline(pipeline_data(spec))
+    statuses = _statuses(run)
+    assert statuses["test"] == JobStatus.SKIPPED
+    assert statuses["windows"] == JobStatus.SKIPPED
+    assert statuses["plain"] == JobStatus.SUCCEEDED
+    assert "not supported locally (skipped with --skip-unsupported)" in (run.jobs["test"].reason or "")
+    assert "actions/setup-python@v5" in (run.jobs["test"].reason or "")
+
+
+def test_detects_workflow_files(tmp_path: Path) -> None:
+    path = _repo(tmp_path, "steps.yml")
+    assert is_github_workflow(path)
+    assert is_github_workflow({"on": "push", "jobs": {"a": {}}})
+    assert not is_github_workflow({"name": "p", "stages": []})
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("name: p\nstages:\n  - name: s\n    jobs:\n      - name: j\n        commands: [true]\n")
+    assert not is_github_workflow(pipeline)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("jobs:\n  a:\n    runs-on: ubuntu-latest\n    needs: nope\n    steps:\n      - run: true\n",
+         r"ci.yml:5:\d+: jobs.a.needs: needs 'nope', which is not a job; jobs: a"),
+        ("jobs:\n  a:\n    runs-on: ubuntu-latest\n    env:\n      BAD-NAME: x\n    steps:\n      - run: true\n",
+         r"ci.yml:6:\d+: jobs.a.env.BAD-NAME: env name 'BAD-NAME' must match"),
+        ("on: push\n", r"ci.yml:.*jobs: a workflow needs a `jobs:` mapping"),
+        ("jobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n  b:\n    needs: a\n"
+         "    runs-on: ubuntu-latest\n    steps:\n      - run: true\n  a2:\n    needs: b\n    runs-on: x\n"
+         "    steps: [{run: true}]\nbogus: 1\n", r"ci.yml:16:1: bogus: workflow key `bogus:` is not supported"),
+    ],
+)
+def test_invalid_workflows_name_file_line_and_field(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "ci.yml"
+    path.write_text("on: push\n" + body if not body.startswith("on:") else body)
+    with pytest.raises(SpecError, match=message):
+        import_github_workflow(path)
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        import_github_workflow(tmp_path / "nope.yml")
+
+
+def test_needs_cycle_is_reported_by_the_engine(tmp_path: Path) -> None:
+    path = tmp_path / "ci.yml"
+    path.write_text("on: push\njobs:\n  a:\n    needs: b\n    runs-on: l\n    steps: [{run: 'true'}]\n"
+                    "  b:\n    needs: a\n    runs-on: l\n    steps: [{run: 'true'}]\n")
+    with pytest.raises(SpecError, match="dependency cycle"):
+        import_github_workflow(path)
