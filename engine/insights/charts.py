@@ -87,7 +87,7 @@ def gantt_svg(run: RecentRun, critical: Sequence[str] = ()) -> str:
     span = end - origin
     label_w, plot_w, row_h, top = 200, 720, 28, 34
     height = top + row_h * max(1, len(jobs)) + 40
-    width = label_w + plot_w + 30
+    width = label_w + plot_w + 90
 
     def x(t: float) -> float:
         return label_w + (t - origin) / span * plot_w

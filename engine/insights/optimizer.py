@@ -29,8 +29,8 @@ from engine.insights.models import (
     Quantity,
     QueueWait,
     RetryCost,
-    Suggestion,
     Stats,
+    Suggestion,
     Trend,
     seconds,
 )
