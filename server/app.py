@@ -22,7 +22,7 @@ from engine.store import SQLiteStore, open_store
 from server.audit import AuditLog
 from server.gate import CicdServer
 from server.tokens import TokenStore
-from server.trust import Level, PolicyToken, ToolFacts, TrustPolicy, required_level
+from server.trust import Level, PolicyToken, ToolFacts, TrustPolicy, default_policy_path, required_level
 
 if TYPE_CHECKING:
     from engine.pipeline.manager import PipelineManager
@@ -36,17 +36,6 @@ file or by name and reports per-job results with the failed jobs' log tails; get
 and pipeline_health read what happened; cancel_run stops a run. Whole logs are resources
 (cicd://runs/{run_id}/logs/{job}). Every call passes a trust gate: a refusal says which trust level
 is needed and how to get it. Calls on protected environments ask the user to confirm."""
-
-
-def default_policy_path() -> Path:
-    """trust_policy.yaml in the working directory, else the one shipped with the package."""
-    here = Path("trust_policy.yaml")
-    if here.is_file():
-        return here
-    shipped = Path(__file__).with_name("default_trust_policy.yaml")
-    if shipped.is_file():
-        return shipped
-    return Path(__file__).resolve().parent.parent / "trust_policy.yaml"
 
 
 @dataclass

@@ -18,6 +18,10 @@ from engine.errors import CicdError
 
 __all__ = ["add_commands", "build_parser", "main"]
 
+# Kept here, not imported from server.serve, so that `--help` and the token/audit commands
+# do not load the MCP SDK.
+TRANSPORTS = ("stdio", "sse", "http")
+
 
 def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     p.add_argument("--workspace", help="engine workspace (default: $PIPELINE_WORKSPACE)")
@@ -32,8 +36,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from server.app import default_policy_path
-    from server.trust import load_policy
+    from server.trust import default_policy_path, load_policy
 
     return load_policy(getattr(args, "policy", None) or default_policy_path())
 
@@ -153,8 +156,6 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add serve, audit, token and manifests to an argparse subparsers object; each sets `func`."""
-    from server.serve import TRANSPORTS
-
     p = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     _common(p)
     p.add_argument("--transport", choices=TRANSPORTS, default="stdio")

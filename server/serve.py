@@ -15,12 +15,12 @@ from typing import Any
 import anyio
 
 from engine.errors import InputError
+from server.cli import TRANSPORTS
 from server.gate import CicdServer
 from server.tokens import resolve_token
 
 __all__ = ["BearerCheck", "check_bind", "run"]
 
-TRANSPORTS = ("stdio", "sse", "http")
 
 
 def _is_loopback(host: str) -> bool:

@@ -39,6 +39,7 @@ __all__ = [
     "ToolFacts",
     "TrustPolicy",
     "decide",
+    "default_policy_path",
     "hash_token",
     "load_policy",
     "parse_policy",
@@ -275,6 +276,17 @@ def parse_policy(text: str, filename: str) -> TrustPolicy:
             loc = tuple(err["loc"])
             issues.append(pos.issue(loc, err["msg"], key=err["type"] == "extra_forbidden"))
         raise SpecError(issues) from None
+
+
+def default_policy_path() -> Path:
+    """trust_policy.yaml in the working directory, else the one shipped with the package."""
+    here = Path("trust_policy.yaml")
+    if here.is_file():
+        return here
+    shipped = Path(__file__).with_name("default_trust_policy.yaml")
+    if shipped.is_file():
+        return shipped
+    return Path(__file__).resolve().parent.parent / "trust_policy.yaml"
 
 
 def load_policy(path: str | os.PathLike[str]) -> TrustPolicy:
