@@ -268,7 +268,10 @@ class _JobImporter:
                 out["if"] = github_to_engine(parse_github(str(job["if"]), self.names))
             except Unsupported as exc:
                 self.unsupported(("if",), f"if: {exc}")
-        out["variables"] = _scalar_env(job.get("env"), (*self.path, "env"), self.pos, self.issues, self.names)
+        variables = _scalar_env(job.get("env"), (*self.path, "env"), self.pos, self.issues, self.names)
+        # `K: ${{ matrix.K }}` says what the engine does anyway (matrix values are in the environment);
+        # kept, it would shadow the matrix value with its own unexpanded text.
+        out["variables"] = {k: v for k, v in variables.items() if v != "${matrix." + k + "}"}
         out["commands"] = self._steps()
         out["shell"] = "bash"
         if self.artifacts:
