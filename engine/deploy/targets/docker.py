@@ -17,6 +17,7 @@ and requests exceptions become `TargetError`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -117,6 +118,10 @@ class DockerTarget:
         import docker
 
         if self._client is None:
+            url = self.config.base_url or os.environ.get("DOCKER_HOST") or ""
+            # Checked here because the SDK leaks the socket of a failed unix connect.
+            if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
+                raise TargetError(f"docker: no engine socket at {url} (is dockerd running?)")
             if self.config.base_url:
                 self._client = docker.DockerClient(
                     base_url=self.config.base_url, timeout=int(self.config.timeout)
@@ -242,21 +247,30 @@ class DockerTarget:
         return replace(release, prepared={**release.prepared, "image": ref, "image_id": image_id})
 
     def _build(self, client: Any, context: str, tag: str) -> str:
-        import docker.errors
-
-        try:
+        options: dict[str, Any] = {"tag": tag, "pull": False, "rm": True, "forcerm": True, "decode": True}
+        log: list[str] = []
+        error: str | None = None
+        image_id: str | None = None
+        with contextlib.ExitStack() as stack:
             if Path(context).is_dir():
-                image, _ = client.images.build(path=context, tag=tag, pull=False, rm=True, forcerm=True)
+                stream = client.api.build(path=context, **options)
             else:
                 # The engine detects a gzip, bzip2 or xz context itself.
-                with open(context, "rb") as f:
-                    image, _ = client.images.build(
-                        fileobj=f, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True,
-                    )
-        except docker.errors.BuildError as exc:
-            tail = "".join(str(c.get("stream", c.get("error", ""))) for c in exc.build_log)[-1500:]
-            raise TargetError(f"docker: building {context} as {tag} failed: {exc.msg}\n{tail}") from exc
-        return str(image.id)
+                fileobj = stack.enter_context(open(context, "rb"))
+                stream = client.api.build(fileobj=fileobj, custom_context=True, **options)
+            # Read to the end even after an error so that the response (and its socket) is released.
+            for chunk in stream:
+                log.append(str(chunk.get("stream", "")))
+                if "error" in chunk:
+                    error = str(chunk["error"])
+                    log.append(error)
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = str(aux["ID"])
+        if error is not None:
+            tail = "".join(log)[-1500:]
+            raise TargetError(f"docker: building {context} as {tag} failed: {error.strip()}\n{tail}")
+        return image_id or str(client.images.get(tag).id)
 
     def _ensure_image(self, client: Any, ref: str) -> str:
         import docker.errors
