@@ -7,11 +7,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.engine.deploy.targets.http_probe import get, wait_body, wait_status
 
 from engine.deploy.targets.base import TARGETS, Instance, Release, TargetContext
 from engine.deploy.targets.docker import LABEL, DockerTarget, DockerTargetConfig
 from engine.errors import InputError, TargetError
+from tests.engine.deploy.targets.http_probe import get, wait_body, wait_status
 
 pytestmark = [pytest.mark.anyio]
 
@@ -21,7 +21,9 @@ def make_target(tmp_path: Path, base_url: str, env: str = "test", **settings: ob
     return DockerTarget(config, TargetContext(environment=env, state_dir=tmp_path))
 
 
-def release(service: str, version: str, *artifacts: str, dep: str = "dep-1", color: str | None = None) -> Release:
+def release(
+    service: str, version: str, *artifacts: str, dep: str = "dep-1", color: str | None = None
+) -> Release:
     return Release(service=service, version=version, deployment_id=dep, artifacts=artifacts, color=color)
 
 
@@ -31,8 +33,13 @@ def test_registry_resolves_docker_kind() -> None:
 
 
 def test_slots_follow_ports_and_colours(tmp_path: Path) -> None:
-    target = make_target(tmp_path, "unix:///nowhere", ports=[18001, 18002], blue_ports=[18011], green_ports=[18021])
-    assert [(s.slot, s.port, s.color) for s in target.slots("web")] == [("0", 18001, None), ("1", 18002, None)]
+    target = make_target(
+        tmp_path, "unix:///nowhere", ports=[18001, 18002], blue_ports=[18011], green_ports=[18021]
+    )
+    assert [(s.slot, s.port, s.color) for s in target.slots("web")] == [
+        ("0", 18001, None),
+        ("1", 18002, None),
+    ]
     assert [(s.slot, s.port) for s in target.slots("web", "blue")] == [("blue-0", 18011)]
     assert [(s.slot, s.port) for s in target.slots("web", "green")] == [("green-0", 18021)]
 
@@ -57,7 +64,9 @@ async def test_unreachable_engine_is_a_target_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
-async def test_start_serves_labels_lists_and_stops(tmp_path: Path, docker_engine: str, docker_client, port_pool) -> None:
+async def test_start_serves_labels_lists_and_stops(
+    tmp_path: Path, docker_engine: str, docker_client, port_pool
+) -> None:
     port = port_pool.take()
     target = make_target(tmp_path, docker_engine, ports=[port])
     try:
@@ -155,7 +164,9 @@ async def test_image_template_from_config(tmp_path: Path, docker_engine: str, po
 
 
 @pytest.mark.docker
-async def test_build_context_tarball_is_built_and_served(tmp_path: Path, docker_engine: str, port_pool) -> None:
+async def test_build_context_tarball_is_built_and_served(
+    tmp_path: Path, docker_engine: str, port_pool
+) -> None:
     ctx = tmp_path / "ctx.tar.gz"
     dockerfile = b"FROM svc:v1\nCOPY version /www/version\n"
     with tarfile.open(ctx, "w:gz") as tar:
@@ -187,10 +198,14 @@ async def test_build_failure_is_a_target_error_with_the_log(tmp_path: Path, dock
 
 
 @pytest.mark.docker
-async def test_version_that_exits_is_seen_dead_with_its_logs(tmp_path: Path, docker_engine: str, port_pool) -> None:
+async def test_version_that_exits_is_seen_dead_with_its_logs(
+    tmp_path: Path, docker_engine: str, port_pool
+) -> None:
     target = make_target(tmp_path, docker_engine, ports=[port_pool.take()])
     try:
-        inst = await target.start(await target.prepare(release("exiter", "x", "svc:exits")), target.slots("exiter")[0])
+        inst = await target.start(
+            await target.prepare(release("exiter", "x", "svc:exits")), target.slots("exiter")[0]
+        )
         for _ in range(100):
             (seen,) = await target.instances("exiter")
             if not seen.alive:
@@ -198,7 +213,9 @@ async def test_version_that_exits_is_seen_dead_with_its_logs(tmp_path: Path, doc
         assert seen.alive is False
         assert "missing configuration" in await target.logs(inst)
         # A dead container in the slot does not block the next start.
-        again = await target.start(await target.prepare(release("exiter", "1", "svc:v1")), target.slots("exiter")[0])
+        again = await target.start(
+            await target.prepare(release("exiter", "1", "svc:v1")), target.slots("exiter")[0]
+        )
         assert [(i.ref, i.version) for i in await target.instances("exiter")] == [(again.ref, "1")]
     finally:
         for i in await target.instances("exiter"):
@@ -207,7 +224,9 @@ async def test_version_that_exits_is_seen_dead_with_its_logs(tmp_path: Path, doc
 
 
 @pytest.mark.docker
-async def test_occupied_slot_and_taken_port_are_refused(tmp_path: Path, docker_engine: str, port_pool) -> None:
+async def test_occupied_slot_and_taken_port_are_refused(
+    tmp_path: Path, docker_engine: str, port_pool
+) -> None:
     port = port_pool.take()
     target = make_target(tmp_path, docker_engine, ports=[port])
     squatter = make_target(tmp_path, docker_engine, env="squatter", ports=[port])
@@ -254,7 +273,9 @@ async def test_bad_health_image_answers_500(tmp_path: Path, docker_engine: str, 
     port = port_pool.take()
     target = make_target(tmp_path, docker_engine, ports=[port])
     try:
-        inst = await target.start(await target.prepare(release("sick", "b", "svc:bad-health")), target.slots("sick")[0])
+        inst = await target.start(
+            await target.prepare(release("sick", "b", "svc:bad-health")), target.slots("sick")[0]
+        )
         assert wait_status(f"http://127.0.0.1:{port}/health", 500) == 500
         await target.stop(inst)
     finally:
