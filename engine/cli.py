@@ -76,7 +76,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rows = [("JOB", "STAGE", "STATUS", "ATTEMPTS", "EXIT", "DURATION", "CPU", "PEAK RSS", "NOTE")]
     for job in run.jobs.values():
         status = job.status.value + (" (allowed)" if job.allow_failure and job.status.value == "failed" else "")
-        rows.append((job.name, job.stage, status, str(job.attempts), "" if job.exit_code is None else str(job.exit_code),
+        exit_code = "" if job.exit_code is None else str(job.exit_code)
+        rows.append((job.name, job.stage, status, str(job.attempts), exit_code,
                      _fmt_duration(job.duration), "" if job.cpu_seconds is None else f"{job.cpu_seconds:.2f}s",
                      "" if job.peak_rss_mb is None else f"{job.peak_rss_mb:.0f}MB", (job.reason or "")[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -77,8 +77,11 @@ class LogWriter:
 
     def __init__(self, path: Path, masker: Masker | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        try:
+            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "ab", buffering=0)  # noqa: SIM115
         self._masker = masker or Masker()
         self._carry = b""
         self.bytes_written = 0

@@ -43,7 +43,7 @@ def _owner_alive(row: Any) -> bool:
     pid = row["owner_pid"]
     if not pid:
         return False
-    return process_identity(int(pid)) == row["owner_start"]
+    return bool(process_identity(int(pid)) == row["owner_start"])
 
 
 def _group_is_job(pgid: int) -> bool:
@@ -311,7 +311,7 @@ class PipelineManager:
         return self._to_run(row)
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50, status: str | None = None) -> list[PipelineRun]:
-        sql, params = "SELECT * FROM runs", []
+        sql, params = "SELECT * FROM runs", list[Any]()
         where = []
         if pipeline:
             where.append("pipeline = ?")
@@ -339,7 +339,8 @@ class PipelineManager:
                     name=j["name"], stage=j["stage"], status=JobStatus(j["status"]), attempts=j["attempts"],
                     exit_code=j["exit_code"], reason=j["reason"], started_at=j["started_at"],
                     finished_at=j["finished_at"], duration=j["duration"], queue_wait=j["queue_wait"],
-                    cpu_seconds=cpu, peak_rss_mb=None if j["peak_rss_kb"] is None else round(j["peak_rss_kb"] / 1024, 3),
+                    cpu_seconds=cpu,
+                    peak_rss_mb=None if j["peak_rss_kb"] is None else round(j["peak_rss_kb"] / 1024, 3),
                     allow_failure=bool(j["allow_failure"]), needs=json.loads(j["needs_json"]), log_path=j["log_path"],
                     artifacts=arts.get(j["name"], []),
                 )

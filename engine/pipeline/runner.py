@@ -51,6 +51,9 @@ DEFAULT_SOURCE_EXCLUDES = (
     ".cicd", "*.pyc",
 )
 _CANCEL_POLL = 0.5
+_INSERT_METRIC = (
+    "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json) VALUES (?,?,?,?,?,?,?,?)"
+)
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
@@ -120,6 +123,8 @@ class Runner:
                                       log_path=str(paths.log(n))))
             for n, p in plan.jobs.items()
         }
+        self._order = {n: i for i, n in enumerate(self.jobs)}
+        self._base_env = {**os.environ, **self.extra_env}
         self.stop_reason: tuple[JobStatus, str] | None = None
         self.run_status = RunStatus.QUEUED
         self.created_at = time.time()
@@ -210,7 +215,6 @@ class Runner:
                 await self._finish_job(state, JobStatus.SKIPPED, skip)
                 return
             ready_at = time.time()
-            self._job_row(plan.name, ready_at=ready_at)
             async with limiter:
                 await self._run_job(state, ready_at)
             if (self.plan.spec.fail_fast and state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)
@@ -257,7 +261,8 @@ class Runner:
         cpu_user = cpu_sys = 0.0
         peak: int | None = None
         try:
-            self._job_row(plan.name, status=res.status, started_at=started, queue_wait=res.queue_wait)
+            self._job_row(plan.name, status=res.status, ready_at=ready_at, started_at=started,
+                          queue_wait=res.queue_wait)
             await self._emit("job_started", f"{plan.name} started", job=plan.name, status="running")
             try:
                 self._prepare_workspace(plan, workspace)
@@ -273,11 +278,11 @@ class Runner:
             cwd = workspace / plan.working_directory if plan.working_directory else workspace
             retry = plan.retry
             attempt = 0
+            status, reason = JobStatus.FAILED, None
             while True:
                 attempt += 1
                 res.attempts = attempt
                 a_start = time.time()
-                self._attempt_row(plan.name, attempt, "running", None, None, a_start, None, None)
                 writer.note(f"attempt {attempt} of {retry.max + 1}")
 
                 def remember(pgid: int, name: str = plan.name) -> None:
@@ -325,8 +330,7 @@ class Runner:
                 break
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
-            self._job_row(plan.name, cpu_user=cpu_user, cpu_system=cpu_sys, peak_rss_kb=peak,
-                          exit_code=res.exit_code, attempts=res.attempts)
+            usage = {"cpu_user": cpu_user, "cpu_system": cpu_sys, "peak_rss_kb": peak, "exit_code": res.exit_code}
             if status == JobStatus.SUCCEEDED and plan.artifacts:
                 try:
                     res.artifacts = self._collect_artifacts(plan, cwd)
@@ -336,7 +340,7 @@ class Runner:
                 else:
                     if not res.artifacts:
                         writer.note("no file matched the artifact paths " + ", ".join(plan.artifacts))
-            await self._finish_job(state, status, self.masker.mask(reason) if reason else None)
+            await self._finish_job(state, status, self.masker.mask(reason) if reason else None, **usage)
         finally:
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
@@ -359,7 +363,7 @@ class Runner:
 
     # -- workspace, env, artifacts ---------------------------------------------------------
     def _prepare_workspace(self, plan: JobPlan, workspace: Path) -> None:
-        if workspace.exists():
+        if workspace.exists():  # a re-run of the same job id
             shutil.rmtree(workspace)
         src = self.plan.source_dir
         if src is not None:
@@ -384,15 +388,15 @@ class Runner:
             if d not in seen:
                 seen[d] = None
                 todo.extend(self.jobs[d].plan.needs)
-        order = list(self.jobs)
-        return sorted(seen, key=order.index)
+        return sorted(seen, key=self._order.__getitem__)
 
     def _values(self, plan: JobPlan) -> dict[str, str]:
-        return {**self.variables, **plan.matrix, **plan.variables}
+        base = {**self.variables, **plan.matrix}
+        # Job variables may refer to pipeline variables and matrix values (py: "${matrix.py}").
+        return {**base, **{k: _interpolate(v, base, None) for k, v in plan.variables.items()}}
 
     def _job_env(self, plan: JobPlan, workspace: Path) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.extra_env)
+        env = dict(self._base_env)
         values = self._values(plan)
         env.update({k: _interpolate(v, values, env) for k, v in values.items()})
         env.update(self.secrets)
@@ -419,14 +423,15 @@ class Runner:
         records: list[ArtifactRecord] = []
         seen: set[str] = set()
         for pattern in plan.artifacts:
-            for match in sorted(glob.glob(str(root / pattern), recursive=True)):
+            # The root may hold glob characters itself (matrix job names have brackets).
+            for match in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)):
                 p = Path(match)
                 files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []
                 for f in files:
                     real = f.resolve()
                     if not real.is_relative_to(root):
                         continue  # a symlink pointing out of the workspace is not collected
-                    rel = f.relative_to(root).as_posix() if f.is_relative_to(root) else real.relative_to(root).as_posix()
+                    rel = (f if f.is_relative_to(root) else real).relative_to(root).as_posix()
                     if rel in seen or any(fnmatch.fnmatch(part, "__pycache__") for part in Path(rel).parts):
                         continue
                     seen.add(rel)
@@ -484,7 +489,7 @@ class Runner:
     def _move(self, state: _JobState, new: JobStatus) -> None:
         state.result.status = check_job_move(state.plan.name, state.result.status, new)
 
-    async def _finish_job(self, state: _JobState, status: JobStatus, reason: str | None) -> None:
+    async def _finish_job(self, state: _JobState, status: JobStatus, reason: str | None, **usage: Any) -> None:
         res = state.result
         if res.status.finished:
             return
@@ -495,7 +500,7 @@ class Runner:
         if res.started_at is not None:
             res.duration = now - res.started_at
         self._job_row(res.name, status=status, reason=reason, finished_at=now, duration=res.duration,
-                      attempts=res.attempts, pgid=None)
+                      attempts=res.attempts, pgid=None, **usage)
         if res.started_at is not None:
             tags = json.dumps({"stage": res.stage, "status": status.value})
             rows = [
@@ -505,7 +510,7 @@ class Runner:
             if res.peak_rss_mb is not None:
                 rows.append(("job.peak_rss", res.peak_rss_mb, "MB"))
             self.store.executemany(  # type: ignore[attr-defined]
-                "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json) VALUES (?,?,?,?,?,?,?,?)",
+                _INSERT_METRIC,
                 [(now, n, v, u, self.plan.name, self.run_id, res.name, tags) for n, v, u in rows],
             )
         self._finished_count += 1
@@ -542,7 +547,7 @@ class Runner:
                 metrics.append((finished, "stage.duration", end - start, "s", self.plan.name, self.run_id, None,
                                 json.dumps({"stage": stage})))
             conn.executemany(
-                "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json) VALUES (?,?,?,?,?,?,?,?)",
+                _INSERT_METRIC,
                 metrics,
             )
         await self._emit("run_finished", f"run {self.run_id} {status.value} in {duration:.1f}s"

@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +64,7 @@ class _Model(BaseModel):
 class RetrySpec(_Model):
     max: int = Field(0, ge=0, le=10, description="Extra attempts after the first.")
     when: list[FailureClass] = Field(
-        default_factory=lambda: ["failure", "timeout", "infrastructure"],
+        default_factory=lambda: list[FailureClass](["failure", "timeout", "infrastructure"]),
         description="Failure classes that are retried: failure (non-zero exit), timeout, infrastructure "
         "(the process could not be started or supervised).",
     )
@@ -346,9 +346,8 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
             else:
                 needs = list(stage_deps[stage.name])
             job_vars = {k: _scalar(v) for k, v in job.variables.items()}
-            for key in job_vars:
-                if not re.match(VAR_RE, key):
-                    issues.append(pos.issue((*jpath, "variables", key), f"variable name {key!r} must match {VAR_RE}"))
+            issues.extend(pos.issue((*jpath, "variables", key), f"variable name {key!r} must match {VAR_RE}")
+                          for key in job_vars if not re.match(VAR_RE, key))
             matrix_keys = list(job.matrix or {})
             condition = None
             if job.if_ is not None:

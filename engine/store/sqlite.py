@@ -89,7 +89,8 @@ class SQLiteStore:
 
     # -- reads -------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        return self._retry(lambda c: c.execute(sql, params).fetchall())
+        rows: list[sqlite3.Row] = self._retry(lambda c: c.execute(sql, params).fetchall())
+        return rows
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._retry(lambda c: c.execute(sql, params).fetchone())
@@ -172,7 +173,7 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN EXCLUSIVE")
             current = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, name, sql in _migrations():
+            for number, _name, sql in _migrations():
                 if number <= current:
                     continue
                 for statement in _statements(sql):

@@ -14,6 +14,7 @@ and the cancellation goes on up.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import shutil
@@ -90,6 +91,7 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
         return False
 
 
+@functools.cache
 def _shell(kind: str) -> list[str]:
     if kind == "bash" and shutil.which("bash"):
         return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"]
@@ -112,27 +114,34 @@ class LocalExecutor:
         self, script: str, *, cwd: Path, env: Mapping[str, str], log: LogWriter, shell: str = "bash",
         on_start: Callable[[int], None] | None = None,
     ) -> CommandResult:
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
-                [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
-        except OSError as exc:
-            return CommandResult(exit_code=None, infrastructure_error=f"could not start the job's shell: {exc}")
-        pgid = proc.pid
-        if on_start is not None:
-            on_start(pgid)
+        """Run `script` to the end. `on_start(pgid)` is called (from a worker thread) once it runs.
+
+        Starting the process happens in the worker thread too: fork+exec of a large
+        process takes milliseconds that the event loop should spend on other jobs.
+        """
         finished = threading.Event()
         handoff = threading.Lock()
         outcome: dict[str, object] = {}
-        flags = {"started": False, "abandoned": False}
+        flags: dict[str, object] = {"started": False, "abandoned": False, "pgid": None}
 
-        def pump() -> None:
+        def work() -> None:
             try:
                 with handoff:
                     if flags["abandoned"]:
                         return
                     flags["started"] = True
+                try:
+                    proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
+                        [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                    )
+                except OSError as exc:
+                    outcome["result"] = CommandResult(
+                        exit_code=None, infrastructure_error=f"could not start the job's shell: {exc}")
+                    return
+                flags["pgid"] = proc.pid
+                if on_start is not None:
+                    on_start(proc.pid)
                 outcome["result"] = _pump(proc, log)
             except BaseException as exc:  # reported to the awaiting task below
                 outcome["error"] = exc
@@ -140,18 +149,14 @@ class LocalExecutor:
                 finished.set()
 
         try:
-            await anyio.to_thread.run_sync(pump, abandon_on_cancel=True, limiter=self._limiter)
+            await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=self._limiter)
         except BaseException:
             with handoff:
-                started = flags["started"]
+                started = bool(flags["started"])
                 flags["abandoned"] = not started
-            with anyio.CancelScope(shield=True):
-                if started:
-                    await self._terminate(pgid, finished)
-                else:
-                    # Cancelled before the pump ran: nobody else will reap the shell, so do it here.
-                    kill_group(pgid, signal.SIGKILL)
-                    await anyio.to_thread.run_sync(_reap, proc)
+            if started:
+                with anyio.CancelScope(shield=True):
+                    await self._terminate(flags, finished)
             raise
         if "error" in outcome:
             err = outcome["error"]
@@ -160,24 +165,22 @@ class LocalExecutor:
         assert isinstance(result, CommandResult)
         return result
 
-    async def _terminate(self, pgid: int, finished: threading.Event) -> None:
-        if not kill_group(pgid, signal.SIGTERM):
+    async def _terminate(self, flags: Mapping[str, object], finished: threading.Event) -> None:
+        # The worker may be between fork and recording the pid: give it a moment.
+        deadline = time.monotonic() + 2.0
+        while flags["pgid"] is None and not finished.is_set() and time.monotonic() < deadline:
+            await anyio.sleep(0.005)
+        pgid = flags["pgid"]
+        if not isinstance(pgid, int) or not kill_group(pgid, signal.SIGTERM):
             return
         deadline = time.monotonic() + self.grace
         while not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.02)
         kill_group(pgid, signal.SIGKILL)
-        # The pump thread reaps the shell; wait briefly so no zombie outlives the job.
+        # The worker reaps the shell; wait briefly so no zombie outlives the job.
         deadline = time.monotonic() + 2.0
         while not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.02)
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    _, status, _ = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:

@@ -259,7 +259,8 @@ async def test_cancelling_the_caller_cancels_the_run(manager: PipelineManager, t
 
 
 def test_metrics_are_recorded(manager: PipelineManager) -> None:
-    run = manager.run_pipeline(pipeline(job("a", "python3 -c 'x = bytearray(50_000_000); import time; time.sleep(0.3)'")))
+    hog = "python3 -c 'x = bytearray(50_000_000); import time; time.sleep(0.3)'"
+    run = manager.run_pipeline(pipeline(job("a", hog)))
     rows = {r["name"]: (r["value"], r["unit"]) for r in manager.store.query(
         "SELECT name, value, unit FROM metrics WHERE run_id = ?", (run.run_id,))}
     assert rows["job.duration"][1] == "s" and rows["job.duration"][0] >= 0.3
@@ -330,3 +331,15 @@ def test_job_workspace_gets_the_source_tree(tmp_path: Path) -> None:
     assert run.status == RunStatus.SUCCEEDED, manager.read_log(run.run_id, "a").text
     assert (src / "pkg" / "mod.txt").read_text() == "source-file"  # the job changed its own copy only
     assert os.path.isfile(manager.workspace / "runs" / run.run_id / "jobs" / "a" / "workspace" / "pkg" / "mod.txt")
+
+
+def test_matrix_jobs_collect_artifacts_and_job_variables_see_matrix_values(manager: PipelineManager) -> None:
+    run = manager.run_pipeline(pipeline(
+        job("t", "mkdir -p out && echo $PYVER > out/report-${py}.txt", matrix={"py": ["3.11", "3.12"]},
+            variables={"PYVER": "python-${matrix.py}"}, artifacts=["out/*.txt"]),
+        job("sum", "cat out/report-3.11.txt out/report-3.12.txt", depends_on=["t"]),
+    ))
+    assert run.status == RunStatus.SUCCEEDED
+    assert [a.path for a in run.jobs["t[py=3.12]"].artifacts] == ["out/report-3.12.txt"]
+    text = manager.read_log(run.run_id, "sum").text
+    assert "python-3.11" in text and "python-3.12" in text
