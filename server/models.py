@@ -168,32 +168,85 @@ class CancelRunOutput(_Out):
     status: str
 
 
-# -- health ---------------------------------------------------------------------------------------
+# -- health and performance (computed by engine.insights from stored runs) -----------------------
 
 
 class PipelineHealthInput(_In):
     pipeline_name: PipelineName | None = Field(default=None, description="One pipeline; omit for all of them.")
+    time_range_days: float = Field(default=7, gt=0, le=3650, description="Look at runs of the last N days.")
 
 
 class PipelineHealth(_Out):
     pipeline: str
     status: Literal["healthy", "degraded", "failing", "unknown"] = Field(
-        description="healthy: recent runs succeed; degraded: some fail; failing: most fail or the last "
-        "several failed; unknown: no finished runs yet."
+        description="failing: the last two runs failed or under half succeed; degraded: the last run "
+        "failed, under 90% succeed, a job passes only on retry, or runs are getting slower; unknown: no "
+        "finished runs in the window."
     )
-    runs: int = Field(description="Finished runs considered (most recent first).")
-    success_rate: float | None = Field(default=None, description="0..1 over the runs considered.")
-    consecutive_failures: int
-    last_status: str | None = None
+    reasons: list[str] = Field(description="Why the status is what it is, in words.")
+    window_days: float
+    runs: int = Field(description="Finished runs in the window.")
+    succeeded: int
+    failed: int = Field(description="Failed or interrupted.")
+    cancelled: int
+    success_rate: float | None = Field(default=None, description="succeeded / (succeeded + failed), 0..1.")
+    failure_streak: int = Field(description="Failed runs since the last success.")
     last_run_id: str | None = None
+    last_status: str | None = None
     last_finished_at: float | None = Field(default=None, description="Unix time.")
-    median_duration: float | None = Field(default=None, description="Seconds, succeeded runs.")
-    issues: list[str] = Field(default_factory=list, description="What is wrong, in words.")
+    last_duration: float | None = Field(default=None, description="Seconds.")
+    mean_time_to_recovery: float | None = Field(default=None, description="Seconds.")
+    flaky_jobs: list[str] = Field(default_factory=list, description="Jobs that passed only on a retry.")
+    duration_trend: str | None = Field(default=None, description="increasing, decreasing, stable, ...")
 
 
 class PipelineHealthOutput(_Out):
     summary: str
     pipelines: list[PipelineHealth]
+
+
+class AnalyzePerformanceInput(_In):
+    pipeline_name: PipelineName
+    time_range_days: float = Field(default=7, gt=0, le=3650, description="Analyse runs of the last N days.")
+    target_improvement: float = Field(
+        default=0.2, gt=0, lt=1, description="Wanted speed-up as a fraction of the mean run time (0.2 = 20%)."
+    )
+
+
+class DurationStats(_Out):
+    runs: int
+    mean: float = Field(description="Seconds.")
+    median: float = Field(description="Seconds.")
+    p95: float = Field(description="Seconds.")
+
+
+class SuggestionOut(_Out):
+    kind: str
+    title: str
+    detail: str
+    jobs: list[str]
+    estimated_saving: float = Field(description="Mean seconds saved per run, from replaying recorded runs.")
+    estimated_duration: float = Field(description="Mean run seconds with this change alone.")
+    effort: str
+
+
+class AnalyzePerformanceOutput(_Out):
+    summary: str
+    pipeline: str
+    status: str = Field(description="ok, unknown_pipeline or no_runs_in_window.")
+    message: str
+    window_days: float
+    runs: dict[str, int] = Field(description="Runs in the window by status.")
+    duration: DurationStats | None = Field(default=None, description="Of the succeeded runs.")
+    trend: str | None = Field(default=None, description="Duration trend, with why.")
+    critical_path: list[str] = Field(default_factory=list, description="Jobs on the newest run's critical path.")
+    slowest_jobs: list[str] = Field(default_factory=list, description="Jobs by mean duration, slowest first.")
+    flaky_jobs: list[str] = Field(default_factory=list)
+    suggestions: list[SuggestionOut] = Field(default_factory=list, description="Ranked by seconds saved.")
+    target_improvement: float
+    reaches_target: bool | None = Field(default=None, description="Do the suggestions together reach it?")
+    estimated_duration: float | None = Field(default=None, description="Mean run seconds, all applied.")
+    report_uri: str
 
 
 # -- compat ---------------------------------------------------------------------------------------

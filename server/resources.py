@@ -56,6 +56,8 @@ def _read_log(state: Any, run_id: str, job: str) -> str:
 def register_resources(server: CicdServer) -> None:
     if "deploy" in server.state.specs:
         register_deployment_resource(server)
+    if "analyze_performance" in server.state.specs:
+        register_report_resource(server)
     if not available_pipeline():
         return
 
@@ -82,6 +84,26 @@ def register_resources(server: CicdServer) -> None:
             return await anyio.to_thread.run_sync(_read_log, state, run_id, job)
         except NotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
+
+
+def register_report_resource(server: CicdServer) -> None:
+    @server.resource("cicd://reports/{pipeline}", name="report", title="A pipeline's visual report",
+                     mime_type="text/html",
+                     description="HTML report of a pipeline: Gantt chart of its newest run, duration trend, "
+                     "health and job table, computed from stored runs.")
+    async def report_resource(pipeline: str, ctx: Context) -> str:
+        await _gate(ctx, "analyze_performance", {"pipeline_name": pipeline})
+        state = state_of(ctx)
+        return await anyio.to_thread.run_sync(_report, state, pipeline)
+
+
+def _report(state: Any, pipeline: str) -> str:
+    from engine.insights import render_report
+
+    try:
+        return render_report(state.store, pipeline)
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
 
 
 def register_deployment_resource(server: CicdServer) -> None:

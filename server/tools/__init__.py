@@ -13,7 +13,9 @@ from server.tools._registry import ToolSpec, available, register
 
 __all__ = ["ToolSpec", "all_specs", "available", "register"]
 
-_MODULES = ("server.tools.runs", "server.tools.health", "server.tools.deploy", "server.tools.compat")
+_MODULES = (
+    "server.tools.runs", "server.tools.health", "server.tools.insights", "server.tools.deploy", "server.tools.compat",
+)
 
 
 def all_specs() -> list[ToolSpec]:
