@@ -69,7 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     run = manager.run_pipeline(args.pipeline, _parse_vars(args.var), on_event=on_event, branch=args.branch,
-                               event=args.event)
+                               event=args.event, skip_unsupported=args.skip_unsupported)
     print()
     print(f"run {run.run_id}  pipeline {run.pipeline}  status {run.status.value}  "
           f"duration {_fmt_duration(run.duration)}")
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="jobs at once (default: $PIPELINE_MAX_WORKERS)")
     p.add_argument("--tail", type=int, default=20, help="log lines shown for each failed job")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="GitHub Actions workflows: skip jobs using actions that cannot run here (default: fail them)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("runs", help="list recent runs")

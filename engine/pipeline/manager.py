@@ -141,14 +141,18 @@ class PipelineManager:
         recover_interrupted(self.store)
 
     # -- pipelines --------------------------------------------------------------------------
-    def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> Pipeline:
+    def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
+                        skip_unsupported: bool = False) -> Pipeline:
         """Load and check a pipeline (file path, YAML text or mapping) and register it by name.
+
+        A GitHub Actions workflow file is imported (engine.interop); its jobs that cannot
+        run here fail with the reason, or are skipped with `skip_unsupported`.
 
         Raises:
             SpecError: the pipeline is invalid (file:line:col, field, message).
             NotFoundError: the file does not exist.
         """
-        plan = self._load(source)
+        plan = self._load(source, skip_unsupported)
         self.store.execute(
             "INSERT INTO pipelines (name, source_path, spec_json, updated_at) VALUES (?,?,?,?) "
             "ON CONFLICT (name) DO UPDATE SET source_path = excluded.source_path, spec_json = excluded.spec_json, "
@@ -162,7 +166,8 @@ class PipelineManager:
         names |= {r["pipeline"] for r in self.store.query("SELECT DISTINCT pipeline FROM runs")}
         return sorted(names)
 
-    def _load(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> PipelinePlan:
+    def _load(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
+              ) -> PipelinePlan:
         if isinstance(source, Mapping):
             return load_pipeline(source)
         text = os.fspath(source)
@@ -170,6 +175,13 @@ class PipelineManager:
             return load_pipeline(text)
         path = Path(text)
         if path.is_file():
+            from engine.interop.github import is_github_workflow, load_github_workflow, pipeline_data
+
+            if is_github_workflow(path):
+                spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
+                plan = load_pipeline(pipeline_data(spec))
+                return PipelinePlan(spec=plan.spec, jobs=plan.jobs, source_dir=plan.source_dir,
+                                    spec_path=str(path.resolve()))
             return load_pipeline(path)
         return self._by_name(text)
 
@@ -198,7 +210,7 @@ class PipelineManager:
     async def arun_pipeline(
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
-        run_id: str | None = None, max_workers: int | None = None,
+        run_id: str | None = None, max_workers: int | None = None, skip_unsupported: bool = False,
     ) -> PipelineRun:
         """Run a pipeline to the end and return its result. Cancelling the caller cancels the run.
 
@@ -206,7 +218,7 @@ class PipelineManager:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
             InputError: a secret has no value, or a variable name is invalid.
         """
-        plan = self.create_pipeline(source)
+        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
         for key in overrides:
             if not re.match(VAR_RE, key):
@@ -247,7 +259,7 @@ class PipelineManager:
     def run_pipeline(
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
-        max_workers: int | None = None,
+        max_workers: int | None = None, skip_unsupported: bool = False,
     ) -> PipelineRun:
         """Synchronous `arun_pipeline` (not from inside a running event loop: await arun_pipeline there)."""
         try:
@@ -259,7 +271,7 @@ class PipelineManager:
         else:
             raise RuntimeError("run_pipeline() was called inside a running event loop; await arun_pipeline()")
         return anyio.run(partial(self.arun_pipeline, source, variables, on_event=on_event, branch=branch,
-                                 event=event, max_workers=max_workers))
+                                 event=event, max_workers=max_workers, skip_unsupported=skip_unsupported))
 
     def _secrets(self, plan: PipelinePlan) -> dict[str, str]:
         from_file = _read_secrets_file(self.settings.PIPELINE_SECRETS_FILE)

@@ -169,17 +169,21 @@ class SQLiteStore:
 
     # -- schema ------------------------------------------------------------------------------
     def _migrate(self) -> None:
+        # Applied migrations are recorded by name, not as one high-water number: areas of the
+        # engine add their migrations independently, and one numbered below another that is
+        # already applied must still run.
         conn = self._conn()
         try:
             conn.execute("BEGIN EXCLUSIVE")
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, _name, sql in _migrations():
-                if number <= current:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for number, name, sql in _migrations():
+                if name in done:
                     continue
                 for statement in _statements(sql):
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
-                current = number
+                conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
+                conn.execute(f"PRAGMA user_version = {max(number, conn.execute('PRAGMA user_version').fetchone()[0])}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
