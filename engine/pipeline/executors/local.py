@@ -112,12 +112,14 @@ class LocalExecutor:
 
     async def run(
         self, script: str, *, cwd: Path, env: Mapping[str, str], log: LogWriter, shell: str = "bash",
-        on_start: Callable[[int], None] | None = None,
+        on_start: Callable[[int], None] | None = None, argv: list[str] | None = None,
     ) -> CommandResult:
         """Run `script` to the end. `on_start(pgid)` is called (from a worker thread) once it runs.
 
         Starting the process happens in the worker thread too: fork+exec of a large
         process takes milliseconds that the event loop should spend on other jobs.
+        With `argv`, that program is executed directly instead of the script (the caller
+        decided the script is one simple command, as make does).
         """
         finished = threading.Event()
         handoff = threading.Lock()
@@ -132,7 +134,7 @@ class LocalExecutor:
                     flags["started"] = True
                 try:
                     proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
-                        [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                        argv or [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                     )
                 except OSError as exc:
