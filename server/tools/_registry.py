@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
@@ -56,14 +57,25 @@ class ToolSpec:
 
 
 def available(spec: ToolSpec) -> bool:
-    """True when every engine module the tool needs exists (found, not imported: cold start stays cheap)."""
-    for module in spec.requires:
-        try:
-            if importlib.util.find_spec(module) is None:
-                return False
-        except ModuleNotFoundError:
-            return False
-    return True
+    """True when every engine module the tool needs exists.
+
+    Looked up as files, not imported: `find_spec("a.b.c")` would import `a.b` (and an engine
+    package's `__init__` may pull in its whole area), which the cold start cannot afford.
+    """
+    return all(_module_exists(module) for module in spec.requires)
+
+
+def _module_exists(dotted: str) -> bool:
+    top, _, rest = dotted.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    parts = rest.split(".") if rest else []
+    for root in spec.submodule_search_locations:
+        base = Path(root).joinpath(*parts)
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return True
+    return False
 
 
 def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:

@@ -37,7 +37,9 @@ def _delegate(arguments: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return target, inner if isinstance(inner, dict) else {}
 
 
-async def call_module_function(args: CallModuleFunctionInput, ctx: Context, confirmed: Confirmed) -> CallModuleFunctionOutput:
+async def call_module_function(
+    args: CallModuleFunctionInput, ctx: Context, confirmed: Confirmed
+) -> CallModuleFunctionOutput:
     """Compatibility entry point of the original design: module='ci_cd_automation' and function one of
     run_pipeline, manage_deployments, handle_rollback, optimize_pipeline_performance, with `arguments`
     as for the first-class tool it maps to (run_pipeline, deploy, execute_rollback, analyze_performance).

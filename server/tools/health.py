@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -18,7 +21,7 @@ from server.trust import Level
 if TYPE_CHECKING:
     from engine.insights.models import PipelineHealth as EngineHealth
 
-__all__ = ["SPECS", "health_from_store", "present_health"]
+__all__ = ["SPECS", "HealthCache", "health_from_store", "present_health"]
 
 
 def present_health(h: EngineHealth) -> PipelineHealth:
@@ -35,6 +38,49 @@ def present_health(h: EngineHealth) -> PipelineHealth:
         mean_time_to_recovery=h.mean_time_to_recovery.value if h.mean_time_to_recovery else None,
         flaky_jobs=[f.job for f in h.flaky_jobs], duration_trend=trend,
     )
+
+
+# Everything a health report reads changes one of these: a run is added, starts, ends or is
+# removed, a metric is recorded, a pipeline is registered. Cheap: indexes and rowids only.
+_FINGERPRINT = """
+SELECT (SELECT COUNT(*) FROM runs), (SELECT MAX(rowid) FROM runs),
+       (SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running')),
+       (SELECT MAX(finished_at) FROM runs), (SELECT MAX(id) FROM metrics),
+       (SELECT MAX(updated_at) FROM pipelines)
+"""
+_WINDOW_STEP = 60.0   # the window's start slides with the clock: recompute at least once a minute
+
+
+class HealthCache:
+    """Health reports, recomputed only when the stored runs change (or the clock minute turns).
+
+    An agent polls pipeline_health; recomputing the same answer from every run of the window
+    on each poll would cost far more than the call itself.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str | None, float], tuple[tuple[Any, ...], PipelineHealthOutput]] = {}
+
+    def get(self, store: Store, name: str | None, days: float) -> PipelineHealthOutput:
+        """Raises: as health_from_store."""
+        row = store.query_one(_FINGERPRINT)
+        key = (name, days)
+        stamp = (*(tuple(row) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        out = health_from_store(store, name, days)
+        with self._lock:
+            if len(self._entries) > 256:
+                self._entries.clear()
+            self._entries[key] = (stamp, out)
+        return out
+
+
+_CACHE = HealthCache()
 
 
 def health_from_store(store: Store, name: str | None, days: float) -> PipelineHealthOutput:
@@ -69,8 +115,7 @@ async def pipeline_health(args: PipelineHealthInput, ctx: Context) -> PipelineHe
     run, mean time to recovery, flaky jobs and the duration trend. Read-only."""
     state = state_of(ctx)
     with tool_errors(state):
-        return await anyio.to_thread.run_sync(health_from_store, state.store, args.pipeline_name,
-                                              args.time_range_days)
+        return await anyio.to_thread.run_sync(_CACHE.get, state.store, args.pipeline_name, args.time_range_days)
 
 
 SPECS = [

@@ -70,7 +70,7 @@ def policy_yaml(**overrides: Any) -> str:
         "confirm": "{environments: [production]}",
         "http": "{anonymous_level: untrusted, tokens: []}",
     }
-    base.update({k: v for k, v in overrides.items()})
+    base.update(overrides)
     return "version: 1\n" + "".join(f"{k}: {v}\n" for k, v in base.items())
 
 

@@ -70,3 +70,24 @@ async def test_analyze_performance_and_report(make_server: MakeServer, pipelines
     assert bad.is_error and "target_improvement" in text(bad)
     (content,) = report.contents
     assert isinstance(content, types.TextResourceContents) and "<svg" in content.text and "ok-pipe" in content.text
+
+
+def test_health_cache_recomputes_when_runs_change_or_the_minute_turns(make_server: MakeServer) -> None:
+    from server.tools.health import HealthCache
+
+    server = make_server()
+    store = server.state.store
+    now = [time.time()]
+    cache = HealthCache(clock=lambda: now[0])
+    insert_run(server, "p", "succeeded", now[0] - 100)
+    first = cache.get(store, None, 7)
+    assert cache.get(store, None, 7) is first            # nothing changed: the same report
+    insert_run(server, "p", "failed", now[0] - 50)
+    second = cache.get(store, None, 7)
+    assert second is not first and second.pipelines[0].failed == 1
+    store.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE status = 'failed'")
+    third = cache.get(store, None, 7)
+    assert third.pipelines[0].failed == 0
+    now[0] += 61
+    assert cache.get(store, None, 7) is not third         # the window slid
+    assert cache.get(store, "p", 7) is not cache.get(store, None, 7)
