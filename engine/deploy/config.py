@@ -51,20 +51,30 @@ class _CheckBase(_Model):
     name: str | None = Field(default=None, description="Shown in logs and events.")
     timeout: float = Field(default=2.0, gt=0, le=600, description="Seconds one probe may take.")
     interval: float = Field(default=1.0, ge=0, le=600, description="Seconds between probes.")
-    retries: int = Field(default=10, ge=1, le=10_000, description="Probes made at most before the check fails.")
-    success_threshold: int = Field(default=1, ge=1, le=1000, description="Consecutive passes that make it healthy.")
+    retries: int = Field(
+        default=10, ge=1, le=10_000, description="Probes made at most before the check fails."
+    )
+    success_threshold: int = Field(
+        default=1, ge=1, le=1000, description="Consecutive passes that make it healthy."
+    )
     failure_threshold: int | None = Field(
-        default=None, ge=1, le=10_000,
+        default=None,
+        ge=1,
+        le=10_000,
         description="Consecutive failures that fail the check early (default: only `retries` ends it).",
     )
-    initial_delay: float = Field(default=0.0, ge=0, le=3600, description="Seconds to wait before the first probe.")
+    initial_delay: float = Field(
+        default=0.0, ge=0, le=3600, description="Seconds to wait before the first probe."
+    )
 
 
 class HttpCheck(_CheckBase):
     """An HTTP request to each instance; `{host}` and `{port}` are the instance's address."""
 
     type: Literal["http"] = "http"
-    url: str = Field(default="http://{host}:{port}/health", description="URL template with {host} and {port}.")
+    url: str = Field(
+        default="http://{host}:{port}/health", description="URL template with {host} and {port}."
+    )
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: int | list[int] = Field(default=200, description="Status code(s) that count as healthy.")
     body_contains: str | None = Field(default=None, description="Text the body must contain.")
@@ -166,7 +176,8 @@ class Environment(_Model):
     type: EnvironmentType = EnvironmentType.DEVELOPMENT
     service: str | None = Field(default=None, pattern=_NAME, description="Service name; default: the name.")
     target: SerializeAsAny[TargetConfig] | None = Field(
-        default=None, description="Where the service runs; default kind: DEPLOY_TARGET.",
+        default=None,
+        description="Where the service runs; default kind: DEPLOY_TARGET.",
     )
     router: SerializeAsAny[RouterConfig] | None = None
     health_checks: list[HealthCheck] = Field(default_factory=list)
@@ -276,17 +287,40 @@ def load_deployment_config(path: str | os.PathLike[str]) -> DeploymentConfig:
                     continue
                 issues.extend(_nested_issues(registry, raw, ("environments", i, key), pos))
     if issues:
-        raise SpecError(issues)
+        # Report the environment's other problems too, in one go: validate without target/router.
+        data = {
+            **data,
+            "environments": [
+                {k: v for k, v in env.items() if k not in ("target", "router")}
+                if isinstance(env, dict)
+                else env
+                for env in envs or []
+            ],
+        }
     try:
-        return DeploymentConfig.model_validate(data)
+        config = DeploymentConfig.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-            issues.append(pos.issue(loc, err["msg"]))
-        raise SpecError(issues) from None
+        issues += [pos.issue(_clean_loc(err["loc"]), err["msg"]) for err in exc.errors()]
+    if issues:
+        raise SpecError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
+    return config
 
 
-_UNION_TAGS = {"http", "tcp", "command", "function-after[_url(), str]"}
+def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop pydantic's union-tag and validator parts from an error location (they are not keys)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and ("[" in part or "-" in part and "(" in part):
+            continue
+        if (
+            i >= 2
+            and loc[i - 2] == "health_checks"
+            and isinstance(loc[i - 1], int)
+            and part in ("http", "tcp", "command")
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _nested_issues(registry: Any, raw: Any, where: tuple[str | int, ...], pos: Any) -> list[SpecIssue]:

@@ -94,7 +94,9 @@ Check = HttpCheck | TcpCheck | CommandCheck
 Prober = Callable[[], Awaitable[ProbeResult]]
 
 
-async def run_check(check: Check, one_probe: Prober, clock: Clock, *, label: str, address: str) -> HealthVerdict:
+async def run_check(
+    check: Check, one_probe: Prober, clock: Clock, *, label: str, address: str
+) -> HealthVerdict:
     """Probe until `success_threshold` consecutive passes (healthy), `failure_threshold`
     consecutive failures or `retries` probes in all (unhealthy)."""
     if check.initial_delay:
@@ -110,11 +112,14 @@ async def run_check(check: Check, one_probe: Prober, clock: Clock, *, label: str
         else:
             passes, fails = 0, fails + 1
             if check.failure_threshold is not None and fails >= check.failure_threshold:
-                return HealthVerdict(False, label, address, n, f"{fails} consecutive failures; last: {last.detail}")
+                return HealthVerdict(
+                    False, label, address, n, f"{fails} consecutive failures; last: {last.detail}"
+                )
         if n < check.retries:
             await clock.sleep(check.interval)
-    return HealthVerdict(False, label, address, check.retries, f"gave up after {check.retries} probes; "
-                         f"last: {last.detail}")
+    return HealthVerdict(
+        False, label, address, check.retries, f"gave up after {check.retries} probes; last: {last.detail}"
+    )
 
 
 def _fill(template: str, address: Address) -> str:
@@ -128,8 +133,9 @@ async def probe_http(check: HttpCheck, address: Address, client: httpx.AsyncClie
     except httpx.HTTPError as exc:
         return ProbeResult(False, f"{check.method} {url}: {type(exc).__name__}: {exc}".rstrip(": "))
     if resp.status_code not in check.expected:
-        return ProbeResult(False, f"{check.method} {url}: status {resp.status_code}, "
-                           f"expected {sorted(check.expected)}")
+        return ProbeResult(
+            False, f"{check.method} {url}: status {resp.status_code}, expected {sorted(check.expected)}"
+        )
     if check.body_contains is not None and check.body_contains not in resp.text:
         return ProbeResult(False, f"{check.method} {url}: body does not contain {check.body_contains!r}")
     if check.body_regex is not None and not re.search(check.body_regex, resp.text):
@@ -154,8 +160,11 @@ async def probe_tcp(check: TcpCheck, address: Address) -> ProbeResult:
 async def probe_command(check: CommandCheck, address: Address) -> ProbeResult:
     command = _fill(check.command, address)
     proc = await anyio.open_process(
-        ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        ["/bin/sh", "-c", command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         with anyio.fail_after(check.timeout):
@@ -191,7 +200,11 @@ def check_label(check: Check, index: int) -> str:
 
 
 async def verify(
-    checks: Sequence[Check], address: Address, *, client: httpx.AsyncClient, clock: Clock,
+    checks: Sequence[Check],
+    address: Address,
+    *,
+    client: httpx.AsyncClient,
+    clock: Clock,
 ) -> list[HealthVerdict]:
     """Run every check against `address` in order; stops at the first unhealthy one.
 

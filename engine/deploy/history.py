@@ -49,14 +49,24 @@ class DeploymentRecord:
     @classmethod
     def from_row(cls, row: Row) -> DeploymentRecord:
         return cls(
-            deployment_id=row["deployment_id"], name=row["name"], service=row["service"],
-            environment=row["environment"], version=row["version"], strategy=row["strategy"],
-            status=DeploymentStatus(row["status"]), created_at=row["created_at"],
+            deployment_id=row["deployment_id"],
+            name=row["name"],
+            service=row["service"],
+            environment=row["environment"],
+            version=row["version"],
+            strategy=row["strategy"],
+            status=DeploymentStatus(row["status"]),
+            created_at=row["created_at"],
             previous_version=row["previous_version"],
             strategy_options=json.loads(row["strategy_options_json"]),
-            artifacts=json.loads(row["artifacts_json"]), rollback_on_failure=bool(row["rollback_on_failure"]),
-            reason=row["reason"], target_kind=row["target_kind"], run_id=row["run_id"],
-            started_at=row["started_at"], finished_at=row["finished_at"], duration=row["duration"],
+            artifacts=json.loads(row["artifacts_json"]),
+            rollback_on_failure=bool(row["rollback_on_failure"]),
+            reason=row["reason"],
+            target_kind=row["target_kind"],
+            run_id=row["run_id"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            duration=row["duration"],
             before=[Instance.from_json(i) for i in json.loads(row["before_json"])],
             instances=[Instance.from_json(i) for i in json.loads(row["instances_json"])],
         )
@@ -90,11 +100,25 @@ class DeploymentHistory:
     def create(self, rec: DeploymentRecord) -> None:
         self.store.execute(
             "INSERT INTO deployments (deployment_id, name, service, environment, version, previous_version,"
-            " strategy, strategy_options_json, artifacts_json, rollback_on_failure, status, target_kind, run_id,"
+            " strategy, strategy_options_json, artifacts_json, rollback_on_failure, status, target_kind,"
+            " run_id,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.deployment_id, rec.name, rec.service, rec.environment, rec.version, rec.previous_version,
-             rec.strategy, json.dumps(rec.strategy_options, default=str), json.dumps(rec.artifacts),
-             int(rec.rollback_on_failure), str(rec.status), rec.target_kind, rec.run_id, rec.created_at),
+            (
+                rec.deployment_id,
+                rec.name,
+                rec.service,
+                rec.environment,
+                rec.version,
+                rec.previous_version,
+                rec.strategy,
+                json.dumps(rec.strategy_options, default=str),
+                json.dumps(rec.artifacts),
+                int(rec.rollback_on_failure),
+                str(rec.status),
+                rec.target_kind,
+                rec.run_id,
+                rec.created_at,
+            ),
         )
 
     def get(self, deployment_id: str) -> DeploymentRecord:
@@ -137,16 +161,28 @@ class DeploymentHistory:
             self.store.execute(
                 "UPDATE deployments SET status = ?, started_at = ?, previous_version = ?, before_json = ?,"
                 " owner_pid = ?, owner_host = ?, owner_start = ? WHERE deployment_id = ? AND status = ?",
-                (str(DeploymentStatus.IN_PROGRESS), now, previous_version,
-                 json.dumps([i.to_json() for i in before]), pid, socket.gethostname(), _proc_start(pid),
-                 deployment_id, str(DeploymentStatus.PLANNED)),
+                (
+                    str(DeploymentStatus.IN_PROGRESS),
+                    now,
+                    previous_version,
+                    json.dumps([i.to_json() for i in before]),
+                    pid,
+                    socket.gethostname(),
+                    _proc_start(pid),
+                    deployment_id,
+                    str(DeploymentStatus.PLANNED),
+                ),
             )
         except StoreError as exc:
             if not isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise
             active = self.active(rec.environment)
-            who = f"{active.name!r} ({active.deployment_id}, {active.service} {active.version}, {active.status})" \
-                if active else "another deployment"
+            who = (
+                f"{active.name!r} ({active.deployment_id}, {active.service} {active.version}, "
+                f"{active.status})"
+                if active
+                else "another deployment"
+            )
             raise ConflictError(
                 f"environment {rec.environment!r} is busy: deployment {who} is in progress; "
                 "wait for it to finish"
@@ -162,7 +198,8 @@ class DeploymentHistory:
     def _clear_stale(self, environment: str) -> None:
         row = self.store.query_one(
             "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
-            " WHERE environment = ? AND status IN ('in_progress', 'rolling_back')", (environment,),
+            " WHERE environment = ? AND status IN ('in_progress', 'rolling_back')",
+            (environment,),
         )
         if row is None or row["owner_host"] != socket.gethostname() or row["owner_pid"] is None:
             return
@@ -172,12 +209,20 @@ class DeploymentHistory:
         new = DeploymentStatus.FAILURE if row["status"] == "in_progress" else DeploymentStatus.ROLLBACK_FAILED
         self.store.execute(
             "UPDATE deployments SET status = ?, reason = ?, finished_at = ? WHERE deployment_id = ?",
-            (str(new), f"interrupted: the deploying process {row['owner_pid']} is gone", time.time(),
-             row["deployment_id"]),
+            (
+                str(new),
+                f"interrupted: the deploying process {row['owner_pid']} is gone",
+                time.time(),
+                row["deployment_id"],
+            ),
         )
 
     def move(
-        self, deployment_id: str, new: DeploymentStatus, *, reason: str | None = None,
+        self,
+        deployment_id: str,
+        new: DeploymentStatus,
+        *,
+        reason: str | None = None,
         instances: Sequence[Instance] | None = None,
     ) -> DeploymentRecord:
         """Change the status (checked against the state table); final states stamp finished_at/duration.
@@ -188,8 +233,12 @@ class DeploymentHistory:
         rec = self.get(deployment_id)
         check_deployment_move(rec.name, rec.status, new)
         now = time.time()
-        final = new in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILURE, DeploymentStatus.ROLLED_BACK,
-                        DeploymentStatus.ROLLBACK_FAILED)
+        final = new in (
+            DeploymentStatus.SUCCESS,
+            DeploymentStatus.FAILURE,
+            DeploymentStatus.ROLLED_BACK,
+            DeploymentStatus.ROLLBACK_FAILED,
+        )
         sets = ["status = ?"]
         params: list[Any] = [str(new)]
         if reason is not None:
@@ -209,7 +258,8 @@ class DeploymentHistory:
     # -- events and steps -----------------------------------------------------------------------
     def add_event(self, deployment_id: str, kind: str, message: str, data: dict[str, Any]) -> None:
         self.store.execute(
-            "INSERT INTO deployment_events (deployment_id, ts, kind, message, data_json) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO deployment_events (deployment_id, ts, kind, message, data_json)"
+            " VALUES (?, ?, ?, ?, ?)",
             (deployment_id, time.time(), kind, message, json.dumps(data, default=str)),
         )
 
@@ -218,8 +268,10 @@ class DeploymentHistory:
             "SELECT ts, kind, message, data_json FROM deployment_events WHERE deployment_id = ? ORDER BY id",
             (deployment_id,),
         )
-        return [{"ts": r["ts"], "kind": r["kind"], "message": r["message"], "data": json.loads(r["data_json"])}
-                for r in rows]
+        return [
+            {"ts": r["ts"], "kind": r["kind"], "message": r["message"], "data": json.loads(r["data_json"])}
+            for r in rows
+        ]
 
     def save_plan(self, deployment_id: str, steps: Sequence[tuple[str, str]], start: int = 0) -> None:
         """Record planned steps as seq start, start+1, ... (a restore plan follows the deploy plan)."""
@@ -241,13 +293,19 @@ class DeploymentHistory:
     def steps(self, deployment_id: str) -> list[dict[str, Any]]:
         rows = self.store.query(
             "SELECT seq, kind, description, status, detail FROM deployment_steps WHERE deployment_id = ?"
-            " ORDER BY seq", (deployment_id,),
+            " ORDER BY seq",
+            (deployment_id,),
         )
         return [dict(r) for r in rows]
 
     # -- releases -------------------------------------------------------------------------------
     def mark_live(
-        self, environment: str, service: str, version: str, deployment_id: str, artifacts: Sequence[str],
+        self,
+        environment: str,
+        service: str,
+        version: str,
+        deployment_id: str,
+        artifacts: Sequence[str],
         how: str,
     ) -> None:
         """Record `version` as live and verified healthy in the environment."""
@@ -255,14 +313,16 @@ class DeploymentHistory:
         arts = json.dumps(list(artifacts))
         with self.store.transaction() as conn:
             conn.execute(
-                "INSERT INTO releases (environment, service, version, deployment_id, artifacts_json, verified_at)"
+                "INSERT INTO releases"
+                " (environment, service, version, deployment_id, artifacts_json, verified_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, service) DO UPDATE SET"
                 " version = excluded.version, deployment_id = excluded.deployment_id,"
                 " artifacts_json = excluded.artifacts_json, verified_at = excluded.verified_at",
                 (environment, service, version, deployment_id, arts, now),
             )
             conn.execute(
-                "INSERT INTO release_history (environment, service, version, deployment_id, artifacts_json, how,"
+                "INSERT INTO release_history"
+                " (environment, service, version, deployment_id, artifacts_json, how,"
                 " verified_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (environment, service, version, deployment_id, arts, how, now),
             )
@@ -273,8 +333,14 @@ class DeploymentHistory:
         )
         if row is None:
             return None
-        return ReleaseRecord(row["environment"], row["service"], row["version"], row["deployment_id"],
-                             json.loads(row["artifacts_json"]), row["verified_at"])
+        return ReleaseRecord(
+            row["environment"],
+            row["service"],
+            row["version"],
+            row["deployment_id"],
+            json.loads(row["artifacts_json"]),
+            row["verified_at"],
+        )
 
     def verified_releases(self, environment: str, service: str, limit: int = 50) -> list[ReleaseRecord]:
         """Versions that were verified live here, newest first (a version may appear more than once)."""
@@ -282,8 +348,17 @@ class DeploymentHistory:
             "SELECT * FROM release_history WHERE environment = ? AND service = ? ORDER BY id DESC LIMIT ?",
             (environment, service, limit),
         )
-        return [ReleaseRecord(r["environment"], r["service"], r["version"], r["deployment_id"],
-                              json.loads(r["artifacts_json"]), r["verified_at"]) for r in rows]
+        return [
+            ReleaseRecord(
+                r["environment"],
+                r["service"],
+                r["version"],
+                r["deployment_id"],
+                json.loads(r["artifacts_json"]),
+                r["verified_at"],
+            )
+            for r in rows
+        ]
 
 
 def _env_json(spec: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import anyio
 import httpx
 
 from engine.deploy.config import Environment, HttpCheck, TcpCheck
@@ -73,7 +74,7 @@ class PlanOutcome:
     ok: bool
     reason: str | None = None
     failed_step: int | None = None
-    changed: bool = False                      # whether any step touched the world
+    changed: bool = False  # whether any step touched the world
     verdicts: list[HealthVerdict] = field(default_factory=list)
 
 
@@ -88,8 +89,11 @@ async def start_release(ctx: OpsContext, release: Release, slots: Sequence[Insta
     for slot in slots:
         inst = await ctx.target.start(replace(ready, color=slot.color), slot)
         started.append(inst)
-        await ctx.emit("instance_started", f"started {release.version} on {inst.slot}",
-                       {"slot": inst.slot, "version": inst.version, "ref": inst.ref, "color": inst.color})
+        await ctx.emit(
+            "instance_started",
+            f"started {release.version} on {inst.slot}",
+            {"slot": inst.slot, "version": inst.version, "ref": inst.ref, "color": inst.color},
+        )
     return started
 
 
@@ -101,8 +105,11 @@ async def stop_instances(ctx: OpsContext, instances: Sequence[Instance]) -> None
     """
     for inst in instances:
         await ctx.target.stop(inst)
-        await ctx.emit("instance_stopped", f"stopped {inst.version} on {inst.slot}",
-                       {"slot": inst.slot, "version": inst.version})
+        await ctx.emit(
+            "instance_stopped",
+            f"stopped {inst.version} on {inst.slot}",
+            {"slot": inst.slot, "version": inst.version},
+        )
 
 
 async def route(ctx: OpsContext, step: Traffic, running: Sequence[Instance]) -> list[Backend]:
@@ -113,40 +120,70 @@ async def route(ctx: OpsContext, step: Traffic, running: Sequence[Instance]) -> 
     """
     if ctx.router is None:
         return []
-    backends = [Backend(inst, await ctx.target.address(inst), weight)
-                for inst, weight in traffic_weights(step, running)]
+    backends = [
+        Backend(inst, await ctx.target.address(inst), weight)
+        for inst, weight in traffic_weights(step, running)
+    ]
     await ctx.router.set_backends(ctx.service, backends)
     weights: dict[str, int] = {}
     for b in backends:
         weights[str(b.instance.version)] = weights.get(str(b.instance.version), 0) + b.weight
     total = sum(weights.values()) or 1
     shares = {v: round(100 * w / total) for v, w in weights.items()}
-    await ctx.emit("traffic_shifted", "traffic: " + ", ".join(f"{v} {p}%" for v, p in shares.items()),
-                   {"shares": shares, "backends": [(str(b.address), b.weight) for b in backends]})
+    await ctx.emit(
+        "traffic_shifted",
+        "traffic: " + ", ".join(f"{v} {p}%" for v, p in shares.items()),
+        {"shares": shares, "backends": [(str(b.address), b.weight) for b in backends]},
+    )
     return backends
 
 
 async def verify_instances(ctx: OpsContext, instances: Sequence[Instance]) -> list[HealthVerdict]:
-    """Run the environment's health checks against each instance; all verdicts, failures included."""
+    """Run the environment's health checks against the instances, all at once.
+
+    Returns the verdicts gathered. The first unhealthy instance settles the matter: checks of
+    the others still running are cancelled (their verdicts are left out), so a bad batch is
+    known as soon as one instance fails.
+    """
     verdicts: list[HealthVerdict] = []
-    for inst in instances:
+
+    async def one(inst: Instance, scope: anyio.CancelScope) -> None:
         address = await ctx.target.address(inst)
         found = await verify(ctx.environment.health_checks, address, client=ctx.http, clock=ctx.clock)
-        bad = [v for v in found if not v.healthy]
-        if bad:
-            gone = await _exited(ctx, inst)
-            if gone is not None:
-                # say why: the instance died, and what it printed last
-                found = [replace(v, detail=f"{v.detail}; the instance is not running any more{gone}")
-                         if not v.healthy else v for v in found]
-            detail = str(next(v for v in found if not v.healthy))
-            await ctx.emit("health_failed", f"{inst.version} on {inst.slot}: {detail}",
-                           {"slot": inst.slot, "version": inst.version, "healthy": False})
-        else:
-            await ctx.emit("health_passed", f"{inst.version} on {inst.slot} is healthy",
-                           {"slot": inst.slot, "version": inst.version, "healthy": True,
-                            "probes": sum(v.probes for v in found)})
-        verdicts += found
+        if all(v.healthy for v in found):
+            verdicts.extend(found)
+            await ctx.emit(
+                "health_passed",
+                f"{inst.version} on {inst.slot} is healthy",
+                {
+                    "slot": inst.slot,
+                    "version": inst.version,
+                    "healthy": True,
+                    "probes": sum(v.probes for v in found),
+                },
+            )
+            return
+        gone = await _exited(ctx, inst)
+        if gone is not None:
+            # say why: the instance died, and what it printed last
+            found = [
+                v
+                if v.healthy
+                else replace(v, detail=f"{v.detail}; the instance is not running any more{gone}")
+                for v in found
+            ]
+        verdicts.extend(found)
+        detail = str(next(v for v in found if not v.healthy))
+        await ctx.emit(
+            "health_failed",
+            f"{inst.version} on {inst.slot}: {detail}",
+            {"slot": inst.slot, "version": inst.version, "healthy": False},
+        )
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for inst in instances:
+            tg.start_soon(one, inst, tg.cancel_scope)
     return verdicts
 
 
@@ -182,8 +219,12 @@ async def analyze_instances(ctx: OpsContext, instances: Sequence[Instance], step
 
 
 async def execute_plan(
-    ctx: OpsContext, plan: Plan, releases: Mapping[str, Release], live: MutableMapping[str, Instance],
-    *, first_seq: int = 0,
+    ctx: OpsContext,
+    plan: Plan,
+    releases: Mapping[str, Release],
+    live: MutableMapping[str, Instance],
+    *,
+    first_seq: int = 0,
 ) -> PlanOutcome:
     """Run the steps of `plan` in order, keeping `live` (slot -> instance) up to date.
 
@@ -213,14 +254,20 @@ async def execute_plan(
 
 
 async def _run_step(
-    ctx: OpsContext, step: Step, releases: Mapping[str, Release], live: MutableMapping[str, Instance],
+    ctx: OpsContext,
+    step: Step,
+    releases: Mapping[str, Release],
+    live: MutableMapping[str, Instance],
     outcome: PlanOutcome,
 ) -> str | None:
     if isinstance(step, Start):
         outcome.changed = True
         release = releases[step.version]
-        await ctx.emit("batch_started", f"starting {step.version} on {', '.join(s.slot for s in step.slots)}",
-                       {"slots": [s.slot for s in step.slots], "version": step.version})
+        await ctx.emit(
+            "batch_started",
+            f"starting {step.version} on {', '.join(s.slot for s in step.slots)}",
+            {"slots": [s.slot for s in step.slots], "version": step.version},
+        )
         if not release.prepared:
             release = await ctx.target.prepare(release)
         for slot in step.slots:
@@ -260,9 +307,12 @@ async def _run_step(
     passed, total = await analyze_instances(ctx, instances, step)
     rate = passed / total if total else 0.0
     ok = rate >= step.success_rate
-    await ctx.emit("analysis_" + ("passed" if ok else "failed"),
-                   f"canary at {step.percent}%: {passed}/{total} probes passed ({rate:.0%}, need "
-                   f"{step.success_rate:.0%})", {"passed": passed, "total": total, "percent": step.percent})
+    await ctx.emit(
+        "analysis_" + ("passed" if ok else "failed"),
+        f"canary at {step.percent}%: {passed}/{total} probes passed ({rate:.0%}, need "
+        f"{step.success_rate:.0%})",
+        {"passed": passed, "total": total, "percent": step.percent},
+    )
     return None if ok else f"{passed}/{total} probes passed ({rate:.0%} < {step.success_rate:.0%})"
 
 
@@ -274,8 +324,13 @@ class RestoreOutcome:
 
 
 async def restore_version(
-    ctx: OpsContext, release: Release, *, live: MutableMapping[str, Instance], layout: Sequence[Instance],
-    first_seq: int = 0, on_plan: Callable[[Plan], Awaitable[None]] | None = None,
+    ctx: OpsContext,
+    release: Release,
+    *,
+    live: MutableMapping[str, Instance],
+    layout: Sequence[Instance],
+    first_seq: int = 0,
+    on_plan: Callable[[Plan], Awaitable[None]] | None = None,
 ) -> RestoreOutcome:
     """Put `release` back: keep its healthy instances, stop the rest, refill `layout`, verify, route.
 
@@ -283,8 +338,9 @@ async def restore_version(
     up to date. `ok` is True only when every instance of the version answered its health checks.
     """
     bare = [replace(s, version=None, ref=None, deployment_id=None, alive=True, data={}) for s in layout]
-    the_plan = plan_restore(release.version, live=list(live.values()), layout=bare,
-                            has_router=ctx.router is not None)
+    the_plan = plan_restore(
+        release.version, live=list(live.values()), layout=bare, has_router=ctx.router is not None
+    )
     if on_plan is not None:
         await on_plan(the_plan)
     outcome = await execute_plan(ctx, the_plan, {release.version: release}, live, first_seq=first_seq)

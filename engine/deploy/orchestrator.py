@@ -93,9 +93,15 @@ class DeploymentOrchestrator:
     """
 
     def __init__(
-        self, config_path: str | os.PathLike[str] | None = None, workspace_dir: str | os.PathLike[str] | None = None,
-        *, store: Store | None = None, settings: Settings | None = None, clock: Clock | None = None,
-        targets: dict[str, Target] | None = None, routers: dict[str, Router | None] | None = None,
+        self,
+        config_path: str | os.PathLike[str] | None = None,
+        workspace_dir: str | os.PathLike[str] | None = None,
+        *,
+        store: Store | None = None,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        targets: dict[str, Target] | None = None,
+        routers: dict[str, Router | None] | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
@@ -123,7 +129,9 @@ class DeploymentOrchestrator:
                 self.register_environment(env, source_path=str(self.config_path))
 
     # -- environments ---------------------------------------------------------------------------
-    def register_environment(self, environment: Environment, *, source_path: str | None = None) -> Environment:
+    def register_environment(
+        self, environment: Environment, *, source_path: str | None = None
+    ) -> Environment:
         """Add (or replace) an environment; it is also saved so other processes can use it by name."""
         self.environments[environment.name] = environment
         if environment.name not in self._injected:
@@ -146,8 +154,12 @@ class DeploymentOrchestrator:
 
     def _context(self, env: Environment) -> TargetContext:
         return TargetContext(
-            environment=env.name, state_dir=self.workspace / "deploy" / env.name, host=env.host, port=env.port,
-            user=env.user, docker_registry=env.docker_registry,
+            environment=env.name,
+            state_dir=self.workspace / "deploy" / env.name,
+            host=env.host,
+            port=env.port,
+            user=env.user,
+            docker_registry=env.docker_registry,
         )
 
     def target_for(self, env: Environment) -> Target:
@@ -178,9 +190,17 @@ class DeploymentOrchestrator:
 
     # -- deployments ----------------------------------------------------------------------------
     def create_deployment(
-        self, name: str, version: str, environment_name: str, artifacts: Sequence[str | os.PathLike[str]] = (),
-        strategy: str | None = None, rollback_on_failure: bool | None = None, *, service: str | None = None,
-        run_id: str | None = None, **strategy_options: Any,
+        self,
+        name: str,
+        version: str,
+        environment_name: str,
+        artifacts: Sequence[str | os.PathLike[str]] = (),
+        strategy: str | None = None,
+        rollback_on_failure: bool | None = None,
+        *,
+        service: str | None = None,
+        run_id: str | None = None,
+        **strategy_options: Any,
     ) -> DeploymentRecord:
         """Record a planned deployment of `version` to an environment.
 
@@ -195,8 +215,11 @@ class DeploymentOrchestrator:
             raise InputError("a deployment needs a name and a version")
         env = self.get_environment(environment_name)
         strategy = strategy or env.strategy or self.settings.DEPLOY_STRATEGY
-        options = {**env.strategy_options, **strategy_options} if strategy == env.strategy or not env.strategy \
+        options = (
+            {**env.strategy_options, **strategy_options}
+            if strategy == env.strategy or not env.strategy
             else dict(strategy_options)
+        )
         # Options in the environment may belong to another strategy than the one asked for.
         allowed = set(STRATEGIES[strategy].options.model_fields) if strategy in STRATEGIES else set()
         options = {k: v for k, v in options.items() if k in allowed or k in strategy_options}
@@ -208,10 +231,18 @@ class DeploymentOrchestrator:
         arts = [str(Path(a).resolve()) if Path(a).exists() else str(a) for a in artifacts]
         rec = DeploymentRecord(
             deployment_id=f"d-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}",
-            name=name, service=service or env.service_name, environment=env.name, version=str(version),
-            strategy=strategy, status=DeploymentStatus.PLANNED, created_at=time.time(),
-            strategy_options=options, artifacts=arts, rollback_on_failure=bool(rollback_on_failure),
-            target_kind=(env.target.kind if env.target else self.settings.DEPLOY_TARGET), run_id=run_id,
+            name=name,
+            service=service or env.service_name,
+            environment=env.name,
+            version=str(version),
+            strategy=strategy,
+            status=DeploymentStatus.PLANNED,
+            created_at=time.time(),
+            strategy_options=options,
+            artifacts=arts,
+            rollback_on_failure=bool(rollback_on_failure),
+            target_kind=(env.target.kind if env.target else self.settings.DEPLOY_TARGET),
+            run_id=run_id,
         )
         self.history.create(rec)
         return rec
@@ -254,8 +285,10 @@ class DeploymentOrchestrator:
         if rec is None:
             raise NotFoundError(f"no deployment named {name!r}; create it first with create_deployment")
         if rec.status != DeploymentStatus.PLANNED:
-            raise InputError(f"deployment {name!r} ({rec.deployment_id}) already ran ({rec.status}); "
-                             "create it again to deploy again")
+            raise InputError(
+                f"deployment {name!r} ({rec.deployment_id}) already ran ({rec.status}); "
+                "create it again to deploy again"
+            )
         env = self.get_environment(rec.environment)
         target = self.target_for(env)
         router = self.router_for(env)
@@ -269,8 +302,14 @@ class DeploymentOrchestrator:
         if rec.strategy in ("blue_green", "canary"):
             for color in COLORS:
                 layout[color] = target.slots(rec.service, color)
-        the_plan = plan(rec.strategy, rec.version, current=current, layout=layout, has_router=router is not None,
-                        options=rec.strategy_options)
+        the_plan = plan(
+            rec.strategy,
+            rec.version,
+            current=current,
+            layout=layout,
+            has_router=router is not None,
+            options=rec.strategy_options,
+        )
         self.history.begin(rec.deployment_id, live_rel.version if live_rel else None, current)
         run.rec = self.history.get(rec.deployment_id)
         started = time.monotonic()
@@ -278,7 +317,12 @@ class DeploymentOrchestrator:
         http = self._http or httpx.AsyncClient(follow_redirects=False)
         try:
             ctx = OpsContext(
-                environment=env, service=rec.service, target=target, router=router, clock=self.clock, http=http,
+                environment=env,
+                service=rec.service,
+                target=target,
+                router=router,
+                clock=self.clock,
+                http=http,
                 emit=lambda kind, msg, data: self._emit(run, kind, msg, data),
                 on_step=lambda seq, status, detail: self._step(run, seq, status, detail),
             )
@@ -294,32 +338,61 @@ class DeploymentOrchestrator:
                     await http.aclose()
         final = self.history.get(rec.deployment_id)
         result = DeploymentResult(
-            deployment_id=rec.deployment_id, name=rec.name, environment=env.name, service=rec.service,
-            version=rec.version, previous_version=final.previous_version, strategy=rec.strategy, status=status,
-            reason=reason, duration=final.duration if final.duration is not None else time.monotonic() - started,
-            logs=run.logs, instances=instances,
+            deployment_id=rec.deployment_id,
+            name=rec.name,
+            environment=env.name,
+            service=rec.service,
+            version=rec.version,
+            previous_version=final.previous_version,
+            strategy=rec.strategy,
+            status=status,
+            reason=reason,
+            duration=final.duration if final.duration is not None else time.monotonic() - started,
+            logs=run.logs,
+            instances=instances,
         )
-        await self._emit(run, "deploy_finished", f"{rec.name}: {status}" + (f": {reason}" if reason else ""),
-                         {"status": str(status), "duration": result.duration})
+        await self._emit(
+            run,
+            "deploy_finished",
+            f"{rec.name}: {status}" + (f": {reason}" if reason else ""),
+            {"status": str(status), "duration": result.duration},
+        )
         return result
 
     async def _execute(
-        self, run: _Run, env: Environment, ctx: OpsContext, the_plan: Plan, current: list[Instance],
+        self,
+        run: _Run,
+        env: Environment,
+        ctx: OpsContext,
+        the_plan: Plan,
+        current: list[Instance],
         live_rel: Any,
     ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
         rec = run.rec
-        await self._emit(run, "deploy_started",
-                         f"deploying {rec.service} {rec.version} to {env.name} ({rec.strategy}); "
-                         f"live now: {rec.previous_version or 'nothing'}",
-                         {"version": rec.version, "previous_version": rec.previous_version,
-                          "strategy": rec.strategy, "steps": [describe(s)[1] for s in the_plan.steps]})
+        await self._emit(
+            run,
+            "deploy_started",
+            f"deploying {rec.service} {rec.version} to {env.name} ({rec.strategy}); "
+            f"live now: {rec.previous_version or 'nothing'}",
+            {
+                "version": rec.version,
+                "previous_version": rec.previous_version,
+                "strategy": rec.strategy,
+                "steps": [describe(s)[1] for s in the_plan.steps],
+            },
+        )
         self.history.save_plan(rec.deployment_id, [describe(s) for s in the_plan.steps])
         live = {i.slot: i for i in current}
 
         # Nothing has changed until the plan starts: a failure before it is a plain FAILURE.
         failure = await self._hooks(run, env, env.pre_deploy_hooks, "pre-deploy")
-        release = Release(service=rec.service, version=rec.version, deployment_id=rec.deployment_id,
-                          artifacts=tuple(rec.artifacts), env=dict(env.env))
+        release = Release(
+            service=rec.service,
+            version=rec.version,
+            deployment_id=rec.deployment_id,
+            artifacts=tuple(rec.artifacts),
+            env=dict(env.env),
+        )
         if failure is None:
             try:
                 release = await ctx.target.prepare(release)
@@ -336,18 +409,29 @@ class DeploymentOrchestrator:
             reason = await self._hooks(run, env, env.post_deploy_hooks, "post-deploy")
         if outcome.ok and reason is None:
             instances = list(live.values())
-            self.history.mark_live(env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed")
+            self.history.mark_live(
+                env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed"
+            )
             self.history.move(rec.deployment_id, DeploymentStatus.SUCCESS, instances=instances)
             return DeploymentStatus.SUCCESS, None, instances
         assert reason is not None
         return await self._fail(run, env, ctx, reason, live, current, live_rel, len(the_plan.steps))
 
     async def _fail(
-        self, run: _Run, env: Environment, ctx: OpsContext, reason: str, live: dict[str, Instance],
-        before: list[Instance], live_rel: Any, next_seq: int,
+        self,
+        run: _Run,
+        env: Environment,
+        ctx: OpsContext,
+        reason: str,
+        live: dict[str, Instance],
+        before: list[Instance],
+        live_rel: Any,
+        next_seq: int,
     ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
         rec = run.rec
-        self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values()))
+        self.history.move(
+            rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values())
+        )
         if not rec.rollback_on_failure:
             return DeploymentStatus.FAILURE, f"{reason}; automatic rollback is off", list(live.values())
         if live_rel is None:
@@ -362,37 +446,59 @@ class DeploymentOrchestrator:
                     note = f"; its {len(failed)} instance(s) were stopped"
             except CicdError as exc:
                 note = f"; stopping its instances failed too: {exc}"
-            final = (f"{reason}; nothing to roll back to (no earlier verified version of {rec.service} "
-                     f"in {env.name}){note}")
+            final = (
+                f"{reason}; nothing to roll back to (no earlier verified version of {rec.service} "
+                f"in {env.name}){note}"
+            )
             self._set_reason(run, final, live)
             return DeploymentStatus.FAILURE, final, list(live.values())
 
         self.history.move(rec.deployment_id, DeploymentStatus.ROLLING_BACK, reason=reason)
-        await self._emit(run, "rollback_started", f"rolling back to {live_rel.version}: {reason}",
-                         {"to_version": live_rel.version})
-        previous = Release(service=rec.service, version=live_rel.version, deployment_id=live_rel.deployment_id,
-                           artifacts=tuple(live_rel.artifacts), env=dict(env.env))
+        await self._emit(
+            run,
+            "rollback_started",
+            f"rolling back to {live_rel.version}: {reason}",
+            {"to_version": live_rel.version},
+        )
+        previous = Release(
+            service=rec.service,
+            version=live_rel.version,
+            deployment_id=live_rel.deployment_id,
+            artifacts=tuple(live_rel.artifacts),
+            env=dict(env.env),
+        )
         layout = [i for i in before if i.version == live_rel.version] or ctx.target.slots(rec.service)
 
         async def record_plan(p: Plan) -> None:
             self.history.save_plan(rec.deployment_id, [describe(s) for s in p.steps], start=next_seq)
 
         try:
-            restored = await restore_version(ctx, previous, live=live, layout=layout, first_seq=next_seq,
-                                             on_plan=record_plan)
+            restored = await restore_version(
+                ctx, previous, live=live, layout=layout, first_seq=next_seq, on_plan=record_plan
+            )
             ok, why = restored.ok, restored.reason
         except CicdError as exc:
             ok, why = False, str(exc)
         instances = list(live.values())
         if ok:
-            self.history.mark_live(env.name, rec.service, previous.version, previous.deployment_id,
-                                   previous.artifacts, "rolled_back")
+            self.history.mark_live(
+                env.name,
+                rec.service,
+                previous.version,
+                previous.deployment_id,
+                previous.artifacts,
+                "rolled_back",
+            )
             final = f"{reason}; rolled back to {previous.version}, which answers its health checks again"
-            self.history.move(rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances)
+            self.history.move(
+                rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances
+            )
             await self._emit(run, "rollback_finished", final, {"ok": True})
             return DeploymentStatus.ROLLED_BACK, final, instances
         final = f"{reason}; rollback to {previous.version} failed: {why}"
-        self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances)
+        self.history.move(
+            rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances
+        )
         await self._emit(run, "rollback_finished", final, {"ok": False})
         return DeploymentStatus.ROLLBACK_FAILED, final, instances
 
@@ -418,13 +524,17 @@ class DeploymentOrchestrator:
         rec = run.rec
         for i, hook in enumerate(hooks):
             extra = {
-                "DEPLOY_ID": rec.deployment_id, "DEPLOY_NAME": rec.name, "DEPLOY_SERVICE": rec.service,
-                "DEPLOY_ENVIRONMENT": env.name, "DEPLOY_VERSION": rec.version,
+                "DEPLOY_ID": rec.deployment_id,
+                "DEPLOY_NAME": rec.name,
+                "DEPLOY_SERVICE": rec.service,
+                "DEPLOY_ENVIRONMENT": env.name,
+                "DEPLOY_VERSION": rec.version,
                 "DEPLOY_PREVIOUS_VERSION": rec.previous_version or "",
             }
             await self._emit(run, "hook_started", f"{phase} hook {i + 1}: {hook.command}", {"phase": phase})
-            code, out = await _run_hook(hook, {**os.environ, **hook.env, **extra},
-                                        hook.cwd or str(self.workspace))
+            code, out = await _run_hook(
+                hook, {**os.environ, **hook.env, **extra}, hook.cwd or str(self.workspace)
+            )
             if code != 0:
                 what = "timed out" if code is None else f"exited {code}"
                 msg = f"{phase} hook {i + 1} ({hook.command!r}) {what}: {out.strip()[-500:]}".rstrip(": ")
@@ -434,11 +544,20 @@ class DeploymentOrchestrator:
         return None
 
     async def _emit(self, run: _Run, kind: str, message: str, data: dict[str, Any]) -> None:
-        run.logs.append(f"{time.strftime('%H:%M:%S')} {kind}: {message}")
+        now = time.time()
+        run.logs.append(
+            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {kind}: {message}"
+        )
         self.history.add_event(run.rec.deployment_id, kind, message, data)
         if run.on_event is not None:
-            event = Event(kind=kind, run_id=run.rec.deployment_id, message=message, job=run.rec.name,
-                          status=str(self.history.get(run.rec.deployment_id).status), data=data)
+            event = Event(
+                kind=kind,
+                run_id=run.rec.deployment_id,
+                message=message,
+                job=run.rec.name,
+                status=str(self.history.get(run.rec.deployment_id).status),
+                data=data,
+            )
             result = run.on_event(event)
             if isinstance(result, Awaitable):
                 await result
@@ -476,9 +595,15 @@ async def _run_hook(hook: Hook, env: dict[str, str], cwd: str) -> tuple[int | No
     import subprocess
 
     Path(cwd).mkdir(parents=True, exist_ok=True)
-    proc = await anyio.open_process(["/bin/sh", "-c", hook.command], cwd=cwd, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+    proc = await anyio.open_process(
+        ["/bin/sh", "-c", hook.command],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     out = bytearray()
     try:
         with anyio.fail_after(hook.timeout):
@@ -500,7 +625,8 @@ async def _run_hook(hook: Hook, env: dict[str, str], cwd: str) -> tuple[int | No
 
 
 def manage_deployments(
-    config_path: str | os.PathLike[str], workspace_dir: str | os.PathLike[str] | None = None,
+    config_path: str | os.PathLike[str],
+    workspace_dir: str | os.PathLike[str] | None = None,
 ) -> DeploymentOrchestrator:
     """An orchestrator loaded with the environments of a deployment config file.
 
@@ -512,10 +638,18 @@ def manage_deployments(
 
 
 async def deploy_artifacts(
-    workspace_dir: str | os.PathLike[str], environment: str | Environment, service: str | None, version: str,
-    artifacts: Sequence[str | os.PathLike[str]], strategy: str | None = None,
-    on_event: EventCallback | None = None, *, config_path: str | os.PathLike[str] | None = None,
-    run_id: str | None = None, rollback_on_failure: bool | None = None, store: Store | None = None,
+    workspace_dir: str | os.PathLike[str],
+    environment: str | Environment,
+    service: str | None,
+    version: str,
+    artifacts: Sequence[str | os.PathLike[str]],
+    strategy: str | None = None,
+    on_event: EventCallback | None = None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    rollback_on_failure: bool | None = None,
+    store: Store | None = None,
     **strategy_options: Any,
 ) -> DeploymentResult:
     """Deploy a pipeline run's artifacts (the pipeline runner's entry point).
@@ -535,8 +669,17 @@ async def deploy_artifacts(
             env = orch.get_environment(environment)
         svc = service or env.service_name
         name = f"{svc}-{version}"
-        orch.create_deployment(name, version, env.name, list(artifacts), strategy, rollback_on_failure,
-                               service=svc, run_id=run_id, **strategy_options)
+        orch.create_deployment(
+            name,
+            version,
+            env.name,
+            list(artifacts),
+            strategy,
+            rollback_on_failure,
+            service=svc,
+            run_id=run_id,
+            **strategy_options,
+        )
         return await orch.adeploy(name, on_event)
     finally:
         await orch.aclose()

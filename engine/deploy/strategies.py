@@ -138,8 +138,10 @@ def describe(step: Step) -> tuple[str, str]:
         return "traffic", what
     if isinstance(step, Wait):
         return "wait", f"wait {step.seconds:g}s ({step.why})"
-    return "analyze", (f"analyse {', '.join(step.slots)} at {step.percent}% for {step.seconds:g}s, "
-                       f"need {step.success_rate:.0%} success")
+    return "analyze", (
+        f"analyse {', '.join(step.slots)} at {step.percent}% for {step.seconds:g}s, "
+        f"need {step.success_rate:.0%} success"
+    )
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -182,7 +184,10 @@ class RollingOptions(_Options):
 
 class BlueGreenOptions(_Options):
     scale_down_delay: float = Field(
-        default=2.0, ge=0, le=24 * 3600, description="Seconds the old colour stays up after the switch.",
+        default=2.0,
+        ge=0,
+        le=24 * 3600,
+        description="Seconds the old colour stays up after the switch.",
     )
 
 
@@ -222,7 +227,9 @@ def parse_options(strategy: str, raw: Mapping[str, Any]) -> _Options:
     try:
         return entry.options.model_validate(dict(raw))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
         raise InputError(f"strategy {strategy!r}: {problems}") from None
 
 
@@ -240,8 +247,11 @@ def _occupants(current: Sequence[Instance], slots: Sequence[Instance]) -> list[I
 
 
 def _plan_recreate(
-    version: str, current: Sequence[Instance], layout: Mapping[str | None, Sequence[Instance]],
-    has_router: bool, options: RecreateOptions,
+    version: str,
+    current: Sequence[Instance],
+    layout: Mapping[str | None, Sequence[Instance]],
+    has_router: bool,
+    options: RecreateOptions,
 ) -> Plan:
     slots = tuple(layout[None])
     steps: list[Step] = []
@@ -254,15 +264,18 @@ def _plan_recreate(
 
 
 def _plan_rolling(
-    version: str, current: Sequence[Instance], layout: Mapping[str | None, Sequence[Instance]],
-    has_router: bool, options: RollingOptions,
+    version: str,
+    current: Sequence[Instance],
+    layout: Mapping[str | None, Sequence[Instance]],
+    has_router: bool,
+    options: RollingOptions,
 ) -> Plan:
     slots = list(layout[None])
     size = min(_resolve(options.batch_size, len(slots)), _resolve(options.max_unavailable, len(slots)))
     size = max(1, size)
     steps: list[Step] = []
     for start in range(0, len(slots), size):
-        batch = slots[start:start + size]
+        batch = slots[start : start + size]
         ids = frozenset(s.slot for s in batch)
         occupants = _occupants(current, batch)
         if has_router and occupants:
@@ -299,8 +312,11 @@ def _free_color(current: Sequence[Instance], layout: Mapping[str | None, Sequenc
 
 
 def _plan_blue_green(
-    version: str, current: Sequence[Instance], layout: Mapping[str | None, Sequence[Instance]],
-    has_router: bool, options: BlueGreenOptions,
+    version: str,
+    current: Sequence[Instance],
+    layout: Mapping[str | None, Sequence[Instance]],
+    has_router: bool,
+    options: BlueGreenOptions,
 ) -> Plan:
     color = _free_color(current, layout)
     slots = tuple(layout[color])
@@ -317,8 +333,11 @@ def _plan_blue_green(
 
 
 def _plan_canary(
-    version: str, current: Sequence[Instance], layout: Mapping[str | None, Sequence[Instance]],
-    has_router: bool, options: CanaryOptions,
+    version: str,
+    current: Sequence[Instance],
+    layout: Mapping[str | None, Sequence[Instance]],
+    has_router: bool,
+    options: CanaryOptions,
 ) -> Plan:
     color = _free_color(current, layout)
     slots = tuple(layout[color])
@@ -327,7 +346,9 @@ def _plan_canary(
     for pct in options.steps:
         steps.append(Traffic(version=version, percent=pct))
         if pct < 100 and current:
-            steps.append(Analyze(ids, options.analysis_window, options.success_rate, options.probe_interval, pct))
+            steps.append(
+                Analyze(ids, options.analysis_window, options.success_rate, options.probe_interval, pct)
+            )
     if current:
         steps.append(Stop(tuple(current)))
     steps.append(Traffic())
@@ -343,8 +364,13 @@ STRATEGIES: dict[str, StrategyEntry] = {
 
 
 def plan(
-    strategy: str, version: str, *, current: Sequence[Instance],
-    layout: Mapping[str | None, Sequence[Instance]], has_router: bool, options: Mapping[str, Any] | None = None,
+    strategy: str,
+    version: str,
+    *,
+    current: Sequence[Instance],
+    layout: Mapping[str | None, Sequence[Instance]],
+    has_router: bool,
+    options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """The steps that take a service from `current` to `version` with `strategy`.
 
@@ -356,7 +382,9 @@ def plan(
     entry = _entry(strategy)
     opts = parse_options(strategy, options or {})
     if entry.needs_router and not has_router:
-        raise InputError(f"strategy {strategy!r} shifts traffic by weight and needs a `router:` in the environment")
+        raise InputError(
+            f"strategy {strategy!r} shifts traffic by weight and needs a `router:` in the environment"
+        )
     for key in (None, *COLORS):
         if key not in layout and (key is None or strategy in ("blue_green", "canary")):
             raise InputError(f"the target gives no {'default' if key is None else key} slots")
@@ -364,7 +392,11 @@ def plan(
 
 
 def plan_restore(
-    version: str, *, live: Sequence[Instance], layout: Sequence[Instance], has_router: bool,
+    version: str,
+    *,
+    live: Sequence[Instance],
+    layout: Sequence[Instance],
+    has_router: bool,
 ) -> Plan:
     """The steps that put `version` back: keep its healthy instances, stop the others, refill `layout`.
 

@@ -92,7 +92,6 @@ ROUTERS: LazyRegistry[RouterFactory] = LazyRegistry(
     "router",
     {
         "nginx": "engine.deploy.routers.nginx:NginxRouter",
-        "fake": "engine.deploy.routers.fake:FakeRouter",
         # A Service-selector router lives beside the kubernetes target that it belongs with.
         "kubernetes": "engine.deploy.targets.kubernetes:KubernetesServiceRouter",
     },

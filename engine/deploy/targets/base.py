@@ -160,17 +160,30 @@ class Instance:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "service": self.service, "slot": self.slot, "host": self.host, "port": self.port,
-            "color": self.color, "version": self.version, "deployment_id": self.deployment_id,
-            "ref": self.ref, "alive": self.alive, "data": dict(self.data),
+            "service": self.service,
+            "slot": self.slot,
+            "host": self.host,
+            "port": self.port,
+            "color": self.color,
+            "version": self.version,
+            "deployment_id": self.deployment_id,
+            "ref": self.ref,
+            "alive": self.alive,
+            "data": dict(self.data),
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Instance:
         return cls(
-            service=str(raw["service"]), slot=str(raw["slot"]), host=str(raw.get("host") or "127.0.0.1"),
-            port=raw.get("port"), color=raw.get("color"), version=raw.get("version"),
-            deployment_id=raw.get("deployment_id"), ref=raw.get("ref"), alive=bool(raw.get("alive", True)),
+            service=str(raw["service"]),
+            slot=str(raw["slot"]),
+            host=str(raw.get("host") or "127.0.0.1"),
+            port=raw.get("port"),
+            color=raw.get("color"),
+            version=raw.get("version"),
+            deployment_id=raw.get("deployment_id"),
+            ref=raw.get("ref"),
+            alive=bool(raw.get("alive", True)),
             data={str(k): str(v) for k, v in (raw.get("data") or {}).items()},
         )
 
@@ -234,6 +247,5 @@ TARGETS: LazyRegistry[TargetFactory] = LazyRegistry(
         "docker": "engine.deploy.targets.docker:DockerTarget",
         "ssh": "engine.deploy.targets.ssh:SSHTarget",
         "kubernetes": "engine.deploy.targets.kubernetes:KubernetesTarget",
-        "fake": "engine.deploy.targets.fake:FakeTarget",
     },
 )

@@ -64,7 +64,10 @@ class FakeTarget:
         if key in self.running:
             raise TargetError(f"fake target: slot {slot.slot} is occupied")
         inst = replace(
-            slot, version=release.version, deployment_id=release.deployment_id, ref=str(next(self._ids)),
+            slot,
+            version=release.version,
+            deployment_id=release.deployment_id,
+            ref=str(next(self._ids)),
             color=release.color if release.color is not None else slot.color,
         )
         self.running[key] = inst

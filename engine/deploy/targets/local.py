@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import anyio
 from pydantic import Field, model_validator
@@ -50,13 +50,19 @@ _CHILDREN_LOCK = threading.Lock()
 class LocalTargetConfig(TargetConfig):
     kind: Literal["local"] = "local"
     command: str = Field(min_length=1, description="Shell command; {port} {host} {release_dir} {version}...")
-    ports: list[int] = Field(min_length=1, description="One instance per port.")
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        min_length=1, description="One instance per port."
+    )
     host: str = Field(default="127.0.0.1", description="Address the instances listen on.")
-    color_ports: dict[Literal["blue", "green"], list[int]] | None = Field(
-        default=None, description="Ports of each colour for blue-green and canary.",
+    color_ports: dict[Literal["blue", "green"], list[Annotated[int, Field(ge=1, le=65535)]]] | None = Field(
+        default=None,
+        description="Ports of each colour for blue-green and canary.",
     )
     color_port_offset: int = Field(
-        default=100, ge=1, le=60000, description="Without color_ports: green = ports + offset, blue = ports.",
+        default=100,
+        ge=1,
+        le=60000,
+        description="Without color_ports: green = ports + offset, blue = ports.",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the processes.")
     stop_timeout: float = Field(default=5.0, gt=0, le=600, description="Seconds between SIGTERM and SIGKILL.")
@@ -64,7 +70,10 @@ class LocalTargetConfig(TargetConfig):
 
     @model_validator(mode="after")
     def _check_ports(self) -> LocalTargetConfig:
-        for name, ports in [("ports", self.ports), *((f"color_ports.{c}", p) for c, p in self.colors().items())]:
+        for name, ports in [
+            ("ports", self.ports),
+            *((f"color_ports.{c}", p) for c, p in self.colors().items()),
+        ]:
             bad = [p for p in ports if not 1 <= p <= 65535]
             if bad:
                 raise ValueError(f"{name}: {bad[0]} is not a TCP port")
@@ -74,7 +83,13 @@ class LocalTargetConfig(TargetConfig):
         if set(colors["blue"]) & set(colors["green"]):
             raise ValueError("the blue and green ports overlap; each colour needs its own ports")
         unknown = set(re.findall(r"\{(\w*)\}", self.command)) - {
-            "port", "host", "release_dir", "version", "service", "color", "slot",
+            "port",
+            "host",
+            "release_dir",
+            "version",
+            "service",
+            "color",
+            "slot",
         }
         if unknown:
             raise ValueError(f"command: unknown placeholder {{{sorted(unknown)[0]}}}")
@@ -172,7 +187,9 @@ class LocalTarget:
             if color not in colors:
                 raise InputError(f"local target: unknown colour {color!r} (blue or green)")
             ports = colors[color]
-        return [Instance(service=service, slot=str(p), host=self.config.host, port=p, color=color) for p in ports]
+        return [
+            Instance(service=service, slot=str(p), host=self.config.host, port=p, color=color) for p in ports
+        ]
 
     def _release_dir(self, service: str, version: str) -> Path:
         return self.root / "releases" / _SAFE.sub("_", service) / _SAFE.sub("_", version)
@@ -205,10 +222,17 @@ class LocalTarget:
                     shutil.copy2(src, tmp / src.name)
                 else:
                     raise InputError(f"local target: artifact {src} does not exist")
-            (tmp / ".release.json").write_text(json.dumps(
-                {"service": release.service, "version": release.version, "artifacts": list(release.artifacts),
-                 "deployment_id": release.deployment_id, "prepared_at": time.time()}
-            ))
+            (tmp / ".release.json").write_text(
+                json.dumps(
+                    {
+                        "service": release.service,
+                        "version": release.version,
+                        "artifacts": list(release.artifacts),
+                        "deployment_id": release.deployment_id,
+                        "prepared_at": time.time(),
+                    }
+                )
+            )
             if dest.exists():  # a half-made directory from an interrupted prepare
                 shutil.rmtree(dest)
             os.rename(tmp, dest)
@@ -229,9 +253,12 @@ class LocalTarget:
         for rec in inst_dir.glob("*.json") if inst_dir.is_dir() else []:
             with contextlib.suppress(OSError, ValueError):
                 in_use.add(_SAFE.sub("_", str(json.loads(rec.read_text()).get("version"))))
-        dirs = sorted((d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                      key=lambda d: d.stat().st_mtime, reverse=True)
-        for old in dirs[self.config.keep_releases:]:
+        dirs = sorted(
+            (d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")),
+            key=lambda d: d.stat().st_mtime,
+            reverse=True,
+        )
+        for old in dirs[self.config.keep_releases :]:
             if old.name not in in_use:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -248,14 +275,20 @@ class LocalTarget:
             if existing.version == release.version and existing.deployment_id == release.deployment_id:
                 return existing  # started already (a retried call)
             raise TargetError(
-                f"local target: port {slot.port} still runs {slot.service} {existing.version} (pid {existing.ref})"
+                f"local target: port {slot.port} still runs {slot.service} {existing.version} "
+                f"(pid {existing.ref})"
             )
         if not await anyio.to_thread.run_sync(_port_free, slot.host, slot.port):
             raise TargetError(f"local target: port {slot.port} on {slot.host} is in use by another process")
         color = release.color if release.color is not None else slot.color
         values = {
-            "port": str(slot.port), "host": slot.host, "release_dir": release_dir, "version": release.version,
-            "service": release.service, "color": color or "", "slot": slot.slot,
+            "port": str(slot.port),
+            "host": slot.host,
+            "release_dir": release_dir,
+            "version": release.version,
+            "service": release.service,
+            "color": color or "",
+            "slot": slot.slot,
         }
         command = self.config.command
         for key, value in values.items():
@@ -264,27 +297,46 @@ class LocalTarget:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{_SAFE.sub('_', slot.service)}-{_SAFE.sub('_', slot.slot)}.log"
         env = {
-            **os.environ, **self.config.env, **release.env,
-            "PORT": str(slot.port), "HOST": slot.host, "SERVICE_VERSION": release.version,
+            **os.environ,
+            **self.config.env,
+            **release.env,
+            "PORT": str(slot.port),
+            "HOST": slot.host,
+            "SERVICE_VERSION": release.version,
             "RELEASE_DIR": release_dir,
         }
         try:
             with open(log_path, "ab") as log:
-                log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {release.version}: {command}\n".encode())
+                log.write(
+                    f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {release.version}: {command}\n".encode()
+                )
                 log.flush()
                 child = subprocess.Popen(
-                    ["/bin/sh", "-c", command], cwd=release_dir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    ["/bin/sh", "-c", command],
+                    cwd=release_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         except OSError as exc:
             raise TargetError(f"local target: cannot start {command!r}: {exc}") from exc
         with _CHILDREN_LOCK:
             _CHILDREN[child.pid] = child
         inst = replace(
-            slot, version=release.version, deployment_id=release.deployment_id, ref=str(child.pid), color=color,
-            alive=True, data={
-                "pgid": str(child.pid), "start_time": _proc_start_time(child.pid) or "", "log": str(log_path),
-                "release_dir": release_dir, "command": command,
+            slot,
+            version=release.version,
+            deployment_id=release.deployment_id,
+            ref=str(child.pid),
+            color=color,
+            alive=True,
+            data={
+                "pgid": str(child.pid),
+                "start_time": _proc_start_time(child.pid) or "",
+                "log": str(log_path),
+                "release_dir": release_dir,
+                "command": command,
             },
         )
         rec.parent.mkdir(parents=True, exist_ok=True)

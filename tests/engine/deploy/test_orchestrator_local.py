@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment, deploy_artifacts
@@ -18,10 +17,16 @@ from engine.deploy.history import DeploymentHistory
 from engine.errors import ConflictError, InputError
 from engine.pipeline.results import Event
 from tests.engine.deploy.helpers import APP_COMMAND, Prober, make_release, served_version
-from tests.engine.deploy.nginx_fixture import NginxServer, nginx, ports  # noqa: F401
+from tests.engine.deploy.nginx_fixture import NginxServer, nginx_server, ports  # noqa: F401
 
-FAST_CHECK = {"type": "http", "url": "http://{host}:{port}/health", "expect_status": 200, "timeout": 2,
-              "retries": 15, "interval": 0.1}
+FAST_CHECK = {
+    "type": "http",
+    "url": "http://{host}:{port}/health",
+    "expect_status": 200,
+    "timeout": 2,
+    "retries": 15,
+    "interval": 0.1,
+}
 
 
 @pytest.fixture
@@ -46,21 +51,40 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _env(name: str, port_list: list[int], *, color: dict[str, list[int]] | None = None,
-         router: dict[str, Any] | None = None, **extra: Any) -> Environment:
+def _env(
+    name: str,
+    port_list: list[int],
+    *,
+    color: dict[str, list[int]] | None = None,
+    router: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Environment:
     target: dict[str, Any] = {"kind": "local", "command": APP_COMMAND, "ports": port_list}
     if color:
         target["color_ports"] = color
-    return Environment.model_validate({"name": name, "type": "testing", "target": target, "router": router,
-                                       "health_checks": [FAST_CHECK], **extra})
+    return Environment.model_validate(
+        {
+            "name": name,
+            "type": "testing",
+            "target": target,
+            "router": router,
+            "health_checks": [FAST_CHECK],
+            **extra,
+        }
+    )
 
 
-def _setup(tmp_path: Path, orchs: list[DeploymentOrchestrator], nginx_server: NginxServer | None = None,
-           n: int = 2, **extra: Any) -> tuple[DeploymentOrchestrator, Environment, list[int], int | None]:
+def _setup(
+    tmp_path: Path,
+    orchs: list[DeploymentOrchestrator],
+    server: NginxServer | None = None,
+    n: int = 2,
+    **extra: Any,
+) -> tuple[DeploymentOrchestrator, Environment, list[int], int | None]:
     base = ports.take(n)
     color = {"blue": ports.take(n), "green": ports.take(n)}
-    listen = ports.take(1)[0] if nginx_server else None
-    router = nginx_server.router_config(listen) if nginx_server and listen else None
+    listen = ports.take(1)[0] if server else None
+    router = server.router_config(listen) if server and listen else None
     env = _env("svc", base, color=color, router=router, **extra)
     orch = DeploymentOrchestrator(workspace_dir=tmp_path / "ws")
     orchs.append(orch)
@@ -75,23 +99,14 @@ def _deploy(orch: DeploymentOrchestrator, tmp_path: Path, version: str, strategy
     return orch.deploy(f"svc-{version}")
 
 
-def test_the_issue_example_config_works_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   orchs: list[DeploymentOrchestrator]) -> None:
+def test_the_issue_example_config_works_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orchs: list[DeploymentOrchestrator]
+) -> None:
     for port in (18101, 18102, 18201, 18202):
         if not _refused(port):
             pytest.fail(f"port {port} (the issue's example) is taken by something else")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "deployment_config.yaml").write_text(textwrap.dedent("""\
-        environments:
-          - name: dev
-            type: development
-            target:
-              kind: local
-              command: "python3 -m http.server {port} --bind 127.0.0.1 --directory {release_dir}"
-              ports: [18101, 18102]          # one instance per port
-            health_checks:
-              - {type: http, url: "http://127.0.0.1:{port}/health", expect_status: 200, timeout: 2, retries: 10, interval: 0.2}
-        """))
+    shutil.copy(Path(__file__).parent / "data" / "issue_example.yaml", tmp_path / "deployment_config.yaml")
     for v in ("1", "2"):
         d = tmp_path / "build" / f"web-{v}"
         d.mkdir(parents=True)
@@ -101,23 +116,34 @@ def test_the_issue_example_config_works_as_written(tmp_path: Path, monkeypatch: 
         # a fresh orchestrator each time: it must find what the earlier one started (pid records)
         orch = DeploymentOrchestrator(config_path="deployment_config.yaml", workspace_dir=tmp_path / "ws")
         orchs.append(orch)
-        orch.create_deployment(name=f"web-{v}", version=v, environment_name="dev", artifacts=[f"build/web-{v}"],
-                               strategy="rolling", rollback_on_failure=True)
+        orch.create_deployment(
+            name=f"web-{v}",
+            version=v,
+            environment_name="dev",
+            artifacts=[f"build/web-{v}"],
+            strategy="rolling",
+            rollback_on_failure=True,
+        )
         result = orch.deploy(f"web-{v}")
         assert result.status == DeploymentStatus.SUCCESS, result.reason
         assert served_version(18101) == v and served_version(18102) == v
     assert result.previous_version == "1" and result.version == "2"
     assert sorted(i.port for i in result.instances) == [18101, 18102]
-    assert result.deployment_id and result.duration > 0 and any("health_passed" in line for line in result.logs)
+    assert (
+        result.deployment_id and result.duration > 0 and any("health_passed" in line for line in result.logs)
+    )
 
 
 @pytest.mark.nginx
 @pytest.mark.parametrize("strategy", ["recreate", "rolling", "blue_green", "canary"])
-def test_every_strategy_changes_the_served_version(tmp_path: Path, nginx: NginxServer, strategy: str,
-                                                   orchs: list[DeploymentOrchestrator]) -> None:
+def test_every_strategy_changes_the_served_version(
+    tmp_path: Path, nginx: NginxServer, strategy: str, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, listen = _setup(tmp_path, orchs, nginx)
-    opts: dict[str, Any] = {"canary": {"steps": [50, 100], "analysis_window": 0.3, "probe_interval": 0.1},
-                            "blue_green": {"scale_down_delay": 0.2}}.get(strategy, {})
+    opts: dict[str, Any] = {
+        "canary": {"steps": [50, 100], "analysis_window": 0.3, "probe_interval": 0.1},
+        "blue_green": {"scale_down_delay": 0.2},
+    }.get(strategy, {})
     first = _deploy(orch, tmp_path, "1", strategy, **opts)
     assert first.status == DeploymentStatus.SUCCESS, first.reason
     assert served_version(listen or 0) == "1"
@@ -135,11 +161,17 @@ def test_every_strategy_changes_the_served_version(tmp_path: Path, nginx: NginxS
 @pytest.mark.parametrize("strategy", ["recreate", "rolling", "blue_green", "canary"])
 @pytest.mark.parametrize("failure", ["health_500", "exits_at_start"])
 def test_a_failing_version_is_rolled_back_and_the_old_one_answers(
-    tmp_path: Path, nginx: NginxServer, strategy: str, failure: str, orchs: list[DeploymentOrchestrator],
+    tmp_path: Path,
+    nginx: NginxServer,
+    strategy: str,
+    failure: str,
+    orchs: list[DeploymentOrchestrator],
 ) -> None:
     orch, env, base, listen = _setup(tmp_path, orchs, nginx)
-    opts: dict[str, Any] = {"canary": {"steps": [50, 100], "analysis_window": 0.2, "probe_interval": 0.1},
-                            "blue_green": {"scale_down_delay": 0.1}}.get(strategy, {})
+    opts: dict[str, Any] = {
+        "canary": {"steps": [50, 100], "analysis_window": 0.2, "probe_interval": 0.1},
+        "blue_green": {"scale_down_delay": 0.1},
+    }.get(strategy, {})
     assert _deploy(orch, tmp_path, "1", strategy, **opts).status == DeploymentStatus.SUCCESS
     bad = {"health_status": 500} if failure == "health_500" else {"crash": True}
     result = _deploy(orch, tmp_path, "2", strategy, **opts, **bad)
@@ -156,7 +188,8 @@ def test_a_failing_version_is_rolled_back_and_the_old_one_answers(
 
 
 def test_a_failing_first_version_has_nothing_to_roll_back_to(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator],
+    tmp_path: Path,
+    orchs: list[DeploymentOrchestrator],
 ) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     result = _deploy(orch, tmp_path, "1", "rolling", health_status=500)
@@ -166,7 +199,9 @@ def test_a_failing_first_version_has_nothing_to_roll_back_to(
     assert DeploymentHistory(orch.store).live_release("svc", "svc") is None
 
 
-def test_without_rollback_a_failure_is_left_as_it_is(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
+def test_without_rollback_a_failure_is_left_as_it_is(
+    tmp_path: Path, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "recreate").status == DeploymentStatus.SUCCESS
     art = make_release(tmp_path / "artifacts", "2", crash=True)
@@ -178,8 +213,9 @@ def test_without_rollback_a_failure_is_left_as_it_is(tmp_path: Path, orchs: list
 
 @pytest.mark.nginx
 @pytest.mark.parametrize("strategy", ["rolling", "blue_green"])
-def test_no_request_fails_during_a_rollout(tmp_path: Path, nginx: NginxServer, strategy: str,
-                                           orchs: list[DeploymentOrchestrator]) -> None:
+def test_no_request_fails_during_a_rollout(
+    tmp_path: Path, nginx: NginxServer, strategy: str, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, listen = _setup(tmp_path, orchs, nginx, n=3)
     opts = {"scale_down_delay": 0.3} if strategy == "blue_green" else {}
     assert _deploy(orch, tmp_path, "1", strategy, **opts).status == DeploymentStatus.SUCCESS
@@ -195,14 +231,24 @@ def test_no_request_fails_during_a_rollout(tmp_path: Path, nginx: NginxServer, s
     assert served_version(listen or 0) == "2"
 
 
-def test_a_failing_pre_deploy_hook_changes_nothing(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
+def test_a_failing_pre_deploy_hook_changes_nothing(
+    tmp_path: Path, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "rolling").status == DeploymentStatus.SUCCESS
     target = orch.target_for(env)
     before = {i.slot: i.ref for i in anyio.run(target.instances, "svc")}
-    orch.register_environment(env.model_copy(update={"pre_deploy_hooks": [
-        Environment.model_validate({"name": "x", "pre_deploy_hooks": ["echo checking; exit 4"]}).pre_deploy_hooks[0]
-    ]}))
+    orch.register_environment(
+        env.model_copy(
+            update={
+                "pre_deploy_hooks": [
+                    Environment.model_validate(
+                        {"name": "x", "pre_deploy_hooks": ["echo checking; exit 4"]}
+                    ).pre_deploy_hooks[0]
+                ]
+            }
+        )
+    )
     result = _deploy(orch, tmp_path, "2", "rolling")
     assert result.status == DeploymentStatus.FAILURE
     assert "pre-deploy hook 1" in (result.reason or "") and "exited 4" in (result.reason or "")
@@ -212,12 +258,18 @@ def test_a_failing_pre_deploy_hook_changes_nothing(tmp_path: Path, orchs: list[D
 
 
 def test_hooks_see_the_deployment_and_a_failing_post_hook_rolls_back(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator],
+    tmp_path: Path,
+    orchs: list[DeploymentOrchestrator],
 ) -> None:
     out = tmp_path / "hook.txt"
-    orch, env, base, _ = _setup(tmp_path, orchs, pre_deploy_hooks=[f"echo pre $DEPLOY_VERSION >> {out}"],
-                                post_deploy_hooks=[f"echo post $DEPLOY_VERSION $DEPLOY_PREVIOUS_VERSION >> {out}"
-                                                   "; test $DEPLOY_VERSION != 2"])
+    orch, env, base, _ = _setup(
+        tmp_path,
+        orchs,
+        pre_deploy_hooks=[f"echo pre $DEPLOY_VERSION >> {out}"],
+        post_deploy_hooks=[
+            f"echo post $DEPLOY_VERSION $DEPLOY_PREVIOUS_VERSION >> {out}; test $DEPLOY_VERSION != 2"
+        ],
+    )
     assert _deploy(orch, tmp_path, "1", "rolling").status == DeploymentStatus.SUCCESS
     result = _deploy(orch, tmp_path, "2", "rolling")
     assert out.read_text().split("\n")[:4] == ["pre 1", "post 1", "pre 2", "post 2 1"]
@@ -228,11 +280,13 @@ def test_hooks_see_the_deployment_and_a_failing_post_hook_rolls_back(
 
 @pytest.mark.anyio
 async def test_a_second_deployment_in_the_same_environment_is_refused(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator],
+    tmp_path: Path,
+    orchs: list[DeploymentOrchestrator],
 ) -> None:
     gate = tmp_path / "go"
-    orch, env, base, _ = _setup(tmp_path, orchs,
-                                pre_deploy_hooks=[f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    orch, env, base, _ = _setup(
+        tmp_path, orchs, pre_deploy_hooks=[f"while [ ! -e {gate} ]; do sleep 0.02; done"]
+    )
     for v in ("1", "2"):
         orch.create_deployment(f"svc-{v}", v, "svc", [str(make_release(tmp_path / "a", v))], "rolling")
     waiting = anyio.Event()
@@ -258,8 +312,9 @@ async def test_a_second_deployment_in_the_same_environment_is_refused(
 
 
 @pytest.mark.anyio
-async def test_progress_events_arrive_through_the_callback(tmp_path: Path, orchs: list[DeploymentOrchestrator],
-                                                          nginx: NginxServer) -> None:
+async def test_progress_events_arrive_through_the_callback(
+    tmp_path: Path, orchs: list[DeploymentOrchestrator], nginx: NginxServer
+) -> None:
     orch, env, base, listen = _setup(tmp_path, orchs, nginx)
     events: list[Event] = []
 
@@ -278,19 +333,30 @@ async def test_progress_events_arrive_through_the_callback(tmp_path: Path, orchs
 
 
 @pytest.mark.anyio
-async def test_deploy_artifacts_is_the_pipeline_entry_point(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
+async def test_deploy_artifacts_is_the_pipeline_entry_point(
+    tmp_path: Path, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     seen: list[str] = []
-    result = await deploy_artifacts(tmp_path / "ws", "svc", None, "7", [make_release(tmp_path / "a", "7")],
-                                    "recreate", seen.append, run_id="run-1")  # type: ignore[arg-type]
+    result = await deploy_artifacts(
+        tmp_path / "ws",
+        "svc",
+        None,
+        "7",
+        [make_release(tmp_path / "a", "7")],
+        "recreate",
+        seen.append,
+        run_id="run-1",
+    )  # type: ignore[arg-type]
     assert result.status == DeploymentStatus.SUCCESS and result.name == "svc-7"
     assert {served_version(p) for p in base} == {"7"}
     assert DeploymentHistory(orch.store).get(result.deployment_id).run_id == "run-1"
     assert seen
 
 
-def test_a_deployment_runs_once_and_canary_needs_a_router(tmp_path: Path,
-                                                          orchs: list[DeploymentOrchestrator]) -> None:
+def test_a_deployment_runs_once_and_canary_needs_a_router(
+    tmp_path: Path, orchs: list[DeploymentOrchestrator]
+) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "recreate").status == DeploymentStatus.SUCCESS
     with pytest.raises(InputError, match="already ran"):
@@ -301,8 +367,9 @@ def test_a_deployment_runs_once_and_canary_needs_a_router(tmp_path: Path,
     assert {served_version(p) for p in base} == {"1"}
 
 
-def test_settings_give_the_default_strategy_and_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         orchs: list[DeploymentOrchestrator]) -> None:
+def test_settings_give_the_default_strategy_and_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orchs: list[DeploymentOrchestrator]
+) -> None:
     monkeypatch.setenv("DEPLOY_STRATEGY", "recreate")
     monkeypatch.setenv("ROLLBACK_AUTO_TRIGGER", "false")
     orch, env, base, _ = _setup(tmp_path, orchs)

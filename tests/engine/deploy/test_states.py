@@ -1,0 +1,35 @@
+"""The deployment state table: the allowed moves are exactly the documented ones."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from engine.deploy.states import DEPLOYMENT_TRANSITIONS, DeploymentStatus, check_deployment_move
+from engine.errors import InvalidTransition
+
+S = DeploymentStatus
+ALLOWED = {
+    (S.PLANNED, S.IN_PROGRESS),
+    (S.IN_PROGRESS, S.SUCCESS),
+    (S.IN_PROGRESS, S.FAILURE),
+    (S.FAILURE, S.ROLLING_BACK),
+    (S.ROLLING_BACK, S.ROLLED_BACK),
+    (S.ROLLING_BACK, S.ROLLBACK_FAILED),
+}
+
+
+@pytest.mark.parametrize(("old", "new"), list(itertools.product(S, S)))
+def test_only_the_documented_moves_are_allowed(old: DeploymentStatus, new: DeploymentStatus) -> None:
+    if (old, new) in ALLOWED:
+        assert check_deployment_move("web", old, new) is new
+    else:
+        with pytest.raises(InvalidTransition, match=f"'web': {old} -> {new}"):
+            check_deployment_move("web", old, new)
+
+
+def test_every_status_has_a_row_and_final_states_are_finished() -> None:
+    assert set(DEPLOYMENT_TRANSITIONS) == set(S)
+    assert {s for s in S if s.finished} == {S.SUCCESS, S.FAILURE, S.ROLLED_BACK, S.ROLLBACK_FAILED}
+    assert {s for s in S if s.active} == {S.IN_PROGRESS, S.ROLLING_BACK}
