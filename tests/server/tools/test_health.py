@@ -91,3 +91,17 @@ def test_health_cache_recomputes_when_runs_change_or_the_minute_turns(make_serve
     now[0] += 61
     assert cache.get(store, None, 7) is not third         # the window slid
     assert cache.get(store, "p", 7) is not cache.get(store, None, 7)
+
+
+@pytest.mark.anyio
+async def test_compat_optimize_pipeline_performance(make_server: MakeServer, pipelines: dict[str, Path]) -> None:
+    server = make_server()
+    async with mcp.Client(server) as client:
+        await client.call_tool("run_pipeline", {"config_path": str(pipelines["ok"])})
+        result = await client.call_tool("call_module_function", {
+            "module": "ci_cd_automation", "function": "optimize_pipeline_performance",
+            "arguments": {"pipeline_name": "ok-pipe", "target_improvement": 0.3}})
+    assert not result.is_error, text(result)
+    out = result.structured_content
+    assert out is not None and out["tool"] == "analyze_performance"
+    assert out["result"]["pipeline"] == "ok-pipe" and out["result"]["target_improvement"] == 0.3
