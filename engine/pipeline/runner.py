@@ -17,6 +17,7 @@ so a crash leaves a record that the next start marks `interrupted`.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import glob
 import hashlib
@@ -36,6 +37,7 @@ from typing import Any
 
 import anyio
 
+from engine.errors import CicdError
 from engine.pipeline.executors import LocalExecutor
 from engine.pipeline.logs import LogWriter, Masker
 from engine.pipeline.results import ArtifactRecord, Event, EventCallback, JobResult, PipelineRun
@@ -281,9 +283,17 @@ class Runner:
                                        self.masker.mask(f"could not prepare the job workspace: {exc}"))
                 return
             env = self._job_env(plan, workspace)
+            cwd = workspace / plan.working_directory if plan.working_directory else workspace
+            if not plan.commands and plan.language:
+                try:
+                    plan = self._with_standard_build(plan, cwd)
+                except CicdError as exc:
+                    writer.note(str(exc))
+                    res.attempts = 1
+                    await self._finish_job(state, JobStatus.FAILED, self.masker.mask(str(exc)))
+                    return
             script = self._script(plan)
             argv = self._direct_argv(plan)
-            cwd = workspace / plan.working_directory if plan.working_directory else workspace
             retry = plan.retry
             attempt = 0
             status, reason = JobStatus.FAILED, None
@@ -416,6 +426,13 @@ class Runner:
             "CICD_BRANCH": self.context.get("branch", ""), "CICD_EVENT": self.context.get("event", ""),
         })
         return env
+
+    def _with_standard_build(self, plan: JobPlan, project: Path) -> JobPlan:
+        """A `language:` job without commands runs that language's standard build (engine.build)."""
+        from engine.build import standard_build_commands
+
+        commands = [shlex.join(argv) for argv in standard_build_commands(plan.language or "auto", project)]
+        return dataclasses.replace(plan, commands=commands)
 
     def _direct_argv(self, plan: JobPlan) -> list[str] | None:
         """The argv of a job that is one simple command (no shell syntax at all), else None.

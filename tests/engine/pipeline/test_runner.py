@@ -343,3 +343,15 @@ def test_matrix_jobs_collect_artifacts_and_job_variables_see_matrix_values(manag
     assert [a.path for a in run.jobs["t[py=3.12]"].artifacts] == ["out/report-3.12.txt"]
     text = manager.read_log(run.run_id, "sum").text
     assert "python-3.11" in text and "python-3.12" in text
+
+
+def test_language_job_without_commands_runs_the_standard_build(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    src = root / "tests" / "fixtures" / "projects" / "python"
+    spec = {"name": "lang", "source": str(src), "stages": [{"name": "build", "jobs": [
+        {"name": "package", "language": "python", "artifacts": ["dist/*"]}]}]}
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(spec)
+    assert run.status == RunStatus.SUCCEEDED, manager.read_log(run.run_id, "package").text
+    names = sorted(Path(a.path).name for a in run.jobs["package"].artifacts)
+    assert any(n.endswith(".whl") for n in names), names
