@@ -557,23 +557,24 @@ class SSHTarget:
         files = {f"{k}_file": posixpath.join(paths["run"], f"{slot_name}.{k}") for k in ("pid", "json", "release")}
 
         def work(client: Any) -> None:
-            recorded = self._read_slot(client, files)
-            if recorded is not None and instance.ref and recorded.ref != instance.ref:
-                return  # the slot runs another instance now; ours is gone already
-            pid = (recorded.ref if recorded is not None else None) or instance.ref
             q = {k: shlex.quote(v) for k, v in files.items()}
-            if pid and str(pid).isdigit():
-                ticks = max(1, int(self.config.stop_timeout * 10))
-                script = (
-                    f"p={pid}; alive() {{ s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "
-                    "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; "
-                    "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
-                    f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
-                    "if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; sleep 0.2; fi; "
-                    "if alive; then echo \"pid $p survives SIGKILL\" >&2; exit 1; fi"
-                )
-                self._exec(client, script)
-            self._exec(client, f"rm -f {q['pid_file']} {q['json_file']} {q['release_file']}")
+            ticks = max(1, int(self.config.stop_timeout * 10))
+            # One round trip: the pid recorded for the slot wins; when the slot records another
+            # instance than ours, ours is gone already and the slot is left alone.
+            script = (
+                f"p=$(cat {q['pid_file']} 2>/dev/null); want={shlex.quote(instance.ref or '')}; "
+                "if [ -n \"$want\" ] && [ -n \"$p\" ] && [ \"$p\" != \"$want\" ]; then exit 0; fi; "
+                "p=${p:-$want}; "
+                "alive() { s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "
+                "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; "
+                "case \"$p\" in ''|*[!0-9]*) ;; *) "
+                "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
+                f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
+                "if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; sleep 0.2; fi; "
+                "if alive; then echo \"pid $p survives SIGKILL\" >&2; exit 1; fi;; esac; "
+                f"rm -f {q['pid_file']} {q['json_file']} {q['release_file']}"
+            )
+            self._exec(client, script)
 
         await self._on_host(host, f"stopping {instance.service} on {instance.slot}", work)
 
