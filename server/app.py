@@ -66,6 +66,27 @@ class AppState:
             return self._manager
 
 
+# Tools whose engine has not landed yet; the policy may already name them.
+PLANNED_TOOLS = frozenset({"create_rollback_plan", "execute_rollback"})
+
+
+def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
+    """A misspelt tool name in the policy would leave the real tool at its default level.
+
+    Raises:
+        SpecError: the policy names a tool the server does not know.
+    """
+    from engine.errors import SpecError, SpecIssue
+
+    unknown = sorted(set(policy.tools) - known)
+    if unknown:
+        raise SpecError([
+            SpecIssue(f"no tool named {name!r}; known tools: {', '.join(sorted(known))}", file=policy.source,
+                      field=f"tools.{name}")
+            for name in unknown
+        ])
+
+
 @asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[AppState]:
     state: AppState = app.state
@@ -103,6 +124,7 @@ def build_server(
     from server.tools import all_specs
     from server.tools._registry import available, register
 
+    _check_tool_names(policy, {spec.name for spec in all_specs()} | PLANNED_TOOLS)
     settings = settings or get_settings()
     store = store or open_store(settings.workspace)
     state = AppState(

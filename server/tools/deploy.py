@@ -17,8 +17,9 @@ from server.trust import Level
 if TYPE_CHECKING:
     from engine.deploy.orchestrator import DeploymentResult
     from engine.pipeline.results import Event
+    from server.app import AppState
 
-__all__ = ["SPECS", "present_deployment"]
+__all__ = ["SPECS", "deployment_environment", "present_deployment"]
 
 LOG_LINES = 30
 
@@ -46,6 +47,16 @@ def present_deployment(result: DeploymentResult) -> DeployOutput:
                                alive=i.alive) for i in result.instances],
         log_tail=tail, log_note=note, resource_uri=deployment_uri(result.deployment_id),
     )
+
+
+def deployment_environment(arguments: dict[str, Any], state: AppState) -> str | None:
+    """The environment of the deployment a call names (`deployment_id`), for the trust gate."""
+    from engine.deploy.history import DeploymentHistory
+
+    ref = arguments.get("deployment_id")
+    if not isinstance(ref, str):
+        return None
+    return DeploymentHistory(state.store).get(ref).environment
 
 
 def _progress(ctx: Context) -> Any:

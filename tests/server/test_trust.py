@@ -133,3 +133,13 @@ def test_env_tokens_are_read_at_start_and_must_be_set() -> None:
     assert hashes[hash_token("ci-secret")].level == Level.VERIFIED
     with pytest.raises(SpecError, match="OPS_TOKEN"):
         policy.env_token_hashes({})
+
+
+def test_policy_naming_an_unknown_tool_stops_the_server(tmp_path: Path) -> None:
+    from engine.settings import get_settings
+    from server.app import build_server
+
+    policy = parse_policy("version: 1\ntools:\n  run_pipline: trusted\n", "p.yaml")
+    with pytest.raises(SpecError, match="no tool named 'run_pipline'") as info:
+        build_server(policy, settings=get_settings(PIPELINE_WORKSPACE=tmp_path))
+    assert "tools.run_pipline" in str(info.value)
