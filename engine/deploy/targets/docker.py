@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio.to_thread
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext
 from engine.errors import InputError, TargetError
@@ -60,8 +60,12 @@ class DockerTargetConfig(TargetConfig):
         description="Whether a missing image is pulled. `never`: a missing image is an error.",
     )
     ports: list[int] = Field(default_factory=list, description="Host ports, one instance per port.")
-    blue_ports: list[int] = Field(default_factory=list, description="Host ports of the blue colour.")
-    green_ports: list[int] = Field(default_factory=list, description="Host ports of the green colour.")
+    color_ports: dict[Literal["blue", "green"], list[int]] | None = Field(
+        default=None, description="Host ports of each colour for blue-green and canary.",
+    )
+    color_port_offset: int = Field(
+        default=100, ge=1, le=60000, description="Without color_ports: blue = ports, green = ports + offset.",
+    )
     container_port: int = Field(default=8080, ge=1, le=65535, description="The service's port inside.")
     bind_address: str = Field(default="127.0.0.1", description="Host address the ports are published on.")
     command: list[str] | str | None = Field(default=None, description="Overrides the image's command.")
@@ -71,7 +75,7 @@ class DockerTargetConfig(TargetConfig):
     stop_timeout: int = Field(default=10, ge=0, description="Seconds between SIGTERM and SIGKILL on stop.")
     timeout: float = Field(default=120, gt=0, description="Seconds one docker API call (a build) may take.")
 
-    @field_validator("ports", "blue_ports", "green_ports")
+    @field_validator("ports")
     @classmethod
     def _ports_in_range(cls, ports: list[int]) -> list[int]:
         bad = [p for p in ports if not 0 < p < 65536]
@@ -80,6 +84,23 @@ class DockerTargetConfig(TargetConfig):
         if len(set(ports)) != len(ports):
             raise ValueError(f"ports listed twice: {ports}")
         return ports
+
+    @model_validator(mode="after")
+    def _colours(self) -> DockerTargetConfig:
+        colors = self.colors()
+        for color, ports in colors.items():
+            if any(not 0 < p < 65536 for p in ports):
+                raise ValueError(f"{color} ports out of range: {ports}")
+        if set(colors["blue"]) & set(colors["green"]):
+            raise ValueError("the blue and green ports overlap; each colour needs its own ports")
+        return self
+
+    def colors(self) -> dict[str, list[int]]:
+        """The ports of each colour: `color_ports`, or `ports` and `ports` + `color_port_offset`."""
+        if self.color_ports is not None:
+            chosen = {str(color): ports for color, ports in self.color_ports.items()}
+            return {"blue": chosen.get("blue", []), "green": chosen.get("green", [])}
+        return {"blue": list(self.ports), "green": [p + self.color_port_offset for p in self.ports]}
 
 
 def _docker_name(text: str) -> str:
@@ -194,10 +215,7 @@ class DockerTarget:
         if color is None:
             ports, field, prefix = self.config.ports, "ports", ""
         elif color in ("blue", "green"):
-            ports = self.config.blue_ports if color == "blue" else self.config.green_ports
-            field, prefix = f"{color}_ports", f"{color}-"
-            if set(self.config.blue_ports) & set(self.config.green_ports):
-                raise InputError("docker target: blue_ports and green_ports must not overlap")
+            ports, field, prefix = self.config.colors()[color], f"color_ports.{color}", f"{color}-"
         else:
             raise InputError(f"docker target: unknown colour {color!r} (blue or green)")
         if not ports:
@@ -403,6 +421,19 @@ class DockerTarget:
         if not instance.ref:
             return ""
         return await self._call(f"reading logs of {instance.slot}", read)
+
+    def log_tail(self, instance: Instance, max_bytes: int = 2000) -> str:
+        """The end of what the instance's container printed ("" when it cannot be read)."""
+        import docker.errors
+        import requests
+
+        if not instance.ref:
+            return ""
+        try:
+            raw = self._connect().containers.get(instance.ref).logs(tail=200)
+        except (docker.errors.DockerException, requests.RequestException, OSError, TargetError):
+            return ""  # a diagnostic read must never mask the failure being explained
+        return bytes(raw).decode(errors="replace")[-max_bytes:]
 
     async def close(self) -> None:
         client, self._client = self._client, None

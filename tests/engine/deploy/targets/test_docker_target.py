@@ -34,7 +34,7 @@ def test_registry_resolves_docker_kind() -> None:
 
 def test_slots_follow_ports_and_colours(tmp_path: Path) -> None:
     target = make_target(
-        tmp_path, "unix:///nowhere", ports=[18001, 18002], blue_ports=[18011], green_ports=[18021]
+        tmp_path, "unix:///nowhere", ports=[18001, 18002], color_ports={"blue": [18011], "green": [18021]}
     )
     assert [(s.slot, s.port, s.color) for s in target.slots("web")] == [
         ("0", 18001, None),
@@ -44,10 +44,14 @@ def test_slots_follow_ports_and_colours(tmp_path: Path) -> None:
     assert [(s.slot, s.port) for s in target.slots("web", "green")] == [("green-0", 18021)]
 
 
-def test_colour_without_ports_names_the_setting(tmp_path: Path) -> None:
+def test_colours_default_to_an_offset_and_missing_ones_name_the_setting(tmp_path: Path) -> None:
     target = make_target(tmp_path, "unix:///nowhere", ports=[18001])
-    with pytest.raises(InputError, match="green_ports"):
-        target.slots("web", "green")
+    assert [s.port for s in target.slots("web", "green")] == [18101]
+    only_blue = make_target(tmp_path, "unix:///nowhere", ports=[18001], color_ports={"blue": [18011]})
+    with pytest.raises(InputError, match="color_ports.green"):
+        only_blue.slots("web", "green")
+    with pytest.raises(ValueError, match="overlap"):
+        make_target(tmp_path, "unix:///nowhere", color_ports={"blue": [1], "green": [1]})
 
 
 @pytest.mark.parametrize("ports", [[0], [18001, 18001], [70000]])
@@ -249,7 +253,7 @@ async def test_occupied_slot_and_taken_port_are_refused(
 @pytest.mark.docker
 async def test_blue_and_green_run_side_by_side(tmp_path: Path, docker_engine: str, port_pool) -> None:
     blue_port, green_port = port_pool.take_many(2)
-    target = make_target(tmp_path, docker_engine, blue_ports=[blue_port], green_ports=[green_port])
+    target = make_target(tmp_path, docker_engine, color_ports={"blue": [blue_port], "green": [green_port]})
     try:
         blue = await target.start(
             await target.prepare(release("bg", "1", "svc:v1", color="blue")), target.slots("bg", "blue")[0]
