@@ -24,7 +24,10 @@ TRANSPORTS = ("stdio", "sse", "http")
 
 
 def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
-    p.add_argument("--workspace", help="engine workspace (default: $PIPELINE_WORKSPACE)")
+    # SUPPRESS: when mounted under `cicd-mcp`, whose own --workspace comes first, an absent
+    # option here must not overwrite it with None.
+    p.add_argument("--workspace", default=argparse.SUPPRESS,
+                   help="engine workspace (default: $PIPELINE_WORKSPACE)")
     if policy:
         p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml, else the shipped one)")
 
