@@ -89,6 +89,10 @@ class RunPaths:
     root: Path           # <workspace>/runs/<run_id>
     artifacts: Path      # <artifact root>/<run_id>/artifacts
 
+    @property
+    def workspace_root(self) -> Path:
+        return self.root.parent.parent
+
     def job_dir(self, job: str) -> Path:
         return self.root / "jobs" / safe_name(job)
 
@@ -351,6 +355,8 @@ class Runner:
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
             usage = {"cpu_user": cpu_user, "cpu_system": cpu_sys, "peak_rss_kb": peak, "exit_code": res.exit_code}
+            if status == JobStatus.SUCCEEDED and plan.environment is not None:
+                status, reason = await self._deploy(plan, cwd, writer)
             if status == JobStatus.SUCCEEDED and plan.artifacts:
                 try:
                     res.artifacts = self._collect_artifacts(plan, cwd)
@@ -426,6 +432,42 @@ class Runner:
             "CICD_BRANCH": self.context.get("branch", ""), "CICD_EVENT": self.context.get("event", ""),
         })
         return env
+
+    async def _deploy(self, plan: JobPlan, cwd: Path, writer: LogWriter) -> tuple[JobStatus, str | None]:
+        """A deploy stage's job: deploy its artifact through the orchestrator (engine.deploy)."""
+        from engine.deploy import deploy_artifacts
+
+        assert plan.environment is not None and plan.deploy is not None
+        d = plan.deploy
+        values = {**self._values(plan), "CICD_RUN_ID": self.run_id, "CICD_PIPELINE": self.plan.name}
+        version = _interpolate(d.version, values, None)
+        artifact = (cwd / d.artifact).resolve()
+        if not artifact.exists():
+            writer.note(f"nothing to deploy: {d.artifact} is not in the job workspace")
+            return JobStatus.FAILED, f"deploy: {d.artifact} is not in the job workspace"
+        writer.note(f"deploying {d.artifact} as version {version} to {plan.environment}"
+                    + (f" ({plan.strategy})" if plan.strategy else ""))
+
+        async def forward(event: Event) -> None:
+            writer.note(f"deploy: {event.message}")
+            await self._emit(f"deploy_{event.kind}", f"{plan.name}: {event.message}", job=plan.name,
+                             status="running")
+
+        try:
+            result = await deploy_artifacts(
+                self.paths.workspace_root, plan.environment, d.service, version, [str(artifact)], plan.strategy,
+                forward, config_path=plan.deploy_config, run_id=self.run_id,
+                rollback_on_failure=d.rollback_on_failure, store=self.store, **d.options,
+            )
+        except CicdError as exc:
+            writer.note(f"deploy refused: {exc}")
+            return JobStatus.FAILED, f"deploy refused: {exc}"
+        status_text = getattr(result.status, "value", str(result.status))
+        writer.note(f"deployment {result.deployment_id}: {status_text}")
+        if result.ok:
+            return JobStatus.SUCCEEDED, None
+        why = getattr(result, "reason", None) or status_text
+        return JobStatus.FAILED, f"deployment {result.deployment_id} {status_text}: {why}"
 
     def _with_standard_build(self, plan: JobPlan, project: Path) -> JobPlan:
         """A `language:` job without commands runs that language's standard build (engine.build)."""

@@ -36,6 +36,7 @@ from engine.pipeline.yamlpos import Positions, load_yaml
 __all__ = [
     "ArtifactsSpec",
     "DefaultsSpec",
+    "DeploySpec",
     "JobPlan",
     "JobSpec",
     "PipelinePlan",
@@ -161,12 +162,40 @@ class JobSpec(_Model):
         return self.retry
 
 
+class DeploySpec(_Model):
+    """How a job of a deploy stage deploys, once its commands succeeded."""
+
+    config: str | None = Field(None, description="Deployment config file (environments), relative to the pipeline "
+                               "file; default: environments already registered in the workspace.")
+    service: str | None = Field(None, pattern=NAME_RE, description="Service name; default: the environment's.")
+    version: str = Field("${CICD_RUN_ID}", description="Version to deploy; ${VAR} is interpolated.")
+    artifact: str = Field(".", description="Directory or file in the job workspace that is deployed (artifacts of "
+                          "the jobs it depends on are placed there).")
+    rollback_on_failure: bool = True
+    options: dict[str, Any] = Field(default_factory=dict, description="Strategy options (batch_size, steps, ...).")
+
+    @field_validator("artifact")
+    @classmethod
+    def _inside(cls, artifact: str) -> str:
+        if artifact.startswith("/") or ".." in Path(artifact).parts:
+            raise ValueError("the artifact must be a path inside the job workspace")
+        return artifact
+
+
 class StageSpec(_Model):
     name: str = Field(pattern=NAME_RE)
     depends_on: list[str] | None = Field(None, validation_alias=AliasChoices("depends_on", "dependencies"))
     jobs: list[JobSpec] = Field(min_length=1)
-    environment: str | None = Field(None, description="Deploy this run's artifacts to this environment.")
-    strategy: str | None = Field(None, description="Deploy strategy for the environment.")
+    environment: str | None = Field(None, pattern=NAME_RE,
+                                    description="Each job of this stage deploys to this environment.")
+    strategy: str | None = Field(None, description="Deploy strategy: recreate, rolling, blue_green, canary.")
+    deploy: DeploySpec | None = None
+
+    @model_validator(mode="after")
+    def _deploy_needs_environment(self) -> StageSpec:
+        if (self.deploy is not None or self.strategy is not None) and self.environment is None:
+            raise ValueError("deploy and strategy need an environment")
+        return self
 
 
 class PipelineSpec(_Model):
@@ -222,6 +251,8 @@ class JobPlan:
     shell: str
     environment: str | None = None
     strategy: str | None = None
+    deploy: DeploySpec | None = None
+    deploy_config: str | None = None     # absolute path of the deployment config, if any
 
 
 @dataclass(frozen=True)
@@ -372,6 +403,8 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     artifacts=list(job.artifacts.paths) if job.artifacts else [],
                     working_directory=job.working_directory, shell=job.shell or "bash",
                     environment=stage.environment, strategy=stage.strategy,
+                    deploy=(stage.deploy or DeploySpec()) if stage.environment else None,
+                    deploy_config=_deploy_config(stage, spec_path),
                 )
     if issues:
         raise SpecError(issues)
@@ -389,6 +422,15 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
     elif spec.source is not None and spec.source != ".":
         source_dir = Path(spec.source).resolve()
     return PipelinePlan(spec=spec, jobs={n: jobs[n] for n in order}, source_dir=source_dir, spec_path=spec_path)
+
+
+def _deploy_config(stage: StageSpec, spec_path: str | None) -> str | None:
+    if stage.deploy is None or stage.deploy.config is None:
+        return None
+    path = Path(stage.deploy.config)
+    if not path.is_absolute() and spec_path is not None:
+        path = Path(spec_path).parent / path
+    return str(path.resolve())
 
 
 def parse_pipeline(data: Any, pos: Positions | None = None) -> PipelineSpec:
