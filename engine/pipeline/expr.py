@@ -7,13 +7,15 @@ Grammar (lowest precedence first)::
     and     := not (("and" | "&&") not)*
     not     := ("not" | "!") not | cmp
     cmp     := atom (("==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in") atom)?
-    atom    := STRING | NUMBER | true | false | null | NAME | NAME "(" ")" | "[" [expr ("," expr)*] "]" | "(" expr ")"
+    atom    := STRING | NUMBER | true | false | null | NAME | NAME "(" [expr ("," expr)*] ")"
+             | "[" [expr ("," expr)*] "]" | "(" expr ")"
 
 Names are dotted (``branch``, ``event``, ``matrix.py``, ``vars.PY``, ``env.HOME``, or a
 pipeline variable by its bare name). Functions: ``success()``, ``failure()``,
 ``always()``, ``cancelled()`` — as in GitHub Actions, they decide whether a job runs
 after its dependencies failed. A condition without a status function behaves as if
-``success() and`` stood before it.
+``success() and`` stood before it. String functions, case-insensitive as in GitHub
+Actions: ``startsWith(a, b)``, ``endsWith(a, b)``, ``contains(a, b)``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from engine.errors import ExpressionError
 __all__ = ["Condition", "STATUS_FUNCTIONS", "parse_condition"]
 
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
+STRING_FUNCTIONS: dict[str, Callable[[str, str], bool]] = {
+    "startswith": lambda a, b: a.lower().startswith(b.lower()),
+    "endswith": lambda a, b: a.lower().endswith(b.lower()),
+    "contains": lambda a, b: b.lower() in a.lower(),
+}
 _MAX_LENGTH = 2000
 
 _TOKEN = re.compile(
@@ -153,13 +160,23 @@ class _Parser:
                 raise ExpressionError(f"unexpected {value!r} in {self.text!r}")
             if self.peek() == ("op", "("):
                 self.take()
-                if value not in STATUS_FUNCTIONS:
-                    raise ExpressionError(
-                        f"unknown function {value}() in {self.text!r}; known: "
-                        + ", ".join(f"{f}()" for f in sorted(STATUS_FUNCTIONS))
-                    )
-                self.expect(")")
-                return ("call", value)
+                if value in STATUS_FUNCTIONS:
+                    self.expect(")")
+                    return ("call", value)
+                if value.lower() in STRING_FUNCTIONS:
+                    args = [self.or_()]
+                    while self.peek() == ("op", ","):
+                        self.take()
+                        args.append(self.or_())
+                    self.expect(")")
+                    if len(args) != 2:
+                        raise ExpressionError(f"{value}() takes 2 arguments, not {len(args)}, in {self.text!r}")
+                    return ("fn", value.lower(), args)
+                raise ExpressionError(
+                    f"unknown function {value}() in {self.text!r}; known: "
+                    + ", ".join(f"{f}()" for f in sorted(STATUS_FUNCTIONS)) + ", startsWith(a, b), endsWith(a, b), "
+                    "contains(a, b)"
+                )
             return ("name", value)
         raise ExpressionError(f"unexpected {value or 'end of expression'!r} in {self.text!r}")
 
@@ -178,6 +195,9 @@ def _names(node: Node) -> Iterable[str]:
     elif node[0] == "list":
         for item in node[1]:
             yield from _names(item)
+    elif node[0] == "fn":
+        for item in node[2]:
+            yield from _names(item)
 
 
 def _calls(node: Node) -> Iterable[str]:
@@ -191,8 +211,8 @@ def _calls(node: Node) -> Iterable[str]:
     elif node[0] == "cmp":
         yield from _calls(node[2])
         yield from _calls(node[3])
-    elif node[0] == "list":
-        for item in node[1]:
+    elif node[0] in ("list", "fn"):
+        for item in node[-1]:
             yield from _calls(item)
 
 
@@ -247,6 +267,9 @@ def _eval(node: Node, lookup: Callable[[str], Any], status: Mapping[str, bool]) 
         return status.get(node[1], False)
     if op == "list":
         return [_eval(n, lookup, status) for n in node[1]]
+    if op == "fn":
+        a, b = (_eval(n, lookup, status) for n in node[2])
+        return bool(STRING_FUNCTIONS[node[1]]("" if a is None else str(a), "" if b is None else str(b)))
     if op == "not":
         return not _eval(node[1], lookup, status)
     if op == "and":

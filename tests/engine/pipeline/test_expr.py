@@ -27,6 +27,10 @@ OK = {"success": True, "failure": False, "always": True, "cancelled": False}
     ("always()", True),
     ("true", True),
     ("null == null", True),
+    ("startsWith(branch, 'ma')", True),
+    ("endsWith(branch, 'IN')", True),
+    ("contains(event, 'us') && !contains(branch, 'dev')", True),
+    ("startsWith(matrix.py, '2')", False),
 ])
 def test_evaluates(text: str, expected: bool) -> None:
     cond = parse_condition(text, ["branch", "event", "PY", "count"], prefixes=("matrix.",))
@@ -41,6 +45,8 @@ def test_evaluates(text: str, expected: bool) -> None:
     ("os.system", "unknown name"),
     ("", "empty"),
     ("x" * 3000, "longer than"),
+    ("startsWith(branch)", "takes 2 arguments"),
+    ("contains(nope, 'x')", "unknown name 'nope'"),
 ])
 def test_refuses(text: str, message: str) -> None:
     with pytest.raises(ExpressionError, match=message):
