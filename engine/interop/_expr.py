@@ -196,8 +196,10 @@ def _call(fn: str, args: list[Node]) -> Node:
         return ("call", fn)
     if fn.lower() == "contains" and len(args) == 2:
         return ("cmp", "in", args[1], args[0])
+    if fn.lower() in ("startswith", "endswith") and len(args) == 2:
+        return ("fn", fn, args[0], args[1])
     raise Unsupported(f"function {fn}() is not supported locally (supported: success(), failure(), always(), "
-                      "cancelled(), contains())")
+                      "cancelled(), contains(), startsWith(), endsWith())")
 
 
 def uses_status(node: Node) -> bool:
@@ -233,6 +235,8 @@ def github_to_engine(node: Node) -> str:
         return f"({github_to_engine(node[1])} {op} {github_to_engine(node[2])})"
     if op == "cmp":
         return f"{github_to_engine(node[2])} {node[1]} {github_to_engine(node[3])}"
+    if op == "fn":
+        return f"{node[1]}({github_to_engine(node[2])}, {github_to_engine(node[3])})"
     raise AssertionError(op)
 
 

@@ -176,3 +176,19 @@ def test_needs_cycle_is_reported_by_the_engine(tmp_path: Path) -> None:
                     "  b:\n    needs: a\n    runs-on: l\n    steps: [{run: 'true'}]\n")
     with pytest.raises(SpecError, match="dependency cycle"):
         import_github_workflow(path)
+
+
+def test_publish_job_on_tags_only_is_imported_and_skipped_on_a_branch(tmp_path: Path) -> None:
+    wf = tmp_path / ".github" / "workflows" / "release.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text(
+        "on: [push]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo testing\n"
+        "  publish:\n    needs: test\n    if: startsWith(github.ref, 'refs/tags/')\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo publishing\n")
+    from engine.pipeline.manager import PipelineManager
+
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(wf, branch="main")
+    assert run.jobs["test"].status == "succeeded"
+    assert run.jobs["publish"].status == "skipped"
+    assert "startsWith" in (run.jobs["publish"].reason or "")
