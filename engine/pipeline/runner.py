@@ -53,6 +53,7 @@ DEFAULT_SOURCE_EXCLUDES = (
     ".git", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
     ".cicd", "*.pyc",
 )
+_DEFAULT_IGNORE = shutil.ignore_patterns(*DEFAULT_SOURCE_EXCLUDES)
 _CANCEL_POLL = 0.5
 _INSERT_METRIC = (
     "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json) VALUES (?,?,?,?,?,?,?,?)"
@@ -280,11 +281,12 @@ class Runner:
             try:
                 self._prepare_workspace(plan, workspace)
             except OSError as exc:
-                writer.note(f"could not prepare the workspace: {exc}")
+                why = str(exc) if len(str(exc)) < 500 else str(exc)[:500] + "..."
+                writer.note(f"could not prepare the workspace: {why}")
                 res.attempts = 1
-                self._attempt_row(plan.name, 1, "failed", "infrastructure", str(exc), started, None, None)
+                self._attempt_row(plan.name, 1, "failed", "infrastructure", why, started, None, None)
                 await self._finish_job(state, JobStatus.FAILED,
-                                       self.masker.mask(f"could not prepare the job workspace: {exc}"))
+                                       self.masker.mask(f"could not prepare the job workspace: {why}"))
                 return
             env = self._job_env(plan, workspace)
             cwd = workspace / plan.working_directory if plan.working_directory else workspace
@@ -393,8 +395,7 @@ class Runner:
             shutil.rmtree(workspace)
         src = self.plan.source_dir
         if src is not None:
-            shutil.copytree(src, workspace, symlinks=True,
-                            ignore=shutil.ignore_patterns(*DEFAULT_SOURCE_EXCLUDES))
+            shutil.copytree(src, workspace, symlinks=True, ignore=self._source_ignore)
         else:
             workspace.mkdir(parents=True)
         # Artifacts of every job this one depends on (directly or not), at their relative paths.
@@ -405,6 +406,14 @@ class Runner:
                 shutil.copy2(art.stored_path, dest)
         if plan.working_directory:
             (workspace / plan.working_directory).mkdir(parents=True, exist_ok=True)
+
+    def _source_ignore(self, directory: str, names: list[str]) -> set[str]:
+        """What not to copy from the source: tool caches, and the engine's own state when it lives inside."""
+        ignored = set(_DEFAULT_IGNORE(directory, names))
+        state = self.paths.workspace_root.resolve()
+        if state.is_relative_to(Path(directory).resolve()):
+            ignored.update(n for n in names if (Path(directory) / n).resolve() == state)
+        return ignored
 
     def _ancestors(self, name: str) -> list[str]:
         seen: dict[str, None] = {}

@@ -129,6 +129,13 @@ class JobSpec(_Model):
             raise ValueError("give either retry or retry_count, not both")
         if not self.commands and not self.language:
             raise ValueError("a job needs commands (or a language whose standard build it runs)")
+        if not self.commands and self.language and self.language != "auto":
+            # Checked here, not when the job starts: an unknown language must refuse the file before anything runs.
+            from engine.build._languages import BUILDERS
+
+            if self.language not in BUILDERS:
+                raise ValueError(f"unknown build language {self.language!r}; known: "
+                                 f"{', '.join(sorted(BUILDERS))}, or auto")
         return self
 
     @field_validator("matrix")
@@ -421,6 +428,10 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
         source_dir = (Path(spec_path).parent / spec.source).resolve()
     elif spec.source is not None and spec.source != ".":
         source_dir = Path(spec.source).resolve()
+    if source_dir is not None and not source_dir.is_dir():
+        # Found now rather than when the first job's workspace is prepared: nothing may run.
+        raise SpecError([pos.issue(("source",), f"source directory {str(source_dir)!r} does not exist or is "
+                                               "not a directory (it is relative to the pipeline file; null for none)")])
     return PipelinePlan(spec=spec, jobs={n: jobs[n] for n in order}, source_dir=source_dir, spec_path=spec_path)
 
 

@@ -90,6 +90,9 @@ class _Builder:
             return self.scalar.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise self.fail(node, f"bad value: {exc}", path) from exc
+        except ValueError as exc:
+            # int() refuses integers of more than 4300 digits (CVE-2020-10735 limit) with a ValueError.
+            raise self.fail(node, f"bad value: {str(exc)[:200]}", path) from exc
 
     def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
         out: dict[Any, Any] = {}

@@ -355,3 +355,13 @@ def test_language_job_without_commands_runs_the_standard_build(tmp_path: Path) -
     assert run.status == RunStatus.SUCCEEDED, manager.read_log(run.run_id, "package").text
     names = sorted(Path(a.path).name for a in run.jobs["package"].artifacts)
     assert any(n.endswith(".whl") for n in names), names
+
+
+def test_state_directory_inside_the_source_is_not_copied_into_jobs(tmp_path: Path) -> None:
+    (tmp_path / "app.txt").write_text("app")
+    (tmp_path / "pipeline.yaml").write_text(
+        "name: nested\nstages:\n  - name: s\n    jobs:\n      - {name: a, commands: ['cat app.txt', 'test ! -e ws']}\n")
+    manager = PipelineManager(tmp_path / "ws")  # the engine's state lives inside the source tree
+    first = manager.run_pipeline(tmp_path / "pipeline.yaml")
+    second = manager.run_pipeline(tmp_path / "pipeline.yaml")
+    assert first.status == second.status == RunStatus.SUCCEEDED, manager.read_log(second.run_id, "a").text
