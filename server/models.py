@@ -120,10 +120,14 @@ class RunOutput(_Out):
     status: str = Field(description="queued, running, succeeded, failed, cancelled or interrupted.")
     reason: str | None = None
     duration: float | None = Field(default=None, description="Seconds.")
-    jobs: list[JobSummary] = Field(default_factory=list)
+    jobs: list[JobSummary] = Field(
+        default_factory=list, description="Jobs in run order; unsuccessful ones kept first when cut."
+    )
+    jobs_omitted: int = Field(default=0, description="Jobs left out of `jobs` (the resource has them all).")
     failed_jobs: list[FailedJob] = Field(
         default_factory=list, description="Failed or timed-out jobs with the tail of their logs."
     )
+    failed_jobs_omitted: int = Field(default=0, description="Failed jobs left out of `failed_jobs`.")
     resource_uri: str = Field(description="MCP resource with the whole run.")
 
 
@@ -155,6 +159,9 @@ class GetJobLogsOutput(_Out):
     summary: str
     run_id: str
     logs: list[JobLog]
+    jobs_omitted: list[str] = Field(
+        default_factory=list, description="Jobs not read because the output limit was reached; ask for them one by one."
+    )
 
 
 class CancelRunInput(_In):

@@ -70,7 +70,7 @@ def register_resources(server: CicdServer) -> None:
             run = await anyio.to_thread.run_sync(state.manager.get_run, run_id)
         except NotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
-        out = await anyio.to_thread.run_sync(present_run, run, state.manager)
+        out = await anyio.to_thread.run_sync(lambda: present_run(run, state.manager, cap=False))
         return json.dumps(out.model_dump(mode="json"), indent=2)
 
     @server.resource("cicd://runs/{run_id}/logs/{job}", name="job_log", title="A job's whole log",

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 _FAILED = ("failed", "timed_out")
 TAIL_LINES = 20
+MAX_JOBS_LISTED = 300        # a 5,000-job matrix must not become a 1 MB tool result
+MAX_FAILED_LISTED = 20
+LOGS_BUDGET_BYTES = 256 * 1024   # all logs of one get_job_logs call together
 
 
 def run_uri(run_id: str) -> str:
@@ -61,24 +64,31 @@ def clip(text: str | None, limit: int = MAX_REASON) -> str | None:
     return text[:limit] + f" ... ({len(text) - limit} more characters cut; see the job's log)"
 
 
-def present_run(run: PipelineRun, manager: PipelineManager) -> RunOutput:
-    """A run as the wire sees it: every job in brief, failed jobs with their log tails."""
+def present_run(run: PipelineRun, manager: PipelineManager, *, cap: bool = True) -> RunOutput:
+    """A run as the wire sees it: its jobs in brief (at most MAX_JOBS_LISTED unless `cap` is off),
+    failed jobs with their log tails."""
     jobs = [
         JobSummary(name=j.name, stage=j.stage, status=str(j.status), attempts=j.attempts,
                    exit_code=j.exit_code, duration=j.duration, reason=clip(j.reason))
         for j in run.jobs.values()
     ]
+    counts: dict[str, int] = {}
+    for brief in jobs:
+        counts[brief.status] = counts.get(brief.status, 0) + 1
+    listed = jobs
+    if cap and len(jobs) > MAX_JOBS_LISTED:
+        keep = {id(b) for b in sorted(jobs, key=lambda b: b.status == "succeeded")[:MAX_JOBS_LISTED]}
+        listed = [b for b in jobs if id(b) in keep]
+    failed_names = [n for n, j in run.jobs.items() if str(j.status) in _FAILED]
     failed: list[FailedJob] = []
-    for name, piece in manager.failed_log_tails(run.run_id, lines=TAIL_LINES).items():
+    for name in failed_names[:MAX_FAILED_LISTED]:
+        piece = manager.read_log(run.run_id, name, tail=TAIL_LINES)
         j = run.jobs.get(name)
         failed.append(FailedJob(
             name=name, status=str(j.status) if j else "failed", reason=clip(j.reason) if j else None,
             exit_code=j.exit_code if j else None, log_tail=piece.text, log_note=piece.note,
             log_uri=log_uri(run.run_id, name),
         ))
-    counts: dict[str, int] = {}
-    for brief in jobs:
-        counts[brief.status] = counts.get(brief.status, 0) + 1
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     took = f" in {run.duration:.1f}s" if run.duration is not None else ""
     summary = f"run {run.run_id} of {run.pipeline}: {run.status}{took}" + (f" ({tally})" if tally else "")
@@ -88,7 +98,8 @@ def present_run(run: PipelineRun, manager: PipelineManager) -> RunOutput:
         summary += f"; {clip(run.reason, 300)}"
     return RunOutput(
         summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status), reason=clip(run.reason),
-        duration=run.duration, jobs=jobs, failed_jobs=failed, resource_uri=run_uri(run.run_id),
+        duration=run.duration, jobs=listed, jobs_omitted=len(jobs) - len(listed), failed_jobs=failed,
+        failed_jobs_omitted=max(0, len(failed_names) - MAX_FAILED_LISTED), resource_uri=run_uri(run.run_id),
     )
 
 
@@ -178,8 +189,15 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput) -> GetJobLogsOutp
     if args.failed_only:
         names = [n for n in names if str(run.jobs[n].status) in _FAILED]
     logs = []
+    budget = LOGS_BUDGET_BYTES
+    omitted: list[str] = []
     for name in names:
-        piece = manager.read_log(args.run_id, name, tail=args.tail, grep=args.grep, max_lines=args.tail)
+        if budget <= 0:
+            omitted.append(name)
+            continue
+        piece = manager.read_log(args.run_id, name, tail=args.tail, grep=args.grep, max_lines=args.tail,
+                                 max_bytes=min(64 * 1024, budget))
+        budget -= len(piece.text.encode())
         logs.append(JobLog(
             job=name, status=str(run.jobs[name].status), text=piece.text, lines_returned=piece.lines_returned,
             truncated=piece.truncated, note=piece.note, log_uri=log_uri(args.run_id, name),
@@ -190,9 +208,11 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput) -> GetJobLogsOutp
         summary += f" filtered by /{args.grep}/"
     if cut:
         summary += f"; {cut} cut (see each log's note)"
+    if omitted:
+        summary += f"; {len(omitted)} job(s) not read (output limit): ask for them one by one"
     if not logs:
         summary += " (no job matched)"
-    return GetJobLogsOutput(summary=summary, run_id=args.run_id, logs=logs)
+    return GetJobLogsOutput(summary=summary, run_id=args.run_id, logs=logs, jobs_omitted=omitted)
 
 
 async def get_job_logs(args: GetJobLogsInput, ctx: Context) -> GetJobLogsOutput:

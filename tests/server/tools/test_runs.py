@@ -242,3 +242,26 @@ async def test_every_tool_declares_schemas_and_honest_annotations(make_server: M
     for name in ("pipeline_health", "get_run", "get_job_logs"):
         assert tools[name].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert isinstance(tools["get_job_logs"], types.Tool)
+
+
+@pytest.mark.anyio
+async def test_big_runs_are_cut_and_say_so(make_server: MakeServer, pipelines: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from server.tools import runs
+
+    monkeypatch.setattr(runs, "MAX_JOBS_LISTED", 1)
+    monkeypatch.setattr(runs, "LOGS_BUDGET_BYTES", 10)
+    server = make_server()
+    async with mcp.Client(server) as client:
+        out = await call(client, "run_pipeline", {"config_path": str(pipelines["fail"])})
+        logs = await call(client, "get_job_logs", {"run_id": out["run_id"]})
+        whole = await client.read_resource(out["resource_uri"])
+    # The failed job is the one kept.
+    assert [j["name"] for j in out["jobs"]] == ["broken"] and out["jobs_omitted"] == 1
+    assert [item["job"] for item in logs["logs"]] == ["broken"] and logs["jobs_omitted"] == ["fine"]
+    assert logs["logs"][0]["truncated"] and "output limit" in logs["summary"]
+    content = whole.contents[0]
+    assert isinstance(content, types.TextResourceContents)
+    assert {j["name"] for j in json.loads(content.text)["jobs"]} == {"broken", "fine"}
