@@ -77,7 +77,8 @@ def _check_lines(step: RollbackStep, ctx: RunbookContext, slots: Sequence[Instan
 
 
 def _slots(step: RollbackStep) -> list[Instance]:
-    return [Instance.from_json(s) for s in step.params.get("slots", [])]
+    # start steps carry slots as instances; verify steps name them by id only
+    return [Instance.from_json(s) for s in step.params.get("slots", []) if isinstance(s, dict)]
 
 
 def _instances(step: RollbackStep) -> list[Instance]:

@@ -436,7 +436,7 @@ class RollbackManager:
             message = f"rolled back to {plan.to_version}; it answers its health checks"
         else:
             message = f"rollback to {plan.to_version} failed: {errors[0]}; the live-version record is unchanged"
-        self.journal.finish(execution_id, status, duration, failed, "; ".join(errors) or None)
+        self.journal.finish(execution_id, status, duration, failed, "\n".join(errors) or None)
         self.history.add_event(
             plan.deployment_id, "rollback_finished", message, {"execution_id": execution_id, "status": status}
         )
@@ -465,7 +465,7 @@ class RollbackManager:
             to_version=plan.to_version,
             status=status,
             completed_steps=[s.name for s in steps if s.status == "done"],
-            errors=[e for e in (row["error"] or "").split("; ") if e] if status != "completed" else [],
+            errors=[e for e in (row["error"] or "").split("\n") if e] if status != "completed" else [],
             duration=duration or float(row["duration"] or 0.0),
             steps=steps,
             failed_step=row["failed_step"],
