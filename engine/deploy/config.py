@@ -51,30 +51,22 @@ class _CheckBase(_Model):
     name: str | None = Field(default=None, description="Shown in logs and events.")
     timeout: float = Field(default=2.0, gt=0, le=600, description="Seconds one probe may take.")
     interval: float = Field(default=1.0, ge=0, le=600, description="Seconds between probes.")
-    retries: int = Field(
-        default=10, ge=1, le=10_000, description="Probes made at most before the check fails."
-    )
-    success_threshold: int = Field(
-        default=1, ge=1, le=1000, description="Consecutive passes that make it healthy."
-    )
+    retries: int = Field(default=10, ge=1, le=10_000, description="Probes made at most before the check fails.")
+    success_threshold: int = Field(default=1, ge=1, le=1000, description="Consecutive passes that make it healthy.")
     failure_threshold: int | None = Field(
         default=None,
         ge=1,
         le=10_000,
         description="Consecutive failures that fail the check early (default: only `retries` ends it).",
     )
-    initial_delay: float = Field(
-        default=0.0, ge=0, le=3600, description="Seconds to wait before the first probe."
-    )
+    initial_delay: float = Field(default=0.0, ge=0, le=3600, description="Seconds to wait before the first probe.")
 
 
 class HttpCheck(_CheckBase):
     """An HTTP request to each instance; `{host}` and `{port}` are the instance's address."""
 
     type: Literal["http"] = "http"
-    url: str = Field(
-        default="http://{host}:{port}/health", description="URL template with {host} and {port}."
-    )
+    url: str = Field(default="http://{host}:{port}/health", description="URL template with {host} and {port}.")
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: int | list[int] = Field(default=200, description="Status code(s) that count as healthy.")
     body_contains: str | None = Field(default=None, description="Text the body must contain.")
@@ -291,9 +283,7 @@ def load_deployment_config(path: str | os.PathLike[str]) -> DeploymentConfig:
         data = {
             **data,
             "environments": [
-                {k: v for k, v in env.items() if k not in ("target", "router")}
-                if isinstance(env, dict)
-                else env
+                {k: v for k, v in env.items() if k not in ("target", "router")} if isinstance(env, dict) else env
                 for env in envs or []
             ],
         }

@@ -94,9 +94,7 @@ Check = HttpCheck | TcpCheck | CommandCheck
 Prober = Callable[[], Awaitable[ProbeResult]]
 
 
-async def run_check(
-    check: Check, one_probe: Prober, clock: Clock, *, label: str, address: str
-) -> HealthVerdict:
+async def run_check(check: Check, one_probe: Prober, clock: Clock, *, label: str, address: str) -> HealthVerdict:
     """Probe until `success_threshold` consecutive passes (healthy), `failure_threshold`
     consecutive failures or `retries` probes in all (unhealthy)."""
     if check.initial_delay:
@@ -112,9 +110,7 @@ async def run_check(
         else:
             passes, fails = 0, fails + 1
             if check.failure_threshold is not None and fails >= check.failure_threshold:
-                return HealthVerdict(
-                    False, label, address, n, f"{fails} consecutive failures; last: {last.detail}"
-                )
+                return HealthVerdict(False, label, address, n, f"{fails} consecutive failures; last: {last.detail}")
         if n < check.retries:
             await clock.sleep(check.interval)
     return HealthVerdict(
@@ -133,9 +129,7 @@ async def probe_http(check: HttpCheck, address: Address, client: httpx.AsyncClie
     except httpx.HTTPError as exc:
         return ProbeResult(False, f"{check.method} {url}: {type(exc).__name__}: {exc}".rstrip(": "))
     if resp.status_code not in check.expected:
-        return ProbeResult(
-            False, f"{check.method} {url}: status {resp.status_code}, expected {sorted(check.expected)}"
-        )
+        return ProbeResult(False, f"{check.method} {url}: status {resp.status_code}, expected {sorted(check.expected)}")
     if check.body_contains is not None and check.body_contains not in resp.text:
         return ProbeResult(False, f"{check.method} {url}: body does not contain {check.body_contains!r}")
     if check.body_regex is not None and not re.search(check.body_regex, resp.text):

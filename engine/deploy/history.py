@@ -178,14 +178,12 @@ class DeploymentHistory:
                 raise
             active = self.active(rec.environment)
             who = (
-                f"{active.name!r} ({active.deployment_id}, {active.service} {active.version}, "
-                f"{active.status})"
+                f"{active.name!r} ({active.deployment_id}, {active.service} {active.version}, {active.status})"
                 if active
                 else "another deployment"
             )
             raise ConflictError(
-                f"environment {rec.environment!r} is busy: deployment {who} is in progress; "
-                "wait for it to finish"
+                f"environment {rec.environment!r} is busy: deployment {who} is in progress; wait for it to finish"
             ) from None
 
     def active(self, environment: str) -> DeploymentRecord | None:
@@ -258,8 +256,7 @@ class DeploymentHistory:
     # -- events and steps -----------------------------------------------------------------------
     def add_event(self, deployment_id: str, kind: str, message: str, data: dict[str, Any]) -> None:
         self.store.execute(
-            "INSERT INTO deployment_events (deployment_id, ts, kind, message, data_json)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO deployment_events (deployment_id, ts, kind, message, data_json) VALUES (?, ?, ?, ?, ?)",
             (deployment_id, time.time(), kind, message, json.dumps(data, default=str)),
         )
 
@@ -277,8 +274,7 @@ class DeploymentHistory:
         """Record planned steps as seq start, start+1, ... (a restore plan follows the deploy plan)."""
         with self.store.transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO deployment_steps (deployment_id, seq, kind, description)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO deployment_steps (deployment_id, seq, kind, description) VALUES (?, ?, ?, ?)",
                 [(deployment_id, start + i, kind, desc) for i, (kind, desc) in enumerate(steps)],
             )
 
@@ -292,8 +288,7 @@ class DeploymentHistory:
 
     def steps(self, deployment_id: str) -> list[dict[str, Any]]:
         rows = self.store.query(
-            "SELECT seq, kind, description, status, detail FROM deployment_steps WHERE deployment_id = ?"
-            " ORDER BY seq",
+            "SELECT seq, kind, description, status, detail FROM deployment_steps WHERE deployment_id = ? ORDER BY seq",
             (deployment_id,),
         )
         return [dict(r) for r in rows]

@@ -121,8 +121,7 @@ async def route(ctx: OpsContext, step: Traffic, running: Sequence[Instance]) -> 
     if ctx.router is None:
         return []
     backends = [
-        Backend(inst, await ctx.target.address(inst), weight)
-        for inst, weight in traffic_weights(step, running)
+        Backend(inst, await ctx.target.address(inst), weight) for inst, weight in traffic_weights(step, running)
     ]
     await ctx.router.set_backends(ctx.service, backends)
     weights: dict[str, int] = {}
@@ -167,9 +166,7 @@ async def verify_instances(ctx: OpsContext, instances: Sequence[Instance]) -> li
         if gone is not None:
             # say why: the instance died, and what it printed last
             found = [
-                v
-                if v.healthy
-                else replace(v, detail=f"{v.detail}; the instance is not running any more{gone}")
+                v if v.healthy else replace(v, detail=f"{v.detail}; the instance is not running any more{gone}")
                 for v in found
             ]
         verdicts.extend(found)
@@ -309,8 +306,7 @@ async def _run_step(
     ok = rate >= step.success_rate
     await ctx.emit(
         "analysis_" + ("passed" if ok else "failed"),
-        f"canary at {step.percent}%: {passed}/{total} probes passed ({rate:.0%}, need "
-        f"{step.success_rate:.0%})",
+        f"canary at {step.percent}%: {passed}/{total} probes passed ({rate:.0%}, need {step.success_rate:.0%})",
         {"passed": passed, "total": total, "percent": step.percent},
     )
     return None if ok else f"{passed}/{total} probes passed ({rate:.0%} < {step.success_rate:.0%})"
@@ -338,9 +334,7 @@ async def restore_version(
     up to date. `ok` is True only when every instance of the version answered its health checks.
     """
     bare = [replace(s, version=None, ref=None, deployment_id=None, alive=True, data={}) for s in layout]
-    the_plan = plan_restore(
-        release.version, live=list(live.values()), layout=bare, has_router=ctx.router is not None
-    )
+    the_plan = plan_restore(release.version, live=list(live.values()), layout=bare, has_router=ctx.router is not None)
     if on_plan is not None:
         await on_plan(the_plan)
     outcome = await execute_plan(ctx, the_plan, {release.version: release}, live, first_seq=first_seq)

@@ -129,9 +129,7 @@ class DeploymentOrchestrator:
                 self.register_environment(env, source_path=str(self.config_path))
 
     # -- environments ---------------------------------------------------------------------------
-    def register_environment(
-        self, environment: Environment, *, source_path: str | None = None
-    ) -> Environment:
+    def register_environment(self, environment: Environment, *, source_path: str | None = None) -> Environment:
         """Add (or replace) an environment; it is also saved so other processes can use it by name."""
         self.environments[environment.name] = environment
         if environment.name not in self._injected:
@@ -286,8 +284,7 @@ class DeploymentOrchestrator:
             raise NotFoundError(f"no deployment named {name!r}; create it first with create_deployment")
         if rec.status != DeploymentStatus.PLANNED:
             raise InputError(
-                f"deployment {name!r} ({rec.deployment_id}) already ran ({rec.status}); "
-                "create it again to deploy again"
+                f"deployment {name!r} ({rec.deployment_id}) already ran ({rec.status}); create it again to deploy again"
             )
         env = self.get_environment(rec.environment)
         target = self.target_for(env)
@@ -409,9 +406,7 @@ class DeploymentOrchestrator:
             reason = await self._hooks(run, env, env.post_deploy_hooks, "post-deploy")
         if outcome.ok and reason is None:
             instances = list(live.values())
-            self.history.mark_live(
-                env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed"
-            )
+            self.history.mark_live(env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed")
             self.history.move(rec.deployment_id, DeploymentStatus.SUCCESS, instances=instances)
             return DeploymentStatus.SUCCESS, None, instances
         assert reason is not None
@@ -429,9 +424,7 @@ class DeploymentOrchestrator:
         next_seq: int,
     ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
         rec = run.rec
-        self.history.move(
-            rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values())
-        )
+        self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values()))
         if not rec.rollback_on_failure:
             return DeploymentStatus.FAILURE, f"{reason}; automatic rollback is off", list(live.values())
         if live_rel is None:
@@ -447,8 +440,7 @@ class DeploymentOrchestrator:
             except CicdError as exc:
                 note = f"; stopping its instances failed too: {exc}"
             final = (
-                f"{reason}; nothing to roll back to (no earlier verified version of {rec.service} "
-                f"in {env.name}){note}"
+                f"{reason}; nothing to roll back to (no earlier verified version of {rec.service} in {env.name}){note}"
             )
             self._set_reason(run, final, live)
             return DeploymentStatus.FAILURE, final, list(live.values())
@@ -490,15 +482,11 @@ class DeploymentOrchestrator:
                 "rolled_back",
             )
             final = f"{reason}; rolled back to {previous.version}, which answers its health checks again"
-            self.history.move(
-                rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances
-            )
+            self.history.move(rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances)
             await self._emit(run, "rollback_finished", final, {"ok": True})
             return DeploymentStatus.ROLLED_BACK, final, instances
         final = f"{reason}; rollback to {previous.version} failed: {why}"
-        self.history.move(
-            rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances
-        )
+        self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances)
         await self._emit(run, "rollback_finished", final, {"ok": False})
         return DeploymentStatus.ROLLBACK_FAILED, final, instances
 
@@ -532,9 +520,7 @@ class DeploymentOrchestrator:
                 "DEPLOY_PREVIOUS_VERSION": rec.previous_version or "",
             }
             await self._emit(run, "hook_started", f"{phase} hook {i + 1}: {hook.command}", {"phase": phase})
-            code, out = await _run_hook(
-                hook, {**os.environ, **hook.env, **extra}, hook.cwd or str(self.workspace)
-            )
+            code, out = await _run_hook(hook, {**os.environ, **hook.env, **extra}, hook.cwd or str(self.workspace))
             if code != 0:
                 what = "timed out" if code is None else f"exited {code}"
                 msg = f"{phase} hook {i + 1} ({hook.command!r}) {what}: {out.strip()[-500:]}".rstrip(": ")
@@ -545,9 +531,7 @@ class DeploymentOrchestrator:
 
     async def _emit(self, run: _Run, kind: str, message: str, data: dict[str, Any]) -> None:
         now = time.time()
-        run.logs.append(
-            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {kind}: {message}"
-        )
+        run.logs.append(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {kind}: {message}")
         self.history.add_event(run.rec.deployment_id, kind, message, data)
         if run.on_event is not None:
             event = Event(

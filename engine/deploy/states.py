@@ -41,9 +41,7 @@ DEPLOYMENT_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     DeploymentStatus.PLANNED: frozenset({DeploymentStatus.IN_PROGRESS}),
     DeploymentStatus.IN_PROGRESS: frozenset({DeploymentStatus.SUCCESS, DeploymentStatus.FAILURE}),
     DeploymentStatus.FAILURE: frozenset({DeploymentStatus.ROLLING_BACK}),
-    DeploymentStatus.ROLLING_BACK: frozenset(
-        {DeploymentStatus.ROLLED_BACK, DeploymentStatus.ROLLBACK_FAILED}
-    ),
+    DeploymentStatus.ROLLING_BACK: frozenset({DeploymentStatus.ROLLED_BACK, DeploymentStatus.ROLLBACK_FAILED}),
     DeploymentStatus.SUCCESS: frozenset(),
     DeploymentStatus.ROLLED_BACK: frozenset(),
     DeploymentStatus.ROLLBACK_FAILED: frozenset(),

@@ -227,9 +227,7 @@ def parse_options(strategy: str, raw: Mapping[str, Any]) -> _Options:
     try:
         return entry.options.model_validate(dict(raw))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"strategy {strategy!r}: {problems}") from None
 
 
@@ -346,9 +344,7 @@ def _plan_canary(
     for pct in options.steps:
         steps.append(Traffic(version=version, percent=pct))
         if pct < 100 and current:
-            steps.append(
-                Analyze(ids, options.analysis_window, options.success_rate, options.probe_interval, pct)
-            )
+            steps.append(Analyze(ids, options.analysis_window, options.success_rate, options.probe_interval, pct))
     if current:
         steps.append(Stop(tuple(current)))
     steps.append(Traffic())
@@ -382,9 +378,7 @@ def plan(
     entry = _entry(strategy)
     opts = parse_options(strategy, options or {})
     if entry.needs_router and not has_router:
-        raise InputError(
-            f"strategy {strategy!r} shifts traffic by weight and needs a `router:` in the environment"
-        )
+        raise InputError(f"strategy {strategy!r} shifts traffic by weight and needs a `router:` in the environment")
     for key in (None, *COLORS):
         if key not in layout and (key is None or strategy in ("blue_green", "canary")):
             raise InputError(f"the target gives no {'default' if key is None else key} slots")

@@ -52,9 +52,7 @@ class NginxRouterConfig(RouterConfig):
     proxy_timeout: float = Field(default=30.0, gt=0, le=3600, description="proxy_read_timeout, seconds.")
 
 
-def render_upstream(
-    service: str, backends: Sequence[Backend], cfg: NginxRouterConfig, generation: int
-) -> str:
+def render_upstream(service: str, backends: Sequence[Backend], cfg: NginxRouterConfig, generation: int) -> str:
     """The nginx config text for one service (pure)."""
     name = "cicd_" + _SAFE.sub("_", service)
     lines = [
@@ -140,8 +138,7 @@ class NginxRouter:
             if code != 0:
                 self._restore(path, old, text)
                 raise RouterError(
-                    f"nginx router: the new configuration for {service} is invalid "
-                    f"(the old one stays): {out[-1500:]}"
+                    f"nginx router: the new configuration for {service} is invalid (the old one stays): {out[-1500:]}"
                 )
             code, out = await self._run("-s", "reload")
             if code != 0:
@@ -205,9 +202,7 @@ class NginxRouter:
         except OSError as exc:
             raise RouterError(f"nginx router: cannot read {self._file(service)}: {exc}") from exc
         out = []
-        for m in re.finditer(
-            r"server (\S+):(\d+) (?:weight=(\d+)[^;]*|backup);(?:  # (\S+) ?(\S*) ?(\S*))?", text
-        ):
+        for m in re.finditer(r"server (\S+):(\d+) (?:weight=(\d+)[^;]*|backup);(?:  # (\S+) ?(\S*) ?(\S*))?", text):
             host, port, weight, version, color, slot = m.groups()
             inst = Instance(
                 service=service,

@@ -50,9 +50,7 @@ _CHILDREN_LOCK = threading.Lock()
 class LocalTargetConfig(TargetConfig):
     kind: Literal["local"] = "local"
     command: str = Field(min_length=1, description="Shell command; {port} {host} {release_dir} {version}...")
-    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        min_length=1, description="One instance per port."
-    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, description="One instance per port.")
     host: str = Field(default="127.0.0.1", description="Address the instances listen on.")
     color_ports: dict[Literal["blue", "green"], list[Annotated[int, Field(ge=1, le=65535)]]] | None = Field(
         default=None,
@@ -146,15 +144,16 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[2] == str(pgid) and fields[0] != "Z":
-            return True
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[2] == str(pgid) and fields[0] != "Z":
+                return True
     return False
 
 
@@ -187,9 +186,7 @@ class LocalTarget:
             if color not in colors:
                 raise InputError(f"local target: unknown colour {color!r} (blue or green)")
             ports = colors[color]
-        return [
-            Instance(service=service, slot=str(p), host=self.config.host, port=p, color=color) for p in ports
-        ]
+        return [Instance(service=service, slot=str(p), host=self.config.host, port=p, color=color) for p in ports]
 
     def _release_dir(self, service: str, version: str) -> Path:
         return self.root / "releases" / _SAFE.sub("_", service) / _SAFE.sub("_", version)
@@ -275,8 +272,7 @@ class LocalTarget:
             if existing.version == release.version and existing.deployment_id == release.deployment_id:
                 return existing  # started already (a retried call)
             raise TargetError(
-                f"local target: port {slot.port} still runs {slot.service} {existing.version} "
-                f"(pid {existing.ref})"
+                f"local target: port {slot.port} still runs {slot.service} {existing.version} (pid {existing.ref})"
             )
         if not await anyio.to_thread.run_sync(_port_free, slot.host, slot.port):
             raise TargetError(f"local target: port {slot.port} on {slot.host} is in use by another process")
@@ -307,9 +303,7 @@ class LocalTarget:
         }
         try:
             with open(log_path, "ab") as log:
-                log.write(
-                    f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {release.version}: {command}\n".encode()
-                )
+                log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {release.version}: {command}\n".encode())
                 log.flush()
                 child = subprocess.Popen(
                     ["/bin/sh", "-c", command],

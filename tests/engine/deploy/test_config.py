@@ -88,9 +88,7 @@ def test_the_issue_example_loads_as_written(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_invalid_config_names_file_line_and_field(
-    tmp_path: Path, body: str, where: str, message: str
-) -> None:
+def test_invalid_config_names_file_line_and_field(tmp_path: Path, body: str, where: str, message: str) -> None:
     path = write(tmp_path, "environments:\n" + body)
     with pytest.raises(SpecError) as err:
         load_deployment_config(path)

@@ -104,9 +104,7 @@ def server() -> Iterator[tuple[Address, type[_Handler]]]:
 async def test_http_probe_checks_status_and_body(server: tuple[Address, type[_Handler]]) -> None:
     address, handler = server
     async with httpx.AsyncClient() as client:
-        ok = await probe_http(
-            HttpCheck(url="http://{host}:{port}/health", body_regex=r"v\d"), address, client
-        )
+        ok = await probe_http(HttpCheck(url="http://{host}:{port}/health", body_regex=r"v\d"), address, client)
         assert ok.ok, ok.detail
         assert not (await probe_http(HttpCheck(body_contains="v4"), address, client)).ok
         handler.status = 500

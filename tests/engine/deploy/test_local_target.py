@@ -86,8 +86,7 @@ async def test_instances_survive_a_new_target_object_and_stop_for_real(tmp_path:
     assert refused(p1) and refused(p2)
     assert await t.instances("web") == []
     assert all(
-        not os.path.exists(f"/proc/{i.ref}") or open(f"/proc/{i.ref}/stat").read().split()[2] == "Z"
-        for i in started
+        not os.path.exists(f"/proc/{i.ref}") or open(f"/proc/{i.ref}/stat").read().split()[2] == "Z" for i in started
     )
 
 

@@ -129,9 +129,7 @@ def test_the_issue_example_config_works_as_written(
         assert served_version(18101) == v and served_version(18102) == v
     assert result.previous_version == "1" and result.version == "2"
     assert sorted(i.port for i in result.instances) == [18101, 18102]
-    assert (
-        result.deployment_id and result.duration > 0 and any("health_passed" in line for line in result.logs)
-    )
+    assert result.deployment_id and result.duration > 0 and any("health_passed" in line for line in result.logs)
 
 
 @pytest.mark.nginx
@@ -199,9 +197,7 @@ def test_a_failing_first_version_has_nothing_to_roll_back_to(
     assert DeploymentHistory(orch.store).live_release("svc", "svc") is None
 
 
-def test_without_rollback_a_failure_is_left_as_it_is(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator]
-) -> None:
+def test_without_rollback_a_failure_is_left_as_it_is(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "recreate").status == DeploymentStatus.SUCCESS
     art = make_release(tmp_path / "artifacts", "2", crash=True)
@@ -231,9 +227,7 @@ def test_no_request_fails_during_a_rollout(
     assert served_version(listen or 0) == "2"
 
 
-def test_a_failing_pre_deploy_hook_changes_nothing(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator]
-) -> None:
+def test_a_failing_pre_deploy_hook_changes_nothing(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "rolling").status == DeploymentStatus.SUCCESS
     target = orch.target_for(env)
@@ -266,9 +260,7 @@ def test_hooks_see_the_deployment_and_a_failing_post_hook_rolls_back(
         tmp_path,
         orchs,
         pre_deploy_hooks=[f"echo pre $DEPLOY_VERSION >> {out}"],
-        post_deploy_hooks=[
-            f"echo post $DEPLOY_VERSION $DEPLOY_PREVIOUS_VERSION >> {out}; test $DEPLOY_VERSION != 2"
-        ],
+        post_deploy_hooks=[f"echo post $DEPLOY_VERSION $DEPLOY_PREVIOUS_VERSION >> {out}; test $DEPLOY_VERSION != 2"],
     )
     assert _deploy(orch, tmp_path, "1", "rolling").status == DeploymentStatus.SUCCESS
     result = _deploy(orch, tmp_path, "2", "rolling")
@@ -284,9 +276,7 @@ async def test_a_second_deployment_in_the_same_environment_is_refused(
     orchs: list[DeploymentOrchestrator],
 ) -> None:
     gate = tmp_path / "go"
-    orch, env, base, _ = _setup(
-        tmp_path, orchs, pre_deploy_hooks=[f"while [ ! -e {gate} ]; do sleep 0.02; done"]
-    )
+    orch, env, base, _ = _setup(tmp_path, orchs, pre_deploy_hooks=[f"while [ ! -e {gate} ]; do sleep 0.02; done"])
     for v in ("1", "2"):
         orch.create_deployment(f"svc-{v}", v, "svc", [str(make_release(tmp_path / "a", v))], "rolling")
     waiting = anyio.Event()
@@ -354,9 +344,7 @@ async def test_deploy_artifacts_is_the_pipeline_entry_point(
     assert seen
 
 
-def test_a_deployment_runs_once_and_canary_needs_a_router(
-    tmp_path: Path, orchs: list[DeploymentOrchestrator]
-) -> None:
+def test_a_deployment_runs_once_and_canary_needs_a_router(tmp_path: Path, orchs: list[DeploymentOrchestrator]) -> None:
     orch, env, base, _ = _setup(tmp_path, orchs)
     assert _deploy(orch, tmp_path, "1", "recreate").status == DeploymentStatus.SUCCESS
     with pytest.raises(InputError, match="already ran"):

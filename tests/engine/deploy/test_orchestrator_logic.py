@@ -18,9 +18,7 @@ from engine.deploy.targets.fake import FakeTarget
 from engine.store.sqlite import SQLiteStore
 
 
-def build(
-    tmp_path: Path, *, router: bool = True
-) -> tuple[DeploymentOrchestrator, FakeTarget, FakeRouter, FakeClock]:
+def build(tmp_path: Path, *, router: bool = True) -> tuple[DeploymentOrchestrator, FakeTarget, FakeRouter, FakeClock]:
     target = FakeTarget()
     fake_router = FakeRouter()
     clock = FakeClock()
@@ -133,9 +131,7 @@ def test_a_deployment_left_in_progress_by_a_dead_process_does_not_block_forever(
     assert rec is not None
     orch.history.begin(rec.deployment_id, None, [])
     # pretend its owner was a process that has exited
-    orch.store.execute(
-        "UPDATE deployments SET owner_pid = 999999999 WHERE deployment_id = ?", (rec.deployment_id,)
-    )
+    orch.store.execute("UPDATE deployments SET owner_pid = 999999999 WHERE deployment_id = ?", (rec.deployment_id,))
     assert deploy(orch, "2", "recreate").status == DeploymentStatus.SUCCESS  # type: ignore[attr-defined]
     stale = orch.history.get(rec.deployment_id)
     assert stale.status == DeploymentStatus.FAILURE and "interrupted" in (stale.reason or "")

@@ -177,9 +177,7 @@ def test_canary_shifts_weights_step_by_step_with_analysis() -> None:
         ("big_bang", {}, "unknown strategy 'big_bang'"),
     ],
 )
-def test_bad_options_are_refused_naming_the_option(
-    strategy: str, options: dict[str, object], message: str
-) -> None:
+def test_bad_options_are_refused_naming_the_option(strategy: str, options: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_options(strategy, options)
 
