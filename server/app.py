@@ -67,7 +67,7 @@ class AppState:
 
 
 # Tools whose engine has not landed yet; the policy may already name them.
-PLANNED_TOOLS = frozenset({"create_rollback_plan", "execute_rollback"})
+PLANNED_TOOLS: frozenset[str] = frozenset()
 
 
 def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:

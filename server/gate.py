@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from server.audit import AuditRecord, args_digest
 from server.tokens import resolve_token
-from server.trust import Allow, Caller, Confirm, Decision, Deny, ToolFacts, decide
+from server.trust import UNKNOWN_ENVIRONMENT, Allow, Caller, Confirm, Decision, Deny, ToolFacts, decide
 
 if TYPE_CHECKING:
     from server.app import AppState
@@ -151,7 +151,7 @@ class CicdServer(MCPServer[Any]):
             try:
                 env = spec.environment(arguments, self.state)
             except Exception:  # noqa: BLE001 - an unreadable target must not open the gate
-                env = None
+                env = UNKNOWN_ENVIRONMENT
             if env is None and spec.destructive:
                 raw = arguments.get("environment")
                 env = raw if isinstance(raw, str) else None

@@ -332,3 +332,88 @@ class DeployOutput(_Out):
     log_tail: list[str] = Field(default_factory=list, description="The last lines of the deployment's log.")
     log_note: str
     resource_uri: str
+
+
+# -- rollbacks ------------------------------------------------------------------------------------
+
+RollbackStrategyName = Literal["immediate", "rolling", "blue_green", "canary", "manual"]
+
+
+class CreateRollbackPlanInput(_In):
+    deployment_id: str = Field(min_length=1, max_length=128, description="The deployment to undo (id or name).")
+    strategy: RollbackStrategyName | None = Field(
+        default=None, description="How to put the old version back; default ROLLBACK_DEFAULT_STRATEGY. "
+        "manual: a runbook for a person, not executable."
+    )
+    reason: str = Field(default="", max_length=2000, description="Why; kept with the plan and the history.")
+    to_version: str | None = Field(
+        default=None, max_length=128,
+        description="Version to go back to; default the last one verified healthy before this deployment.",
+    )
+
+
+class PlanStepOut(_Out):
+    name: str
+    action: str
+    targets: list[str]
+    timeout: float = Field(description="Seconds one attempt may take.")
+    retries: int
+    estimate: float = Field(description="Expected seconds.")
+
+
+class RollbackPlanOutput(_Out):
+    summary: str
+    plan_id: str
+    deployment_id: str
+    environment: str
+    service: str
+    strategy: str
+    from_version: str
+    to_version: str
+    executable: bool = Field(description="False for a manual plan: follow `runbook`.")
+    estimated_duration: float = Field(description="Seconds.")
+    estimate_basis: str = Field(description="timeouts, measured (past rollbacks) or both.")
+    steps: list[PlanStepOut]
+    runbook: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class ExecuteRollbackInput(_In):
+    deployment_id: str | None = Field(
+        default=None, max_length=128,
+        description="Roll this deployment back (id or name) with its newest plan, or a new default one.",
+    )
+    plan_id: str | None = Field(default=None, max_length=128, description="Execute this plan.")
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> ExecuteRollbackInput:
+        if (self.deployment_id is None) == (self.plan_id is None):
+            raise ValueError("give exactly one of deployment_id or plan_id")
+        return self
+
+
+class StepResultOut(_Out):
+    name: str
+    action: str
+    status: str = Field(description="pending, running, done or failed.")
+    attempts: int
+    duration: float | None = None
+    detail: str | None = None
+
+
+class RollbackExecutionOutput(_Out):
+    summary: str
+    execution_id: str
+    plan_id: str
+    deployment_id: str
+    environment: str
+    service: str
+    strategy: str
+    from_version: str
+    to_version: str
+    status: str = Field(description="completed or failed.")
+    failed_step: str | None = None
+    errors: list[str] = Field(default_factory=list)
+    duration: float = Field(description="Seconds.")
+    steps: list[StepResultOut]
+    skipped_steps: list[str] = Field(default_factory=list, description="Done earlier (a resumed execution).")

@@ -36,6 +36,7 @@ __all__ = [
     "Deny",
     "Level",
     "PolicyToken",
+    "UNKNOWN_ENVIRONMENT",
     "ToolFacts",
     "TrustPolicy",
     "decide",
@@ -204,6 +205,10 @@ class Confirm:
 Decision = Allow | Deny | Confirm
 
 
+UNKNOWN_ENVIRONMENT = "<unknown>"
+"""A call whose target environment could not be found out: treated as protected (fail closed)."""
+
+
 def required_level(policy: TrustPolicy, tool: ToolFacts) -> Level:
     if tool.name in policy.tools:
         return policy.tools[tool.name]
@@ -238,7 +243,8 @@ def decide(policy: TrustPolicy, caller: Caller, tool: ToolFacts) -> Decision:
             f"To get it, {_how_to_get(needed, caller.transport)}."
         )
     env = tool.environment
-    if tool.destructive and env is not None and env in policy.confirm.environments:
+    protected = env in policy.confirm.environments or (env == UNKNOWN_ENVIRONMENT and policy.confirm.environments)
+    if tool.destructive and env is not None and protected:
         if not caller.can_elicit:
             return Deny(
                 f"{tool.name!r} on environment {env!r} needs a human confirmation, and this client "

@@ -14,7 +14,8 @@ from server.tools._registry import ToolSpec, available, register
 __all__ = ["ToolSpec", "all_specs", "available", "register"]
 
 _MODULES = (
-    "server.tools.runs", "server.tools.health", "server.tools.insights", "server.tools.deploy", "server.tools.compat",
+    "server.tools.runs", "server.tools.health", "server.tools.insights", "server.tools.deploy", "server.tools.rollback",
+    "server.tools.compat",
 )
 
 

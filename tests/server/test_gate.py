@@ -198,3 +198,19 @@ async def test_compat_tool_asks_for_confirmation_of_what_it_reaches(
         declined = await client.call_tool("call_module_function", args)
     assert declined.is_error and len(callback.asked) == 1
     assert runs_in_store(server) == 0
+
+
+@pytest.mark.anyio
+async def test_environment_that_cannot_be_read_is_treated_as_protected(make_server: MakeServer) -> None:
+    import dataclasses
+
+    server = make_server()
+
+    def unreadable(arguments: dict[str, Any], state: Any) -> str | None:
+        raise OSError("store unreachable")
+
+    spec = server.state.specs["execute_rollback"]
+    server.state.specs["execute_rollback"] = dataclasses.replace(spec, environment=unreadable)
+    async with mcp.Client(server) as client:
+        refused = await client.call_tool("execute_rollback", {"plan_id": "rb-x"})
+    assert refused.is_error and "'<unknown>'" in text(refused) and "cannot ask its user" in text(refused)

@@ -80,6 +80,14 @@ def test_read_only_refuses_everything_that_changes_things() -> None:
         assert isinstance(d, Deny) and "read-only" in d.reason
 
 
+def test_unknown_environment_is_treated_as_protected() -> None:
+    from server.trust import UNKNOWN_ENVIRONMENT
+
+    unknown = ToolFacts("deploy", Level.TRUSTED, read_only=False, destructive=True, environment=UNKNOWN_ENVIRONMENT)
+    assert isinstance(decide(POLICY, caller(Level.TRUSTED), unknown), Confirm)
+    assert isinstance(decide(TrustPolicy(), caller(Level.TRUSTED), unknown), Allow)   # nothing is protected
+
+
 def test_client_without_elicitation_is_refused_not_assumed_to_agree() -> None:
     d = decide(POLICY, caller(Level.TRUSTED, can_elicit=False), DEPLOY_PROD)
     assert isinstance(d, Deny) and "confirmation" in d.reason and "elicitation" in d.reason

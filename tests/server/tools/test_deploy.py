@@ -3,60 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import mcp
 import mcp_types as types
 import pytest
 
-from engine.deploy import DeploymentOrchestrator
 from server.tools.deploy import deployment_environment
-from tests.engine.deploy.helpers import APP_COMMAND, make_release, served_version
+from tests.engine.deploy.helpers import make_release, served_version
 from tests.server.conftest import MakeServer, audit_rows
 from tests.server.test_gate import elicit_answer, text
-
-PORTS = (18510, 18511)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture
-def deploy_config(tmp_path: Path, workspace: Path) -> Iterator[Path]:
-    for port in PORTS:
-        if not _free(port):
-            pytest.fail(f"port {port} is taken by something else")
-    config = tmp_path / "deployment_config.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        environments:
-          - name: production
-            type: production
-            service: web
-            target:
-              kind: local
-              command: "{APP_COMMAND}"
-              ports: [{PORTS[0]}, {PORTS[1]}]
-            health_checks:
-              - {{type: http, url: "http://{{host}}:{{port}}/health", expect_status: 200, timeout: 2,
-                  retries: 30, interval: 0.1}}
-        """))
-    yield config
-
-    async def stop_all() -> None:
-        orch = DeploymentOrchestrator(config, workspace)
-        env = orch.get_environment("production")
-        target = orch.target_for(env)
-        for inst in await target.instances("web"):
-            await target.stop(inst)
-        await orch.aclose()
-
-    anyio.run(stop_all)
+from tests.server.tools.conftest import PORTS, free
 
 
 @pytest.mark.anyio
@@ -107,5 +64,5 @@ async def test_declined_deploy_changes_nothing(make_server: MakeServer, deploy_c
             "config_path": str(deploy_config)})
         unknown_env = await client.call_tool("deploy", {"version": "1", "environment": "nowhere"})
     assert result.is_error and "nothing was changed" in text(result)
-    assert all(_free(p) for p in PORTS)
+    assert all(free(p) for p in PORTS)
     assert unknown_env.is_error and "nowhere" in text(unknown_env)

@@ -1,0 +1,159 @@
+"""create_rollback_plan and execute_rollback: thin calls into engine.rollback."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.mcpserver import Context
+from mcp_types import ToolAnnotations
+
+from server.gate import Confirmed, state_of
+from server.models import (
+    CreateRollbackPlanInput,
+    ExecuteRollbackInput,
+    PlanStepOut,
+    RollbackExecutionOutput,
+    RollbackPlanOutput,
+    StepResultOut,
+)
+from server.tools._errors import tool_errors
+from server.tools._registry import ToolSpec
+from server.tools.runs import clip
+from server.trust import Level
+
+if TYPE_CHECKING:
+    from engine.pipeline.results import Event
+    from engine.rollback import RollbackExecution, RollbackManager, RollbackPlan
+    from server.app import AppState
+
+__all__ = ["SPECS", "rollback_environment"]
+
+MAX_RUNBOOK = 20_000
+
+
+def _manager(state: AppState) -> RollbackManager:
+    from engine.rollback import RollbackManager
+
+    return RollbackManager(store=state.store, settings=state.settings)
+
+
+def rollback_environment(arguments: dict[str, Any], state: AppState) -> str | None:
+    """The environment a rollback call lands in (from its plan or deployment), for the trust gate.
+
+    None when the plan or deployment does not exist: the call then fails on its own.
+    """
+    from engine.deploy.history import DeploymentHistory
+    from engine.errors import NotFoundError
+    from engine.rollback._journal import Journal
+
+    plan_id, deployment = arguments.get("plan_id"), arguments.get("deployment_id")
+    try:
+        if isinstance(plan_id, str):
+            return Journal(state.store).get_plan(plan_id).environment
+        if isinstance(deployment, str):
+            history = DeploymentHistory(state.store)
+            try:
+                return history.get(deployment).environment
+            except NotFoundError:
+                rec = history.latest_by_name(deployment)
+                return rec.environment if rec is not None else None
+    except NotFoundError:
+        return None
+    return None
+
+
+def present_plan(plan: RollbackPlan) -> RollbackPlanOutput:
+    how = "executable" if plan.executable else "manual: follow the runbook"
+    summary = (f"plan {plan.plan_id}: {plan.strategy.value} rollback of {plan.service} in {plan.environment} "
+               f"from {plan.from_version} to {plan.to_version}, {len(plan.steps)} step(s), "
+               f"~{plan.estimated_duration:.0f}s ({plan.estimate_basis}); {how}")
+    return RollbackPlanOutput(
+        summary=summary, plan_id=plan.plan_id, deployment_id=plan.deployment_id, environment=plan.environment,
+        service=plan.service, strategy=plan.strategy.value, from_version=plan.from_version,
+        to_version=plan.to_version, executable=plan.executable, estimated_duration=plan.estimated_duration,
+        estimate_basis=plan.estimate_basis,
+        steps=[PlanStepOut(name=s.name, action=s.action, targets=list(s.targets), timeout=s.timeout,
+                           retries=s.retries, estimate=s.estimate) for s in plan.steps],
+        runbook=clip(plan.runbook, MAX_RUNBOOK), notes=list(plan.notes),
+    )
+
+
+def present_execution(x: RollbackExecution) -> RollbackExecutionOutput:
+    summary = (f"rollback {x.execution_id} of {x.service} in {x.environment} to {x.to_version}: {x.status} "
+               f"in {x.duration:.1f}s ({len(x.completed_steps)}/{len(x.steps)} steps done)")
+    if x.failed_step:
+        summary += f"; failed at {x.failed_step}"
+    if x.errors:
+        summary += f"; {clip(x.errors[-1], 300)}"
+    return RollbackExecutionOutput(
+        summary=summary, execution_id=x.execution_id, plan_id=x.plan_id, deployment_id=x.deployment_id,
+        environment=x.environment, service=x.service, strategy=x.strategy, from_version=x.from_version,
+        to_version=x.to_version, status=x.status, failed_step=x.failed_step,
+        errors=[clip(e) or "" for e in x.errors], duration=x.duration,
+        steps=[StepResultOut(name=s.name, action=s.action, status=s.status, attempts=s.attempts, duration=s.duration,
+                             detail=clip(s.detail)) for s in x.steps],
+        skipped_steps=list(x.skipped_steps),
+    )
+
+
+def _progress(ctx: Context) -> Any:
+    count = 0
+
+    async def on_event(event: Event) -> None:
+        nonlocal count
+        count += 1
+        await ctx.report_progress(count, None, event.message)
+
+    return on_event
+
+
+async def create_rollback_plan(args: CreateRollbackPlanInput, ctx: Context) -> RollbackPlanOutput:
+    """Plan the rollback of a deployment without changing anything: which version goes back (default
+    the last one verified healthy before it), the steps on the environment's target and router, and the
+    estimated duration (from past rollbacks when there are any). The plan is stored; run it with
+    execute_rollback(plan_id=...). Strategy manual gives a runbook for a person instead."""
+    state = state_of(ctx)
+    with tool_errors(state):
+        manager = _manager(state)
+        try:
+            plan = await manager.acreate_rollback_plan(args.deployment_id, args.strategy, args.reason,
+                                                       args.to_version)
+        finally:
+            await manager.aclose()
+        return present_plan(plan)
+
+
+async def execute_rollback(args: ExecuteRollbackInput, ctx: Context, confirmed: Confirmed) -> RollbackExecutionOutput:
+    """Execute a rollback for real: a stored plan (plan_id), or a deployment's newest plan (deployment_id;
+    a default plan is made when there is none). Every step is journaled: an execution that failed or was
+    interrupted is resumed from its first unfinished step. Reports progress per step."""
+    state = state_of(ctx)
+    with tool_errors(state):
+        manager = _manager(state)
+        ref = args.plan_id or args.deployment_id
+        assert ref is not None
+        try:
+            execution = await manager.execute_rollback(ref, on_event=_progress(ctx))
+        finally:
+            await manager.aclose()
+        return present_execution(execution)
+
+
+_ROLLBACK = ("engine.rollback.manager",)
+
+SPECS = [
+    ToolSpec(
+        name="create_rollback_plan", fn=create_rollback_plan, input_model=CreateRollbackPlanInput,
+        title="Plan a rollback", description=create_rollback_plan.__doc__ or "",
+        annotations=ToolAnnotations(title="Plan a rollback", read_only_hint=False, destructive_hint=False,
+                                    idempotent_hint=False, open_world_hint=False),
+        default_level=Level.VERIFIED, requires=_ROLLBACK,
+    ),
+    ToolSpec(
+        name="execute_rollback", fn=execute_rollback, input_model=ExecuteRollbackInput,
+        title="Execute a rollback", description=execute_rollback.__doc__ or "",
+        annotations=ToolAnnotations(title="Execute a rollback", read_only_hint=False, destructive_hint=True,
+                                    idempotent_hint=True, open_world_hint=True),
+        default_level=Level.TRUSTED, requires=_ROLLBACK, environment=rollback_environment,
+    ),
+]
