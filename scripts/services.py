@@ -34,6 +34,7 @@ from pathlib import Path
 __all__ = [
     "TEST_IMAGES",
     "DockerEngine",
+    "SITE_COMMAND",
     "PortPool",
     "SSHServer",
     "ServiceUnavailable",
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 BUSYBOX = Path("/bin/busybox")
 FIXTURE_IMAGES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "images"
 TEST_IMAGES = ("svc:v1", "svc:v2", "svc:bad-health", "svc:exits")
+# The restart command of the ssh test releases: busybox httpd serving the release directory, or
+# an exit at start when the release carries a `crash` file.
+SITE_COMMAND = (
+    "if [ -f {release_dir}/crash ]; then echo 'crashing on purpose: missing configuration' >&2; exit 3; fi; "
+    "exec busybox httpd -f -p {host}:{port} -h {release_dir}"
+)
 
 
 class ServiceUnavailable(RuntimeError):
@@ -74,23 +81,25 @@ def _wait_pid_gone(pid: int, timeout: float) -> bool:
 
 
 class PortPool:
-    """Hands out ports from a range that nothing listens on now, each at most once per pool."""
+    """Hands out 127.0.0.1 ports of a range that nothing listens on now, round-robin: a port comes
+    back only after every other one was handed out, and only if it is free by then."""
 
     def __init__(self, low: int, high: int) -> None:
+        self._low = low
         self._next = low
         self._high = high
 
     def take(self) -> int:
-        while self._next <= self._high:
+        for _ in range(self._high - self._low + 1):
             port = self._next
-            self._next += 1
+            self._next = self._low if port >= self._high else port + 1
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
             return port
-        raise ServiceUnavailable(f"no free port left below {self._high}")
+        raise ServiceUnavailable(f"no free port left in {self._low}-{self._high}")
 
     def take_many(self, n: int) -> list[int]:
         return [self.take() for _ in range(n)]
@@ -263,14 +272,17 @@ def build_test_images(base_url: str, workdir: Path) -> dict[str, str]:
     return built
 
 
-def make_site_tarball(dest: Path, version: str, *, healthy: bool = True) -> Path:
-    """A release tarball for the ssh target: `health` (when healthy) and `version` at its root."""
+def make_site_tarball(dest: Path, version: str, *, healthy: bool = True, crash: bool = False) -> Path:
+    """A release tarball for the ssh target: `health` (when healthy), `version`, and `crash` when the
+    release should exit at start (see `SITE_COMMAND`)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".site-{version}-{secrets.token_hex(3)}"
     staging.mkdir()
     (staging / "version").write_text(f"{version}\n")
     if healthy:
         (staging / "health").write_text("ok\n")
+    if crash:
+        (staging / "crash").write_text("this release exits at start\n")
     with tarfile.open(dest, "w:gz") as tar:
         for item in sorted(staging.iterdir()):
             tar.add(item, arcname=item.name)

@@ -24,6 +24,7 @@ worker threads; `_on_host` is the one place paramiko and socket errors become `T
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import math
 import posixpath
@@ -68,6 +69,14 @@ def host_batches(n_hosts: int, serial: int | str) -> list[range]:
 def batch_failed(failed: int, batch_size: int, max_fail_percentage: float) -> bool:
     """Ansible's rule: a batch fails the play when *more than* max_fail_percentage of it failed."""
     return batch_size > 0 and failed * 100 > max_fail_percentage * batch_size
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _safe(text: str) -> str:
@@ -345,6 +354,7 @@ class SSHTarget:
         """
         tarball, made = await anyio.to_thread.run_sync(self._tarball, release)
         try:
+            digest = await anyio.to_thread.run_sync(_sha256, tarball)
             hosts = list(self._hosts.values())
             for batch in host_batches(len(hosts), self.config.serial):
                 members = [hosts[i] for i in batch]
@@ -352,7 +362,7 @@ class SSHTarget:
 
                 async def one(host: _Host, errors: dict[str, str] = errors) -> None:
                     try:
-                        await self._prepare_host(host, release, tarball)
+                        await self._prepare_host(host, release, tarball, digest)
                     except TargetError as exc:
                         errors[host.label] = str(exc)
 
@@ -375,8 +385,7 @@ class SSHTarget:
         finally:
             if made:
                 Path(tarball).unlink(missing_ok=True)
-        return replace(release, prepared={**release.prepared, "release": _safe(release.version),
-                                          "tarball_name": Path(tarball).name})
+        return replace(release, prepared={**release.prepared, "release": _safe(release.version), "sha256": digest})
 
     def _tarball(self, release: Release) -> tuple[str, bool]:
         """The tarball to upload: the artifact itself, or one made from directory artifacts."""
@@ -399,12 +408,16 @@ class SSHTarget:
                     tar.add(src, arcname=src.name)
         return name, True
 
-    async def _prepare_host(self, host: _Host, release: Release, tarball: str) -> None:
+    async def _prepare_host(self, host: _Host, release: Release, tarball: str, digest: str) -> None:
         paths = self._paths(host, release.service, release.version)
 
         def work(client: Any) -> None:
             q = {k: shlex.quote(v) for k, v in paths.items()}
-            code, _, _ = self._exec(client, f"test -f {q['release']}/.release.json", check=False)
+            # A release directory is re-used only when it was made from the same bytes: a version
+            # rebuilt with other content is uploaded again.
+            code, _, _ = self._exec(
+                client, f"grep -qF {shlex.quote(digest)} {q['release']}/.release.json", check=False
+            )
             if code == 0:
                 # Already there (a rollback re-prepares): mark it recent so pruning keeps it.
                 self._exec(client, f"touch {q['release']}")
@@ -417,7 +430,7 @@ class SSHTarget:
                 try:
                     sftp.put(tarball, upload)
                     meta = {"service": release.service, "version": release.version,
-                            "deployment_id": release.deployment_id}
+                            "deployment_id": release.deployment_id, "sha256": digest}
                     with sftp.open(upload + ".json", "w") as f:
                         f.write(json.dumps(meta))
                 finally:
@@ -458,7 +471,8 @@ class SSHTarget:
         if self.failed_hosts.get(host.label, {}).get(release.version) is not None:
             tarball, made = await anyio.to_thread.run_sync(self._tarball, release)
             try:
-                await self._prepare_host(host, release, tarball)
+                digest = await anyio.to_thread.run_sync(_sha256, tarball)
+                await self._prepare_host(host, release, tarball, digest)
             finally:
                 if made:
                     Path(tarball).unlink(missing_ok=True)
@@ -504,7 +518,7 @@ class SSHTarget:
                 f"echo {shlex.quote(_safe(release.version))} > {q['release_file']}; "
                 f"cd {q['release']}; "
                 f"printf '%s\\n' {shlex.quote('--- start ' + release.version + ': ' + command)} >> {q['log']}; "
-                f"env {exports} setsid sh -c {shlex.quote('exec ' + command)} "
+                f"env {exports} setsid sh -c {shlex.quote(command)} "
                 f"</dev/null >>{q['log']} 2>&1 & "
                 f"echo $! > {q['pid_file']}.tmp; mv {q['pid_file']}.tmp {q['pid_file']}; cat {q['pid_file']}"
             )
