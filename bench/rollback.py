@@ -111,6 +111,11 @@ async def raw_rollback(orch: DeploymentOrchestrator, strategy: str, art: str, v1
         groups = [slots] if strategy == "immediate" else [[s] for s in slots]
         for group in groups:
             ids = {s.slot for s in group}
+            if strategy == "rolling":  # drain the batch first, as the engine's rolling plan does
+                running = [i for i in await target.instances("svc") if i.alive]
+                await router.set_backends(
+                    "svc", [Backend(i, await target.address(i), 0 if i.slot in ids else 1) for i in running]
+                )
             for inst in current:
                 if inst.slot in ids:
                     await target.stop(inst)

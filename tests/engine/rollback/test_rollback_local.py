@@ -56,7 +56,9 @@ def test_each_strategy_puts_v1_back_and_records_it_live(rigs: Any, strategy: str
     assert {"rollback_planned", "rollback_started", "rollback_finished"} <= kinds
 
 
-def test_default_target_version_errors_and_the_module_level_convenience(rigs: Any) -> None:
+def test_default_target_version_errors_and_the_module_level_convenience(
+    rigs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rig = rigs("local", router=False)
     v1 = rig.deploy("1", "rolling")
     manager = RollbackManager(workspace_dir=rig.workspace)
@@ -78,6 +80,17 @@ def test_default_target_version_errors_and_the_module_level_convenience(rigs: An
     # Rolling back again returns the finished execution; nothing is done twice.
     again = anyio.run(lambda: _execute(rig.workspace, v2.deployment_id))
     assert again.execution_id == result.execution_id and again.status == "completed"
+    # A new plan is estimated from the durations just measured, and says so.
+    monkeypatch.setenv("ROLLBACK_DEFAULT_STRATEGY", "rolling")
+    manager = RollbackManager(workspace_dir=rig.workspace)
+    try:
+        plan = manager.create_rollback_plan(v2.deployment_id)
+    finally:
+        anyio.run(manager.aclose)
+    assert plan.strategy == "rolling"
+    assert [s.action for s in plan.steps] == ["prepare_release", "verify_health", "verify_health"]
+    assert plan.estimate_basis == "measured" and {s.estimate_source for s in plan.steps} == {"measured"}
+    assert plan.estimated_duration < sum(s.timeout for s in plan.steps)
 
 
 async def _execute(workspace: Path, what: str) -> Any:
