@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -100,22 +101,38 @@ async def round_trips(ours: StdioServerParameters, bare: StdioServerParameters, 
     return {"pipeline_health_ms": ours_ms, "echo_ms": bare_ms, "ratio": ours_ms / bare_ms}
 
 
-async def cold_start(p: StdioServerParameters) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def cold_start(p: StdioServerParameters) -> tuple[float, float]:
+    """(wall seconds to the first tools/list answer, CPU seconds of the server's whole life)."""
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     async with mcp.Client(p) as client:
         tools = await client.list_tools()
         elapsed = time.perf_counter() - t0
     assert tools.tools
-    return elapsed
+    # The client has reaped the server here, so its CPU time is counted.
+    return elapsed, _children_cpu() - cpu0
 
 
 async def cold_starts(ours: StdioServerParameters, bare: StdioServerParameters, starts: int) -> dict[str, float]:
-    t_ours, t_bare = [], []
+    w_ours, w_bare, c_ours, c_bare = [], [], [], []
     for _ in range(starts):
-        t_bare.append(await cold_start(bare))
-        t_ours.append(await cold_start(ours))
-    ours_ms, bare_ms = statistics.median(t_ours) * 1000, statistics.median(t_bare) * 1000
-    return {"server_ms": ours_ms, "bare_ms": bare_ms, "ratio": ours_ms / bare_ms}
+        w, c = await cold_start(bare)
+        w_bare.append(w)
+        c_bare.append(c)
+        w, c = await cold_start(ours)
+        w_ours.append(w)
+        c_ours.append(c)
+    ours_ms, bare_ms = statistics.median(w_ours) * 1000, statistics.median(w_bare) * 1000
+    cpu_ours, cpu_bare = statistics.median(c_ours) * 1000, statistics.median(c_bare) * 1000
+    # Wall time is the goal; CPU time (same ratio when the machine is idle) shows what a busy
+    # machine's scheduling adds to the wall-clock figures.
+    return {"server_ms": ours_ms, "bare_ms": bare_ms, "ratio": ours_ms / bare_ms,
+            "server_cpu_ms": cpu_ours, "bare_cpu_ms": cpu_bare, "cpu_ratio": cpu_ours / cpu_bare}
 
 
 def main() -> int:
@@ -137,7 +154,8 @@ def main() -> int:
     print(f"round trip  pipeline_health ({args.runs} runs) {rt['pipeline_health_ms']:.2f} ms"
           f" / echo {rt['echo_ms']:.2f} ms = {rt['ratio']:.2f}x (goal <= {GOALS['round_trip']}x)")
     print(f"cold start  server {cs['server_ms']:.0f} ms / bare MCPServer {cs['bare_ms']:.0f} ms"
-          f" = {cs['ratio']:.2f}x (goal <= {GOALS['cold_start']}x)")
+          f" = {cs['ratio']:.2f}x (goal <= {GOALS['cold_start']}x); CPU {cs['server_cpu_ms']:.0f} ms"
+          f" / {cs['bare_cpu_ms']:.0f} ms = {cs['cpu_ratio']:.2f}x")
     print(json.dumps(results))
     missed = [k for k, goal in GOALS.items() if results[k]["ratio"] > goal]  # type: ignore[index]
     if missed:

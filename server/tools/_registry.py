@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict
 
@@ -86,7 +90,8 @@ def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:
         model_config = ConfigDict(title=model.__name__)
 
         def model_dump_one_level(self) -> dict[str, Any]:
-            return {param: model.model_validate(self.model_dump(by_alias=True), by_alias=True)}
+            # A Flat is a `model` already (validators and all): hand it over as is.
+            return {param: self}
 
     Flat.__name__ = f"{model.__name__}Arguments"
     return Flat
@@ -94,20 +99,32 @@ def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:
 
 def register(server: MCPServer[Any], spec: ToolSpec, level: Level) -> None:
     """Add `spec` to `server` with its input model as the tool's flat argument schema;
-    `level` (the policy's) is shown to clients in the tool's `_meta`."""
-    server.add_tool(
-        spec.fn,
+    `level` (the policy's) is shown to clients in the tool's `_meta`.
+
+    Built as `Tool.from_function` builds it, except that the argument model is the input model
+    itself (clients send its fields at the top level, the function gets `args: InputModel`),
+    which also spares the schema of the nested form that would be thrown away: JSON-schema
+    generation is most of the server's start-up cost beyond the SDK's own.
+    """
+    fn = spec.fn
+    hints = typing.get_type_hints(fn)
+    flat = _flat_arguments(spec.input_model, "args")
+    resolved = find_resolved_parameters(fn)
+    tool = Tool(
+        fn=fn,
         name=spec.name,
         title=spec.title,
         description=inspect.cleandoc(spec.description),
+        parameters=flat.model_json_schema(by_alias=True),
+        fn_metadata=FuncMetadata(arg_model=flat, output_model=hints["return"]),
+        is_async=inspect.iscoroutinefunction(fn),
+        context_kwarg=find_context_parameter(fn),
+        resolved_params=dict(resolved),
+        resolver_plans=build_resolver_plans(resolved, {"args"}),
         annotations=spec.annotations,
         meta={"cicd/trust_level": str(level)},
-        structured_output=True,
     )
-    tool = server._tool_manager.get_tool(spec.name)
-    assert tool is not None
-    flat = _flat_arguments(spec.input_model, "args")
-    # The SDK reads these live; swapping them keeps `args: InputModel` in the function while
-    # clients see (and send) the model's fields at the top level.
-    tool.fn_metadata.arg_model = flat
-    tool.parameters = flat.model_json_schema(by_alias=True)
+    manager = server._tool_manager
+    if manager.get_tool(spec.name) is not None:
+        raise ValueError(f"tool {spec.name!r} is registered twice")
+    manager._tools[spec.name] = tool

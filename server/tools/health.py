@@ -40,13 +40,14 @@ def present_health(h: EngineHealth) -> PipelineHealth:
     )
 
 
-# Everything a health report reads changes one of these: a run is added, starts, ends or is
-# removed, a metric is recorded, a pipeline is registered. Cheap: indexes and rowids only.
+# Everything a health report reads changes one of these: a run is added (rowid) or removed
+# (count), a run ends (the queued/running count drops - a run's end is its only change that
+# health sees, finished runs are final), a metric is recorded, a pipeline is registered.
+# Cheap: rowids and indexes only (a MAX over an unindexed column would scan every run).
 _FINGERPRINT = """
 SELECT (SELECT COUNT(*) FROM runs), (SELECT MAX(rowid) FROM runs),
        (SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running')),
-       (SELECT MAX(finished_at) FROM runs), (SELECT MAX(id) FROM metrics),
-       (SELECT MAX(updated_at) FROM pipelines)
+       (SELECT MAX(id) FROM metrics), (SELECT MAX(updated_at) FROM pipelines)
 """
 _WINDOW_STEP = 60.0   # the window's start slides with the clock: recompute at least once a minute
 
@@ -63,11 +64,21 @@ class HealthCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str | None, float], tuple[tuple[Any, ...], PipelineHealthOutput]] = {}
 
+    def _stamp(self, store: Store) -> tuple[Any, ...]:
+        row = store.query_one(_FINGERPRINT)
+        return (*(tuple(row) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
+
+    def cached(self, store: Store, name: str | None, days: float) -> PipelineHealthOutput | None:
+        """The stored report if it is still current (one small query), else None."""
+        stamp = self._stamp(store)
+        with self._lock:
+            hit = self._entries.get((name, days))
+        return hit[1] if hit is not None and hit[0] == stamp else None
+
     def get(self, store: Store, name: str | None, days: float) -> PipelineHealthOutput:
         """Raises: as health_from_store."""
-        row = store.query_one(_FINGERPRINT)
         key = (name, days)
-        stamp = (*(tuple(row) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
+        stamp = self._stamp(store)
         with self._lock:
             hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
@@ -115,6 +126,10 @@ async def pipeline_health(args: PipelineHealthInput, ctx: Context) -> PipelineHe
     run, mean time to recovery, flaky jobs and the duration trend. Read-only."""
     state = state_of(ctx)
     with tool_errors(state):
+        hit = _CACHE.cached(state.store, args.pipeline_name, args.time_range_days)
+        if hit is not None:
+            return hit
+        # A recomputation reads every run of the window: off the event loop.
         return await anyio.to_thread.run_sync(_CACHE.get, state.store, args.pipeline_name, args.time_range_days)
 
 

@@ -80,9 +80,12 @@ def test_health_cache_recomputes_when_runs_change_or_the_minute_turns(make_serve
     now = [time.time()]
     cache = HealthCache(clock=lambda: now[0])
     insert_run(server, "p", "succeeded", now[0] - 100)
+    assert cache.cached(store, None, 7) is None
     first = cache.get(store, None, 7)
     assert cache.get(store, None, 7) is first            # nothing changed: the same report
+    assert cache.cached(store, None, 7) is first
     insert_run(server, "p", "failed", now[0] - 50)
+    assert cache.cached(store, None, 7) is None
     second = cache.get(store, None, 7)
     assert second is not first and second.pipelines[0].failed == 1
     store.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE status = 'failed'")
