@@ -246,7 +246,7 @@ def _kubernetes(plan: RollbackPlan, step: RollbackStep, ctx: RunbookContext) -> 
     ns = cfg.get("namespace", "default")
     kubectl = f"kubectl --context {_q(cfg['context'])}" if cfg.get("context") else "kubectl"
     kubectl += f" -n {_q(ns)}"
-    name = cfg.get("deployment") or plan.service
+    name = str(cfg.get("deployment") or "{service}").replace("{service}", plan.service)
     if step.action == "stop_instances":
         return [
             f"{kubectl} scale deployment/{_q(i.data.get('deployment', name))} --replicas=0" for i in _instances(step)
