@@ -70,11 +70,14 @@ def _need(binary: str) -> str:
 
 
 def _wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has exited (a zombie counts as exited: a daemon's parent may never reap it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return True
         time.sleep(0.05)
     return False

@@ -34,7 +34,7 @@ import shlex
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -413,49 +413,49 @@ class SSHTarget:
 
         def work(client: Any) -> None:
             q = {k: shlex.quote(v) for k, v in paths.items()}
-            # A release directory is re-used only when it was made from the same bytes: a version
-            # rebuilt with other content is uploaded again.
-            code, _, _ = self._exec(
-                client, f"grep -qF {shlex.quote(digest)} {q['release']}/.release.json", check=False
-            )
-            if code == 0:
-                # Already there (a rollback re-prepares): mark it recent so pruning keeps it.
-                self._exec(client, f"touch {q['release']}")
-            else:
-                self._exec(client, f"mkdir -p {q['releases']} {q['run']} {q['logs']}")
-                token = secrets.token_hex(4)
-                upload = posixpath.join(paths["releases"], f".upload-{token}.tar")
-                staging = posixpath.join(paths["releases"], f".staging-{token}")
-                sftp = client.open_sftp()
-                try:
-                    sftp.put(tarball, upload)
-                    meta = {"service": release.service, "version": release.version,
-                            "deployment_id": release.deployment_id, "sha256": digest}
-                    with sftp.open(upload + ".json", "w") as f:
-                        f.write(json.dumps(meta))
-                finally:
-                    sftp.close()
-                qs, qu = shlex.quote(staging), shlex.quote(upload)
-                # Unpack beside the final place and rename: a release directory is whole or absent.
-                self._exec(client, (
-                    f"set -e; mkdir {qs}; tar -xf {qu} -C {qs}; mv {qu}.json {qs}/.release.json; rm -f {qu}; "
-                    f"rm -rf {q['release']}; mv -T {qs} {q['release']}"
-                ) + f" || {{ rc=$?; rm -rf {qs} {qu} {qu}.json; exit $rc; }}")
-            self._prune(client, paths, _safe(release.version))
+            prune = self._prune_script(paths, _safe(release.version))
+            # A release directory is re-used only when it was made from the same bytes (a version
+            # rebuilt with other content is uploaded again); a re-used one is touched so that
+            # pruning counts it as recent (a rollback re-prepares an old version).
+            _, out, _ = self._exec(client, (
+                f"if grep -qF {shlex.quote(digest)} {q['release']}/.release.json 2>/dev/null; then "
+                f"touch {q['release']} && {prune} && echo reused; "
+                f"else mkdir -p {q['releases']} {q['run']} {q['logs']}; fi"
+            ))
+            if out.strip().endswith("reused"):
+                return
+            token = secrets.token_hex(4)
+            upload = posixpath.join(paths["releases"], f".upload-{token}.tar")
+            staging = posixpath.join(paths["releases"], f".staging-{token}")
+            sftp = client.open_sftp()
+            try:
+                sftp.put(tarball, upload)
+                meta = {"service": release.service, "version": release.version,
+                        "deployment_id": release.deployment_id, "sha256": digest}
+                with sftp.open(upload + ".json", "w") as f:
+                    f.write(json.dumps(meta))
+            finally:
+                sftp.close()
+            qs, qu = shlex.quote(staging), shlex.quote(upload)
+            # Unpack beside the final place and rename: a release directory is whole or absent.
+            self._exec(client, (
+                f"if mkdir {qs} && tar -xf {qu} -C {qs} && mv {qu}.json {qs}/.release.json && rm -f {qu} "
+                f"&& rm -rf {q['release']} && mv -T {qs} {q['release']}; then {prune}; "
+                f"else rc=$?; rm -rf {qs} {qu} {qu}.json; exit $rc; fi"
+            ))
 
         await self._on_host(host, f"preparing {release.service} {release.version}", work)
 
-    def _prune(self, client: Any, paths: dict[str, str], keep: str) -> None:
-        """Keep the newest `keep_releases` releases, `keep`, the one `current` names, and any in use."""
+    def _prune_script(self, paths: dict[str, str], keep: str) -> str:
+        """Shell that keeps the newest `keep_releases` releases, `keep`, what `current` names, and any in use."""
         q = {k: shlex.quote(v) for k, v in paths.items()}
-        script = (
-            f"cd {q['releases']} || exit 0; "
+        return (
+            f"{{ cd {q['releases']} && {{ "
             f"used=\"{keep} $(basename \"$(readlink {q['current']})\" 2>/dev/null) "
             f"$(cat {q['run']}/*.release 2>/dev/null)\"; "
             f"ls -1t | tail -n +{self.config.keep_releases + 1} | while read -r d; do "
-            "case \" $used \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done"
+            "case \" $used \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done; true; }; }"
         )
-        self._exec(client, script)
 
     # -- start / stop -----------------------------------------------------------------------------
     async def start(self, release: Release, slot: Instance) -> Instance:
@@ -500,16 +500,20 @@ class SSHTarget:
 
         def work(client: Any) -> Instance:
             q = {k: shlex.quote(v) for k, v in {**paths, **files, "log": log}.items()}
-            running = self._read_slot(client, files)
+            running, prepared = self._read_slot(
+                client, files, f"test -f {q['release']}/.release.json && echo prepared"
+            )
             if running is not None and running.alive:
                 if running.version == release.version and running.deployment_id == release.deployment_id:
                     return running
                 raise TargetError(
                     f"slot {slot.slot} still runs {slot.service} {running.version} (pid {running.ref}); stop it first"
                 )
-            self._exec(client, f"test -f {q['release']}/.release.json || "
-                               f"{{ echo 'release {release.version} is not prepared on this host' >&2; exit 1; }}")
+            if "prepared" not in prepared:
+                raise TargetError(f"release {release.version} is not prepared on this host")
             tmp_link = posixpath.join(paths["root"], f".current-{secrets.token_hex(4)}")
+            # The record is written by the launcher itself, with the pid spliced in where "@pid" stands.
+            before, _, after = json.dumps(replace(inst, ref="@pid").to_json()).partition('"@pid"')
             launcher = (
                 f"set -e; mkdir -p {q['run']} {q['logs']}; "
                 # atomic switch: readers see the old or the new link, never none
@@ -520,44 +524,35 @@ class SSHTarget:
                 f"printf '%s\\n' {shlex.quote('--- start ' + release.version + ': ' + command)} >> {q['log']}; "
                 f"env {exports} setsid sh -c {shlex.quote(command)} "
                 f"</dev/null >>{q['log']} 2>&1 & "
-                f"echo $! > {q['pid_file']}.tmp; mv {q['pid_file']}.tmp {q['pid_file']}; cat {q['pid_file']}"
+                f"pid=$!; echo $pid > {q['pid_file']}.tmp; mv {q['pid_file']}.tmp {q['pid_file']}; "
+                f"printf '%s\"%s\"%s' {shlex.quote(before)} \"$pid\" {shlex.quote(after)} > {q['json_file']}.tmp; "
+                f"mv {q['json_file']}.tmp {q['json_file']}; echo $pid"
             )
             _, out, _ = self._exec(client, launcher)
             pid = out.strip().splitlines()[-1] if out.strip() else ""
             if not pid.isdigit():
                 raise TargetError(f"slot {slot.slot}: the launcher printed no pid ({out[-200:]!r})")
-            started = replace(inst, ref=pid)
-            sftp = client.open_sftp()
-            try:
-                with sftp.open(files["json_file"] + ".tmp", "w") as f:
-                    f.write(json.dumps(started.to_json()))
-                sftp.posix_rename(files["json_file"] + ".tmp", files["json_file"])
-            finally:
-                sftp.close()
-            return started
+            return replace(inst, ref=pid)
 
         return await self._on_host(host, f"starting {release.service} {release.version} on {slot.slot}", work)
 
-    def _read_slot(self, client: Any, files: dict[str, str]) -> Instance | None:
-        code, out, _ = self._exec(client, f"cat {shlex.quote(files['json_file'])}", check=False)
-        if code != 0 or not out.strip():
-            return None
+    def _read_slot(self, client: Any, files: dict[str, str], extra: str = "") -> tuple[Instance | None, str]:
+        """The slot's record with `alive` from its process, in one round trip; and what `extra` printed."""
+        script = (
+            f"cat {shlex.quote(files['json_file'])} 2>/dev/null; echo; p=$(cat {shlex.quote(files['pid_file'])} "
+            "2>/dev/null); s=$(sed 's/.*) //' /proc/${p:-none}/stat 2>/dev/null | cut -d' ' -f1); "
+            f"echo \"@state ${{s:-gone}}\"; {extra or 'true'}"
+        )
+        _, out, _ = self._exec(client, script)
+        record, _, rest = out.partition("\n@state ")
+        state, _, tail = rest.partition("\n")
+        if not record.strip():
+            return None, tail
         try:
-            inst = Instance.from_json(json.loads(out))
+            inst = Instance.from_json(json.loads(record))
         except (ValueError, KeyError) as exc:
             raise TargetError(f"unreadable instance record {files['json_file']}: {exc}") from exc
-        return replace(inst, alive=bool(inst.ref) and self._alive(client, [str(inst.ref)]).get(str(inst.ref), False))
-
-    def _alive(self, client: Any, pids: Sequence[str]) -> dict[str, bool]:
-        """Which of `pids` run on the host (zombies do not count: they serve nothing)."""
-        pids = [p for p in pids if p.isdigit()]
-        if not pids:
-            return {}
-        script = "for p in " + " ".join(pids) + "; do s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | " \
-                 "cut -d' ' -f1); echo \"$p ${s:-gone}\"; done"
-        _, out, _ = self._exec(client, script)
-        states = dict(line.split(" ", 1) for line in out.strip().splitlines() if " " in line)
-        return {p: states.get(p, "gone") not in ("gone", "Z") for p in pids}
+        return replace(inst, alive=bool(inst.ref) and state.strip() not in ("gone", "Z")), tail
 
     async def stop(self, instance: Instance) -> None:
         """Signal the instance's process group (TERM, then KILL) and remove its records.
@@ -605,18 +600,27 @@ class SSHTarget:
 
             def work(client: Any) -> list[Instance]:
                 q = shlex.quote(paths["run"])
-                _, out, _ = self._exec(
-                    client, f"for f in {q}/*.json; do [ -f \"$f\" ] && cat \"$f\" && echo; done; true"
-                )
+                # One round trip: each record, then the state of the process its pid file names.
+                _, out, _ = self._exec(client, (
+                    f"for f in {q}/*.json; do [ -f \"$f\" ] || continue; cat \"$f\"; echo; "
+                    "p=$(cat \"${f%.json}.pid\" 2>/dev/null); "
+                    "s=$(sed 's/.*) //' /proc/${p:-none}/stat 2>/dev/null | cut -d' ' -f1); "
+                    "echo \"@state ${s:-gone}\"; done; true"
+                ))
                 records = []
+                pending: Instance | None = None
                 for line in out.splitlines():
-                    if line.strip():
+                    if line.startswith("@state "):
+                        if pending is not None:
+                            state = line.split(" ", 1)[1].strip()
+                            records.append(replace(pending, alive=bool(pending.ref) and state not in ("gone", "Z")))
+                        pending = None
+                    elif line.strip():
                         try:
-                            records.append(Instance.from_json(json.loads(line)))
+                            pending = Instance.from_json(json.loads(line))
                         except (ValueError, KeyError):
-                            continue  # a torn record: the slot is treated as empty
-                alive = self._alive(client, [str(r.ref) for r in records if r.ref])
-                return [replace(r, alive=alive.get(str(r.ref), False)) for r in records]
+                            pending = None  # a torn record: the slot is treated as empty
+                return records
 
             try:
                 found.extend(await self._on_host(host, f"listing instances of {service}", work))
