@@ -8,6 +8,7 @@ runs, the server and the CLI never show "database is locked" to a user.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -175,7 +176,11 @@ class SQLiteStore:
         conn = self._conn()
         try:
             conn.execute("BEGIN EXCLUSIVE")
+            fresh = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone() is None
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+            if fresh:
+                _adopt_earlier_migrations(conn)
             done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
             for number, name, sql in _migrations():
                 if name in done:
@@ -189,6 +194,17 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"cannot migrate the state store {self.path}: {exc}") from exc
+
+
+def _adopt_earlier_migrations(conn: sqlite3.Connection) -> None:
+    """A store from before migrations were recorded by name: a migration counts as applied
+    when every table it creates is there (numbers alone could hide one that was skipped)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for _number, name, sql in _migrations():
+        created = re.findall(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", sql, flags=re.IGNORECASE)
+        if created and all(t in tables for t in created):
+            conn.execute("INSERT OR IGNORE INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                         (name, time.time()))
 
 
 def _statements(script: str) -> list[str]:
