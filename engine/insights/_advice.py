@@ -403,7 +403,7 @@ def suggest(
         kept.append(
             (
                 Suggestion(
-                    kind=change.kind,  # type: ignore[arg-type]
+                    kind=change.kind,
                     title=_TITLES[change.kind].format(*change.key),
                     detail=why,
                     jobs=jobs,

@@ -194,7 +194,7 @@ class PipelineOptimizer:
             return None
         return PerformanceAnalysis(
             pipeline=pipeline,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             message=msg,
             window_days=time_range,
             window_start=since,
