@@ -27,6 +27,9 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
 
+python3 -m ruff check .
+python3 -m mypy
+
 set +e
 python3 -m pytest "$@"
 status=$?
