@@ -31,6 +31,8 @@ __all__ = ["Pipeline", "PipelineManager", "recover_interrupted", "run_pipeline"]
 
 Pipeline = PipelinePlan
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+# A variable given for one run under a name like these is masked like a declared secret.
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
 
 
 def _new_run_id() -> str:
@@ -224,6 +226,10 @@ class PipelineManager:
             if not re.match(VAR_RE, key):
                 raise InputError(f"variable name {key!r} is invalid: it must match {VAR_RE}")
         secret_values = self._secrets(plan)
+        # A caller (an agent through the server) passes credentials as run variables without
+        # declaring them in the file; they must not reach logs or the stored run in clear.
+        secret_values.update({k: v for k, v in overrides.items()
+                              if _SECRET_NAME.search(k) and len(v) >= 4 and k not in secret_values})
         merged = {k: _stringify(v) for k, v in plan.spec.variables.items()}
         merged.update(overrides)
         context = {
