@@ -176,7 +176,7 @@ class PipelineManager:
         if "\n" in text:
             return load_pipeline(text)
         path = Path(text)
-        if path.is_file():
+        if _is_file(path):
             from engine.interop.github import is_github_workflow, load_github_workflow, pipeline_data
 
             if is_github_workflow(path):
@@ -198,7 +198,7 @@ class PipelineManager:
             config = Path(config).expanduser()
             candidates = [config] if config.is_file() else [config / f"{name}.yaml", config / f"{name}.yml"]
             for cand in candidates:
-                if cand.is_file():
+                if _is_file(cand):
                     plan = load_pipeline(cand)
                     if plan.name == name or cand.stem == name:
                         return plan
@@ -393,6 +393,14 @@ class PipelineManager:
         rows = self.store.query(
             "SELECT name FROM jobs WHERE run_id = ? AND status IN ('failed', 'timed_out') ORDER BY rowid", (run_id,))
         return {r["name"]: self.read_log(run_id, r["name"], tail=lines) for r in rows}
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the OS refuses (too long, ...) rather than an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _stringify(value: Any) -> str:

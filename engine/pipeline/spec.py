@@ -509,8 +509,12 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
     if isinstance(source, str) and "\n" in source:
         data, pos = load_yaml(source, "<pipeline>")
         return expand(parse_pipeline(data, pos), pos)
-    if not path.is_file():
-        raise NotFoundError(f"pipeline file {str(path)!r} does not exist")
-    raw = path.read_bytes()
+    try:
+        if not path.is_file():
+            raise NotFoundError(f"pipeline file {str(path)!r} does not exist")
+        raw = path.read_bytes()
+    except OSError as exc:   # a name too long, no permission, ...: the input is wrong, not the world
+        raise SpecError([SpecIssue(f"cannot read the pipeline file: {exc.strerror or exc}",
+                                   file=str(path)[:300])]) from exc
     data, pos = load_yaml(raw, str(path))
     return expand(parse_pipeline(data, pos), pos, spec_path=str(path.resolve()))
