@@ -222,9 +222,11 @@ class PipelineManager:
         """
         plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
-        for key in overrides:
+        for key, value in overrides.items():
             if not re.match(VAR_RE, key):
                 raise InputError(f"variable name {key!r} is invalid: it must match {VAR_RE}")
+            if "\x00" in value:   # a process environment cannot hold it: refused now, not as a failed job
+                raise InputError(f"variable {key} contains a NUL character, which an environment variable cannot hold")
         secret_values = self._secrets(plan)
         # A caller (an agent through the server) passes credentials as run variables without
         # declaring them in the file; they must not reach logs or the stored run in clear.
