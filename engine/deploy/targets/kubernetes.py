@@ -315,6 +315,8 @@ class KubernetesTarget:
     async def start(self, release: Release, slot: Instance) -> Instance:
         """Create the slot's Deployment or set its image, then wait for the rollout to finish.
 
+        A rollout that fails or times out leaves the Deployment scaled to zero.
+
         Raises:
             TargetError: the API refused, or the rollout failed or timed out.
         """
@@ -335,7 +337,14 @@ class KubernetesTarget:
                                                  _preload_content=False, _request_timeout=timeout)
 
         await self.api.call(f"setting {slot.slot} to {image}", apply)
-        await self._wait_rollout(slot.slot)
+        try:
+            await self._wait_rollout(slot.slot)
+        except TargetError:
+            # The slot was empty before start (the orchestrator stops occupants first): leave it
+            # empty again rather than running a release that never became available.
+            with anyio.CancelScope(shield=True):
+                await self.stop(replace(slot, ref=slot.slot))
+            raise
         color = release.color if release.color is not None else slot.color
         return replace(slot, version=release.version, deployment_id=release.deployment_id, ref=slot.slot,
                        color=color, alive=True, data={"image": image, "namespace": ns})

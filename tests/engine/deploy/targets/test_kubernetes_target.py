@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from engine.deploy.routers.base import ROUTERS, Backend
@@ -166,6 +167,9 @@ async def test_a_failed_rollout_is_a_target_error(tmp_path: Path, kube: FakeKube
     target = make_target(tmp_path, kube.url)
     with pytest.raises(TargetError, match="rollout of web failed: progress deadline exceeded"):
         await target.start(await target.prepare(rel("9", "reg.example/web:broken")), target.slots("web")[0])
+    # nothing is left running a release that never became available
+    assert kube.deployments[("default", "web")]["spec"]["replicas"] == 0
+    assert await target.instances("web") == []
     await target.close()
 
 
@@ -258,3 +262,72 @@ async def test_real_cluster_round_trip(tmp_path: Path) -> None:
         api = target.api._connect()
         client.AppsV1Api(api).delete_namespaced_deployment(slot.slot, namespace)
         await target.close()
+
+
+# -- through the orchestrator (fake API) ---------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["recreate", "rolling", "blue_green"])
+def test_orchestrator_deploys_and_rolls_back_on_the_fake_cluster(
+    tmp_path: Path, kube: FakeKubeAPI, strategy: str
+) -> None:
+    """The pods do not exist, so the health check asks the API whether the slot's Deployment has
+    available replicas (as `kubectl rollout status` would); the rollout gate is the target's own.
+    Canary is left out here: its analysis probes the pods over HTTP/TCP, which a fake cannot
+    answer; its replica split is tested on the router above."""
+    from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment
+
+    api = {"api_url": kube.url}
+    ready = (
+        'python3 -c "import json,sys,urllib.request; d=json.load(urllib.request.urlopen('
+        f"'{kube.url}/apis/apps/v1/namespaces/default/deployments/{{host}}')); "
+        "sys.exit(0 if d['status'].get('availableReplicas', 0) > 0 else 1)\""
+    )
+    env = Environment.model_validate(
+        {
+            "name": "k8s",
+            "type": "testing",
+            "health_checks": [{"type": "command", "command": ready, "retries": 3, "interval": 0.05, "timeout": 5}],
+            "target": {
+                "kind": "kubernetes",
+                "poll_interval": 0.01,
+                "rollout_timeout": 10,
+                "replicas": 2,
+                "address_host": "{deployment}",
+                **api,
+            },
+            "router": {"kind": "kubernetes", "replicas": 4, **api},
+        }
+    )
+    orch = DeploymentOrchestrator(workspace_dir=tmp_path / "ws")
+    orch.register_environment(env)
+    options = {
+        "blue_green": {"scale_down_delay": 0},
+        "canary": {"steps": [50, 100], "analysis_window": 0},
+    }.get(strategy, {})
+    try:
+        for version, image in (("1", "reg.example/web:1"), ("2", "reg.example/web:2")):
+            orch.create_deployment(f"web-{version}", version, "k8s", [image], strategy, True, **options)
+            result = orch.deploy(f"web-{version}")
+            assert result.status == DeploymentStatus.SUCCESS, result.reason
+        images = {
+            name: d["spec"]["template"]["spec"]["containers"][0]["image"]
+            for (_, name), d in kube.deployments.items()
+            if d["spec"]["replicas"] > 0
+        }
+        assert set(images.values()) == {"reg.example/web:2"}, images
+
+        orch.create_deployment("web-3", "3", "k8s", ["reg.example/web:broken"], strategy, True, **options)
+        result = orch.deploy("web-3")
+        assert result.status == DeploymentStatus.ROLLED_BACK, result.reason
+        assert "progress deadline exceeded" in (result.reason or "")
+        live = {
+            name: d["spec"]["template"]["spec"]["containers"][0]["image"]
+            for (_, name), d in kube.deployments.items()
+            if d["spec"]["replicas"] > 0
+        }
+        assert set(live.values()) == {"reg.example/web:2"}, live
+        if strategy in ("blue_green", "canary"):
+            selector = kube.services[("default", "k8s")]["spec"]["selector"]
+            (serving,) = list(live)
+            assert selector.get("cicd-mcp/color") == serving.rsplit("-", 1)[1]
+    finally:
+        anyio.run(orch.aclose)
