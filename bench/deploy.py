@@ -170,7 +170,7 @@ def bench_failure(base_url: str, pool: services.PortPool, strategy: str, rounds:
     })
     orch = DeploymentOrchestrator(workspace_dir=tmp / f"ws-{strategy}")
     orch.register_environment(env)
-    options = {"scale_down_delay": 0.0} if strategy == "blue_green" else {}
+    options: dict[str, Any] = {"scale_down_delay": 0.0} if strategy == "blue_green" else {}
     serving: list[float] = []
     done: list[float] = []
     try:

@@ -411,3 +411,34 @@ def running_docker(root: Path) -> Iterator[DockerEngine]:
         yield engine
     finally:
         engine.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start a service by hand and keep it up until Ctrl-C (for trying the targets interactively)."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Start dockerd (with the test images) or sshd for the deploy tests.")
+    parser.add_argument("service", choices=["docker", "sshd"])
+    parser.add_argument("--port", type=int, default=18301, help="sshd port on 127.0.0.1")
+    args = parser.parse_args(argv)
+    if args.service == "docker":
+        root = Path(tempfile.mkdtemp(prefix="cicd-dk-", dir="/tmp"))
+        engine = start_docker(root)
+        build_test_images(engine.base_url, root / "contexts")
+        print(f"DOCKER_HOST={engine.base_url}  ({engine.storage_driver}; images {', '.join(TEST_IMAGES)})")
+        stop = engine.stop
+    else:
+        server = start_sshd(Path(tempfile.mkdtemp(prefix="cicd-sshd-")), args.port)
+        print(f"ssh -p {server.port} -i {server.key_path} -o UserKnownHostsFile={server.known_hosts} "
+              f"{server.user}@{server.host}")
+        stop = server.stop
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main()
