@@ -24,6 +24,7 @@ worker threads; `_on_host` is the one place paramiko and socket errors become `T
 from __future__ import annotations
 
 import getpass
+import gzip
 import hashlib
 import json
 import math
@@ -398,7 +399,13 @@ class SSHTarget:
         if missing:
             raise InputError(f"ssh target: artifact {missing[0]} does not exist")
         fd, name = tempfile.mkstemp(prefix=f"{_safe(release.service)}-{_safe(release.version)}-", suffix=".tar.gz")
-        with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        # Deterministic bytes (gzip mtime 0, sorted entries): the same directory gives the same
+        # digest, so re-preparing it (a rollback) re-uses the release directory on the hosts.
+        with (
+            open(fd, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
             for artifact in release.artifacts:
                 src = Path(artifact)
                 if src.is_dir():
@@ -439,8 +446,12 @@ class SSHTarget:
             qs, qu = shlex.quote(staging), shlex.quote(upload)
             # Unpack beside the final place and rename: a release directory is whole or absent.
             self._exec(client, (
+                # A directory of the same version with other bytes is moved aside, not deleted:
+                # instances started from it keep their working directory.
                 f"if mkdir {qs} && tar -xf {qu} -C {qs} && mv {qu}.json {qs}/.release.json && rm -f {qu} "
-                f"&& rm -rf {q['release']} && mv -T {qs} {q['release']}; then {prune}; "
+                f"&& {{ [ ! -e {q['release']} ] || mv -T {q['release']} "
+                f"{shlex.quote(posixpath.join(paths['releases'], f'.replaced-{token}'))}; }} "
+                f"&& mv -T {qs} {q['release']}; then {prune}; "
                 f"else rc=$?; rm -rf {qs} {qu} {qu}.json; exit $rc; fi"
             ))
 
@@ -454,7 +465,11 @@ class SSHTarget:
             f"used=\"{keep} $(basename \"$(readlink {q['current']})\" 2>/dev/null) "
             f"$(cat {q['run']}/*.release 2>/dev/null)\"; "
             f"ls -1t | tail -n +{self.config.keep_releases + 1} | while read -r d; do "
-            "case \" $used \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done; true; }; }"
+            "case \" $used \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done; "
+            # a moved-aside directory goes once no process works in it any more
+            "for d in .replaced-*; do [ -d \"$d\" ] || continue; "
+            "for c in /proc/[0-9]*/cwd; do readlink \"$c\"; done 2>/dev/null | grep -qF \"/${d}\" "
+            "|| rm -rf -- \"$d\"; done; true; }; }"
         )
 
     # -- start / stop -----------------------------------------------------------------------------

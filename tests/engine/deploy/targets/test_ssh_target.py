@@ -313,3 +313,42 @@ async def test_batches_stop_at_max_fail_percentage(tmp_path: Path, sshd_hosts: l
         await target.close()
     finally:
         broken.unlink()
+
+
+@pytest.mark.ssh
+async def test_same_version_with_other_bytes_keeps_running_instances_serving(
+    tmp_path: Path, sshd_server: Any, port_pool: Any
+) -> None:
+    first_port, second_port = port_pool.take_many(2)
+    target = make_target(tmp_path, [sshd_server], [[first_port, second_port]])
+    service = "rebuilt"
+    app = Path(sshd_server.extra["deploy_path"]) / service
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "health").write_text("ok\n")
+    (build / "version").write_text("first build\n")
+    try:
+        rel = await target.prepare(release(service, "1", build))
+        inode = (app / "releases" / "1").stat().st_ino
+        # the same directory again gives the same bytes: the release directory is re-used
+        await target.prepare(release(service, "1", build))
+        assert (app / "releases" / "1").stat().st_ino == inode
+
+        first = await target.start(rel, target.slots(service)[0])
+        assert wait_body(f"http://127.0.0.1:{first_port}/version", "first build") == "first build"
+        (build / "version").write_text("second build\n")
+        rebuilt = await target.prepare(release(service, "1", build))
+        assert (app / "releases" / "1" / "version").read_text() == "second build\n"
+        # the running instance still serves from the directory it started in (moved aside)
+        assert wait_body(f"http://127.0.0.1:{first_port}/version", "first build") == "first build"
+        assert [p.name.startswith(".replaced-") for p in (app / "releases").iterdir()].count(True) == 1
+        second = await target.start(rebuilt, target.slots(service)[1])
+        assert wait_body(f"http://127.0.0.1:{second_port}/version", "second build") == "second build"
+
+        await target.stop(first)
+        await target.prepare(release(service, "1", build))  # pruning: nobody works in it any more
+        assert not [p for p in (app / "releases").iterdir() if p.name.startswith(".replaced-")]
+        assert wait_body(f"http://127.0.0.1:{second_port}/version", "second build") == "second build"
+        await target.stop(second)
+    finally:
+        await stop_all(target, service)
