@@ -261,11 +261,11 @@ def decide(policy: TrustPolicy, caller: Caller, tool: ToolFacts) -> Decision:
 # -- loading --------------------------------------------------------------------------------------
 
 
-def parse_policy(text: str, filename: str) -> TrustPolicy:
-    """A policy from YAML text; every problem reported with file:line and field.
+def parse_policy(text: str | bytes, filename: str) -> TrustPolicy:
+    """A policy from YAML text (bytes are decoded as UTF-8); every problem reported with file:line and field.
 
     Raises:
-        SpecError: the YAML does not parse or the policy is invalid.
+        SpecError: the bytes are not UTF-8, the YAML does not parse or the policy is invalid.
     """
     from engine.pipeline.yamlpos import load_yaml
 
@@ -299,11 +299,13 @@ def load_policy(path: str | os.PathLike[str]) -> TrustPolicy:
     """Read trust_policy.yaml. There is no fallback: a missing or invalid file is an error.
 
     Raises:
-        SpecError: the file cannot be read or is invalid.
+        SpecError: the file cannot be read, is not UTF-8, or is invalid.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        # Bytes, not text: load_yaml decodes them and reports bad UTF-8 as a SpecError naming the file,
+        # where read_text would raise a UnicodeDecodeError the server's start-up does not expect.
+        text = p.read_bytes()
     except OSError as exc:
         problem = SpecIssue(f"cannot read the trust policy: {exc.strerror or exc}", file=str(p))
         raise SpecError([problem]) from exc

@@ -372,8 +372,6 @@ def test_invalid_policy_stops_the_server_process(tmp_path: Path, transport: str,
     assert out.returncode == 2 and name in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
 
 
-@pytest.mark.xfail(strict=True, reason="server/trust.py load_policy catches OSError but not UnicodeDecodeError: a "
-                   "policy file that is not UTF-8 stops the server with a traceback (exit 1), not a clear message")
 def test_non_utf8_policy_stops_the_server_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"version: 1\nstdio: {level: \xff}\n")
