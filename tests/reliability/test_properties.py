@@ -172,10 +172,6 @@ def test_run_variables(live: tuple[BlockingPortal, mcp.Client, dict[str, Any]], 
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason="server/audit.py args_digest encodes the arguments' JSON as UTF-8 without "
-                   "errors='surrogatepass': a lone surrogate (valid JSON: \"\\udcff\") makes the gate's audit write "
-                   "raise inside call_tool's finally, so the call is not audited and reaches the SDK as an "
-                   "unexpected exception")
 async def test_lone_surrogates_are_refused_and_audited(make_server: MakeServer) -> None:
     server = make_server()
     async with mcp.Client(server) as client:
