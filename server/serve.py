@@ -2,19 +2,22 @@
 
 HTTP binds 127.0.0.1 unless told otherwise, and refuses another address while no bearer
 token exists (anyone on the network would be an anonymous caller). Every HTTP request's
-bearer token is checked as it arrives (a token that is unknown or revoked gets 401); the
-gate checks it again inside tools/call, where it decides the level.
+bearer token is checked as it arrives (a token that is unknown or revoked gets 401, and an
+audit record, so token guessing shows in `cicd-mcp audit`); the gate checks it again inside
+tools/call, where it decides the level.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import Any
 
 import anyio
 
 from engine.errors import InputError
+from server.audit import AuditRecord, args_digest
 from server.cli import TRANSPORTS
 from server.gate import CicdServer
 from server.tokens import resolve_token
@@ -49,7 +52,12 @@ def check_bind(server: CicdServer, host: str) -> None:
 
 
 class BearerCheck:
-    """ASGI middleware: a request that presents a token must present a valid one."""
+    """ASGI middleware: a request that presents a token must present a valid one.
+
+    A refused request is answered 401 before its body is read, and audited like a refused tool call:
+    caller 'invalid-token', level 'none', tool '<METHOD> <path>' (the tool it meant is in the unread
+    body), decision 'denied', and the reason with the client's address.
+    """
 
     def __init__(self, app: Any, server: CicdServer) -> None:
         self.app = app
@@ -62,8 +70,10 @@ class BearerCheck:
                 if key == b"authorization":
                     auth = value.decode("latin-1")
             if auth is not None:
+                started = time.monotonic()
                 problem = self._problem(auth)
                 if problem is not None:
+                    self._audit(scope, problem, started)
                     await _reject(send, problem)
                     return
         await self.app(scope, receive, send)
@@ -75,6 +85,16 @@ class BearerCheck:
         state = self.server.state
         found = resolve_token(token.strip(), state.policy_tokens, state.tokens)
         return found if isinstance(found, str) else None
+
+    def _audit(self, scope: Any, problem: str, started: float) -> None:
+        client = scope.get("client")
+        where = f"{client[0]}:{client[1]}" if client else "an unknown address"
+        self.server.state.audit.write(AuditRecord(
+            ts=time.time(), transport=self.server.state.transport, caller="invalid-token", level="none",
+            tool=f"{scope.get('method', '?')} {scope.get('path', '?')}", args_sha256=args_digest({}),
+            decision="denied", reason=f"{problem} (request from {where}; answered 401)", outcome=None,
+            duration_ms=(time.monotonic() - started) * 1000,
+        ))
 
 
 async def _reject(send: Any, message: str) -> None:

@@ -308,8 +308,6 @@ async def test_http_read_only_refuses_a_trusted_token(world: World) -> None:
     _refused_everywhere(world, results, before, audit_before, "token:t-trusted")
 
 
-@pytest.mark.xfail(strict=True, reason="server/serve.py BearerCheck answers 401 to an unknown or revoked token "
-                   "without an audit record: token guessing leaves no trace in `cicd-mcp audit`")
 async def test_http_rejected_credentials_are_audited(world: World) -> None:
     policy = world.root / "policy-http-audit.yaml"
     policy.write_text(policy_text())
