@@ -15,6 +15,7 @@ need ssh-keygen openssh-client
 need nginx nginx
 need make make
 need git git
+need ip iproute2
 need go golang-go
 need chromium chromium
 need npx npm
