@@ -18,7 +18,10 @@ artifact paths). `adeploy` then:
    checks again, else ROLLBACK_FAILED. With nothing to roll back to, the new version's
    instances are stopped and the status stays FAILURE with that reason.
 
-Every step and event is written to the store and passed to `on_event` as an `Event`.
+Every step and event is written to the store and passed to `on_event` as an `Event`. What a
+deployment records (events, step details, reasons, the result) is masked first: hook and probe
+output and remote errors are foreign text, and a hook sees the server's whole environment, so
+the values of its secret-looking variables (`logs.secret_looking`) never reach the store or a caller.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from engine.deploy.states import DeploymentStatus
 from engine.deploy.strategies import STRATEGIES, Plan, describe, parse_options, plan
 from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Target, TargetContext
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
+from engine.pipeline.logs import Masker, secret_looking
 from engine.pipeline.results import Event, EventCallback
 from engine.settings import Settings, get_settings
 from engine.store.base import Store
@@ -74,11 +78,25 @@ class DeploymentResult:
 
 @dataclass
 class _Run:
-    """One deployment being executed: its record, the callback and the log lines gathered."""
+    """One deployment being executed: its record, the callback, the log lines gathered and what
+    must be masked in anything it records."""
 
     rec: DeploymentRecord
     on_event: EventCallback | None
+    masker: Masker = field(default_factory=Masker)
     logs: list[str] = field(default_factory=list)
+
+    def mask(self, text: str | None) -> str | None:
+        return None if text is None else self.masker.mask(text)
+
+
+def _masker_for(env: Environment) -> Masker:
+    """The secrets a deployment to `env` can print: secret-looking variables of the environment its
+    hooks run with (the server's own, the hooks' `env`) and of the service's `env`."""
+    values = secret_looking(os.environ) + secret_looking(env.env)
+    for hook in (*env.pre_deploy_hooks, *env.post_deploy_hooks):
+        values += secret_looking(hook.env)
+    return Masker(values)
 
 
 TargetFactoryFn = Callable[[Environment, TargetContext], Target]
@@ -289,7 +307,7 @@ class DeploymentOrchestrator:
         env = self.get_environment(rec.environment)
         target = self.target_for(env)
         router = self.router_for(env)
-        run = _Run(rec, on_event)
+        run = _Run(rec, on_event, _masker_for(env))
         try:
             current = await target.instances(rec.service)
         except WorldError as exc:
@@ -343,7 +361,7 @@ class DeploymentOrchestrator:
             previous_version=final.previous_version,
             strategy=rec.strategy,
             status=status,
-            reason=reason,
+            reason=run.mask(reason),
             duration=final.duration if final.duration is not None else time.monotonic() - started,
             logs=run.logs,
             instances=instances,
@@ -397,7 +415,7 @@ class DeploymentOrchestrator:
                 failure = f"cannot prepare {rec.version}: {exc}"
         if failure is not None:
             refused = f"{failure}; nothing was changed"
-            self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=refused, instances=current)
+            self._move(run, DeploymentStatus.FAILURE, reason=refused, instances=current)
             return DeploymentStatus.FAILURE, refused, current
 
         outcome = await execute_plan(ctx, the_plan, {rec.version: release}, live)
@@ -407,7 +425,7 @@ class DeploymentOrchestrator:
         if outcome.ok and reason is None:
             instances = list(live.values())
             self.history.mark_live(env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed")
-            self.history.move(rec.deployment_id, DeploymentStatus.SUCCESS, instances=instances)
+            self._move(run, DeploymentStatus.SUCCESS, instances=instances)
             return DeploymentStatus.SUCCESS, None, instances
         assert reason is not None
         return await self._fail(run, env, ctx, reason, live, current, live_rel, len(the_plan.steps))
@@ -424,7 +442,7 @@ class DeploymentOrchestrator:
         next_seq: int,
     ) -> tuple[DeploymentStatus, str | None, list[Instance]]:
         rec = run.rec
-        self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values()))
+        self._move(run, DeploymentStatus.FAILURE, reason=reason, instances=list(live.values()))
         if not rec.rollback_on_failure:
             return DeploymentStatus.FAILURE, f"{reason}; automatic rollback is off", list(live.values())
         if live_rel is None:
@@ -445,7 +463,7 @@ class DeploymentOrchestrator:
             self._set_reason(run, final, live)
             return DeploymentStatus.FAILURE, final, list(live.values())
 
-        self.history.move(rec.deployment_id, DeploymentStatus.ROLLING_BACK, reason=reason)
+        self._move(run, DeploymentStatus.ROLLING_BACK, reason=reason)
         await self._emit(
             run,
             "rollback_started",
@@ -482,18 +500,25 @@ class DeploymentOrchestrator:
                 "rolled_back",
             )
             final = f"{reason}; rolled back to {previous.version}, which answers its health checks again"
-            self.history.move(rec.deployment_id, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances)
+            self._move(run, DeploymentStatus.ROLLED_BACK, reason=final, instances=instances)
             await self._emit(run, "rollback_finished", final, {"ok": True})
             return DeploymentStatus.ROLLED_BACK, final, instances
         final = f"{reason}; rollback to {previous.version} failed: {why}"
-        self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances)
+        self._move(run, DeploymentStatus.ROLLBACK_FAILED, reason=final, instances=instances)
         await self._emit(run, "rollback_finished", final, {"ok": False})
         return DeploymentStatus.ROLLBACK_FAILED, final, instances
+
+    def _move(
+        self, run: _Run, new: DeploymentStatus, *, reason: str | None = None,
+        instances: Sequence[Instance] | None = None,
+    ) -> None:
+        """Raises: InvalidTransition: the move is not allowed from the current status."""
+        self.history.move(run.rec.deployment_id, new, reason=run.mask(reason), instances=instances)
 
     def _set_reason(self, run: _Run, reason: str, live: dict[str, Instance]) -> None:
         self.store.execute(
             "UPDATE deployments SET reason = ?, instances_json = ? WHERE deployment_id = ?",
-            (reason, json.dumps([i.to_json() for i in live.values()]), run.rec.deployment_id),
+            (run.mask(reason), json.dumps([i.to_json() for i in live.values()]), run.rec.deployment_id),
         )
 
     def _finish_abruptly(self, run: _Run, exc: BaseException) -> None:
@@ -501,9 +526,9 @@ class DeploymentOrchestrator:
             rec = self.history.get(run.rec.deployment_id)
             why = f"interrupted: {type(exc).__name__}: {exc}".rstrip(": ")
             if rec.status == DeploymentStatus.IN_PROGRESS:
-                self.history.move(rec.deployment_id, DeploymentStatus.FAILURE, reason=why)
+                self._move(run, DeploymentStatus.FAILURE, reason=why)
             elif rec.status == DeploymentStatus.ROLLING_BACK:
-                self.history.move(rec.deployment_id, DeploymentStatus.ROLLBACK_FAILED, reason=why)
+                self._move(run, DeploymentStatus.ROLLBACK_FAILED, reason=why)
         except CicdError:
             pass
 
@@ -530,6 +555,8 @@ class DeploymentOrchestrator:
         return None
 
     async def _emit(self, run: _Run, kind: str, message: str, data: dict[str, Any]) -> None:
+        message = run.masker.mask(message)
+        data = {str(k): run.masker.mask_obj(v) for k, v in data.items()}
         now = time.time()
         run.logs.append(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {kind}: {message}")
         self.history.add_event(run.rec.deployment_id, kind, message, data)
@@ -547,7 +574,7 @@ class DeploymentOrchestrator:
                 await result
 
     async def _step(self, run: _Run, seq: int, status: str, detail: str | None) -> None:
-        self.history.step(run.rec.deployment_id, seq, status, detail)
+        self.history.step(run.rec.deployment_id, seq, status, run.mask(detail))
 
     # -- reading --------------------------------------------------------------------------------
     def get_deployment(self, name_or_id: str) -> DeploymentRecord:

@@ -11,14 +11,25 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LogSlice", "LogWriter", "Masker", "read_log_slice", "tail_lines"]
+__all__ = ["SECRET_NAME", "LogSlice", "LogWriter", "Masker", "read_log_slice", "secret_looking", "tail_lines"]
 
 MAX_LINE = 64 * 1024
 MASK = "***"
+# A variable named like these holds a credential: its value is masked like a declared secret.
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
+
+
+def secret_looking(variables: Mapping[str, str]) -> list[str]:
+    """The values of `variables` whose names match SECRET_NAME (DEPLOY_TOKEN, DB_PASSWORD, API_KEY, ...).
+
+    Values shorter than 4 characters are left out: masking "1" or "on" would garble every line
+    and hide nothing worth hiding.
+    """
+    return [value for name, value in variables.items() if SECRET_NAME.search(name) and len(value) >= 4]
 
 
 class Masker:

@@ -19,7 +19,7 @@ import anyio
 
 from engine.errors import InputError, NotFoundError, SpecError, SpecIssue
 from engine.pipeline.executors import LocalExecutor, kill_group
-from engine.pipeline.logs import LogSlice, read_log_slice
+from engine.pipeline.logs import SECRET_NAME, LogSlice, read_log_slice
 from engine.pipeline.results import ArtifactRecord, EventCallback, JobResult, PipelineRun
 from engine.pipeline.runner import Runner, RunPaths, process_identity, safe_name
 from engine.pipeline.spec import VAR_RE, PipelinePlan, load_pipeline
@@ -31,8 +31,6 @@ __all__ = ["Pipeline", "PipelineManager", "recover_interrupted", "run_pipeline"]
 
 Pipeline = PipelinePlan
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-# A variable given for one run under a name like these is masked like a declared secret.
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
 
 
 def _new_run_id() -> str:
@@ -231,7 +229,7 @@ class PipelineManager:
         # A caller (an agent through the server) passes credentials as run variables without
         # declaring them in the file; they must not reach logs or the stored run in clear.
         secret_values.update({k: v for k, v in overrides.items()
-                              if _SECRET_NAME.search(k) and len(v) >= 4 and k not in secret_values})
+                              if SECRET_NAME.search(k) and len(v) >= 4 and k not in secret_values})
         merged = {k: _stringify(v) for k, v in plan.spec.variables.items()}
         merged.update(overrides)
         context = {

@@ -185,10 +185,6 @@ async def test_deployment_secrets_in_successful_output(secret_world: dict[str, A
     assert not _leaks("deploy result", _result_text(done))
 
 
-@pytest.mark.xfail(strict=True, reason="engine/deploy/orchestrator.py puts a failed hook's output (last 500 "
-                   "characters) into the deployment's reason and events unmasked, and server/tools/deploy.py "
-                   "returns them as they are: a secret a hook prints reaches the tool result, the deployment "
-                   "resource and state.db")
 async def test_deployment_secrets_reach_no_output(secret_world: dict[str, Any], make_server: MakeServer) -> None:
     server = make_server(settings_=secret_world["settings"])
     leaks: list[str] = []
