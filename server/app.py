@@ -2,7 +2,10 @@
 
 Nothing heavy is imported here: the pipeline manager (and through it docker, paramiko,
 kubernetes) is built on the first call that needs it, so the server answers `initialize`
-as fast as a bare MCPServer does.
+nearly as fast as a bare MCPServer does. What a start does do, before the first call is
+answered, is `AppState.recover`: runs and deployments a killed server left `running` /
+`in_progress` are closed and their orphaned jobs killed, so no tool or resource reports a
+dead process's work as live.
 """
 
 from __future__ import annotations
@@ -52,7 +55,23 @@ class AppState:
     specs: dict[str, ToolSpec] = field(default_factory=dict)
     background: TaskGroup | None = None
     _manager: PipelineManager | None = None
+    _recovered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def recover(self) -> None:
+        """Once per server, at start-up: mark runs whose runner process is gone `interrupted` (killing
+        the job process groups they left) and close deployments whose deploying process is gone
+        (failure / rollback_failed). A process that still runs keeps its work: only the dead is closed.
+        """
+        with self._lock:
+            if self._recovered:
+                return
+            self._recovered = True
+        from engine.deploy.history import DeploymentHistory
+        from engine.pipeline.manager import recover_interrupted
+
+        recover_interrupted(self.store)
+        DeploymentHistory(self.store).recover_interrupted()
 
     @property
     def manager(self) -> PipelineManager:
@@ -90,6 +109,7 @@ def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
 @asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[AppState]:
     state: AppState = app.state
+    state.recover()
     if state.background is not None:
         # HTTP: the process-wide task group set up by server.serve outlives each session.
         yield state

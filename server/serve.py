@@ -118,6 +118,9 @@ def http_app(server: CicdServer, transport: str, host: str) -> Any:
 async def _serve_http(server: CicdServer, transport: str, host: str, port: int) -> None:
     import uvicorn
 
+    # Recovered at process start, not at the first session's lifespan: orphaned jobs of a killed
+    # server must not run on until a client connects.
+    server.state.recover()
     app = http_app(server, transport, host)
     # One task group for the process: runs started with wait=false outlive the HTTP session.
     async with anyio.create_task_group() as tg:

@@ -193,27 +193,47 @@ class DeploymentHistory:
         )
         return DeploymentRecord.from_row(row) if row else None
 
+    def recover_interrupted(self) -> list[str]:
+        """Close every deployment left in progress or rolling back by a process of this host that is
+        gone: in_progress -> failure, rolling_back -> rollback_failed, reason "interrupted: ...".
+
+        A server calls it at start-up, so a deployment whose process died is not reported as running
+        (nor holds its environment's lock) until the next deployment there; `begin` still does the
+        same for its environment. Returns the deployment ids it closed.
+        """
+        rows = self.store.query(
+            "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
+            " WHERE status IN ('in_progress', 'rolling_back')"
+        )
+        return [row["deployment_id"] for row in rows if self._close_if_orphaned(row)]
+
     def _clear_stale(self, environment: str) -> None:
         row = self.store.query_one(
             "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
             " WHERE environment = ? AND status IN ('in_progress', 'rolling_back')",
             (environment,),
         )
-        if row is None or row["owner_host"] != socket.gethostname() or row["owner_pid"] is None:
-            return
+        if row is not None:
+            self._close_if_orphaned(row)
+
+    def _close_if_orphaned(self, row: Row) -> bool:
+        if row["owner_host"] != socket.gethostname() or row["owner_pid"] is None:
+            return False  # another machine's deployment: not ours to judge
         start = _proc_start(row["owner_pid"])
         if start is not None and start == row["owner_start"]:
-            return  # its owner still runs
+            return False  # its owner still runs
         new = DeploymentStatus.FAILURE if row["status"] == "in_progress" else DeploymentStatus.ROLLBACK_FAILED
         self.store.execute(
-            "UPDATE deployments SET status = ?, reason = ?, finished_at = ? WHERE deployment_id = ?",
+            "UPDATE deployments SET status = ?, reason = ?, finished_at = ? WHERE deployment_id = ? AND status = ?",
             (
                 str(new),
                 f"interrupted: the deploying process {row['owner_pid']} is gone",
                 time.time(),
                 row["deployment_id"],
+                row["status"],
             ),
         )
+        return True
 
     def move(
         self,

@@ -150,9 +150,6 @@ async def test_sigkill_mid_run(tmp_path: Path, workspace: Path, policy: Path) ->
     assert statuses == ["interrupted", "succeeded"]
 
 
-@pytest.mark.xfail(strict=True, reason="server/app.py builds the pipeline manager (which runs recover_interrupted) "
-                   "only on the first tool that needs it: after a restart, pipeline_health and the health cache "
-                   "still count the dead run as running and its orphaned jobs keep running until such a call")
 async def test_restart_alone_recovers_the_killed_run(tmp_path: Path, workspace: Path, policy: Path) -> None:
     pidfile, gate = tmp_path / "job.pid", tmp_path / "gate"
     pipeline = tmp_path / "crashy.yaml"
@@ -273,9 +270,6 @@ async def test_sigkill_mid_deployment(workspace: Path, policy: Path, service: di
     assert _serving(port) == "3" and _live(workspace) == "3"
 
 
-@pytest.mark.xfail(strict=True, reason="engine/deploy/history.py marks a deployment whose process died only when the "
-                   "next deployment to the same environment is created: after a restart it stays in_progress "
-                   "(and the deployment resource says so) until then")
 async def test_restart_marks_the_killed_deployment(workspace: Path, policy: Path, service: dict[str, Any]) -> None:
     gate, port = service["gate"], service["port"]
     gate.unlink()
