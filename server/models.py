@@ -279,7 +279,11 @@ class CallModuleFunctionOutput(_Out):
 
 
 class DeployInput(_In):
-    version: str = Field(min_length=1, max_length=128, description="The version to deploy, e.g. 1.4.2.")
+    version: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="The version to deploy, e.g. 1.4.2: letters, digits, '.', '_', '-' (a Docker tag's characters), "
+        "starting with a letter or digit.",
+    )
     environment: Environment = Field(
         description="Environment to deploy to: one defined in `config_path` or registered earlier. Deploying "
         "to a protected environment (e.g. production) asks the user to confirm."
@@ -291,7 +295,9 @@ class DeployInput(_In):
     name: str | None = Field(
         default=None, max_length=128, description="Name of this deployment; default <service>-<version>."
     )
-    service: str | None = Field(default=None, max_length=63, description="Service; default the environment's.")
+    service: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Service; default the environment's."
+    )
     strategy: Literal["rolling", "blue_green", "canary", "recreate"] | None = Field(
         default=None, description="Rollout strategy; default the environment's (else DEPLOY_STRATEGY)."
     )

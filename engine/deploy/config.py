@@ -28,12 +28,35 @@ __all__ = [
     "Hook",
     "HttpCheck",
     "TcpCheck",
+    "check_release_names",
     "load_deployment_config",
     "parse_router_config",
     "parse_target_config",
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# A version is a directory name (releases/<service>/<version>), a label, an image tag and a
+# {version} in shell commands: the characters of a Docker tag, starting with a letter or digit,
+# so that it is never '.' or '..', an option ('-x') or a path ('a/b').
+_VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def check_release_names(service: str, version: str) -> None:
+    """Refuse a service or version that cannot safely name a release directory, label or tag.
+
+    Raises:
+        InputError: the service or version does not match its pattern (named in the message).
+    """
+    if not re.fullmatch(_VERSION, version):
+        raise InputError(
+            f"version {version!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (as in a Docker image tag; write semver build metadata '1.2.3+b4' as '1.2.3_b4')"
+        )
+    if not re.fullmatch(_NAME, service):
+        raise InputError(
+            f"service {service!r} is not allowed: use 1-63 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
 
 
 class EnvironmentType(StrEnum):

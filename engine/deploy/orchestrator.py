@@ -39,7 +39,13 @@ from typing import Any
 import anyio
 import httpx
 
-from engine.deploy.config import Environment, Hook, load_deployment_config, parse_target_config
+from engine.deploy.config import (
+    Environment,
+    Hook,
+    check_release_names,
+    load_deployment_config,
+    parse_target_config,
+)
 from engine.deploy.health import Clock, SystemClock
 from engine.deploy.history import DeploymentHistory, DeploymentRecord, EnvironmentStore
 from engine.deploy.operations import OpsContext, execute_plan, restore_version, stop_instances
@@ -225,11 +231,15 @@ class DeploymentOrchestrator:
 
         Raises:
             NotFoundError: no such environment.
-            InputError: unknown strategy, invalid options, or an empty name or version.
+            InputError: unknown strategy, invalid options, an empty name, or a version or service that is
+                not a safe release name (see config.check_release_names).
         """
         if not name or not str(version):
             raise InputError("a deployment needs a name and a version")
         env = self.get_environment(environment_name)
+        # Targets make release directories, labels and tags of these: '.', '..' or 'a/b' would
+        # name the wrong directory (prepare replaces it whole).
+        check_release_names(service or env.service_name, str(version))
         strategy = strategy or env.strategy or self.settings.DEPLOY_STRATEGY
         options = (
             {**env.strategy_options, **strategy_options}

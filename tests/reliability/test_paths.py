@@ -212,10 +212,6 @@ def deployed(tmp_path: Path, workspace: Path) -> Iterator[dict[str, Any]]:
     anyio.run(stop)
 
 
-@pytest.mark.xfail(strict=True, reason="a deployment version is free text (server/models.py DeployInput.version, "
-                   "engine/deploy create_deployment) and the local target keeps '.' and '..' in its release path: "
-                   "version '..' makes prepare rmtree <state>/releases (every service's releases, the live one's too) "
-                   "and version '.' the service's whole releases directory; the SSH target joins it the same way")
 @pytest.mark.parametrize("version", ["..", "."])
 async def test_dot_versions_cannot_delete_releases(make_server: MakeServer, deployed: dict[str, Any],
                                                    version: str) -> None:
