@@ -65,7 +65,8 @@ class _Out(BaseModel):
 class RunPipelineInput(_In):
     config_path: str | None = Field(
         default=None,
-        description="Path of a pipeline YAML file on the server. Give this or `pipeline`.",
+        description="Path of a pipeline YAML file on the server. Give this or `pipeline`. When the server has a "
+        "config root (PIPELINE_CONFIG_PATH), the file must lie under it or the workspace (symlinks followed).",
         max_length=4096,
     )
     pipeline: PipelineName | None = Field(
@@ -309,7 +310,8 @@ class DeployInput(_In):
     )
     config_path: str | None = Field(
         default=None, max_length=4096,
-        description="A deployment config YAML on the server defining environments (targets, health checks).",
+        description="A deployment config YAML on the server defining environments (targets, health checks). When "
+        "the server has a config root (PIPELINE_CONFIG_PATH), the file must lie under it or the workspace.",
     )
 
 

@@ -10,6 +10,7 @@ from mcp_types import ToolAnnotations
 from server.gate import Confirmed, state_of
 from server.models import DeployInput, DeployOutput, InstanceOut
 from server.tools._errors import tool_errors
+from server.tools._paths import confined_config_path
 from server.tools._registry import ToolSpec
 from server.tools.runs import clip
 from server.trust import Level
@@ -80,7 +81,9 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
 
     state = state_of(ctx)
     with tool_errors(state):
-        orch = DeploymentOrchestrator(args.config_path, store=state.store, settings=state.settings)
+        # Its hooks run commands: the file is confined to the config roots like a pipeline's.
+        config = confined_config_path(args.config_path, state.settings) if args.config_path else None
+        orch = DeploymentOrchestrator(config, store=state.store, settings=state.settings)
         try:
             env = orch.get_environment(args.environment)
             service = args.service or env.service_name

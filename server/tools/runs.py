@@ -26,6 +26,7 @@ from server.models import (
     RunPipelineInput,
 )
 from server.tools._errors import tool_errors
+from server.tools._paths import confined_config_path
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -124,7 +125,8 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
     state = state_of(ctx)
     with tool_errors(state, args.variables.items()):
         manager = state.manager
-        source = args.config_path or args.pipeline
+        # A file from the call is confined to the config roots (server/tools/_paths.py); a name is looked up.
+        source = confined_config_path(args.config_path, state.settings) if args.config_path else args.pipeline
         assert source is not None
         variables = dict(args.variables)
         if args.environment is not None:

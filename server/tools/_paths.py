@@ -1,0 +1,58 @@
+"""Where a config file named by a tool call may come from.
+
+A pipeline or deployment config runs commands on this machine, so a `config_path` from a client
+is confined, like the files a filesystem MCP server may touch, to the roots the operator declared:
+
+- the config root: PIPELINE_CONFIG_PATH (a directory, or a file's directory), and
+- the workspace (PIPELINE_WORKSPACE), where the server keeps what it generates.
+
+The path is resolved first (symlinks followed, '..' removed), so neither a symlink nor '../'
+leads out of a root, and the engine is given the resolved path: what was checked is what is read.
+Without PIPELINE_CONFIG_PATH the operator has declared no root and any path the server's user can
+read is accepted, as before: setting it is how a shared or networked server is locked down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.settings import Settings
+
+__all__ = ["config_roots", "confined_config_path"]
+
+
+def config_roots(settings: Settings) -> list[Path] | None:
+    """The directories a config_path may lie in, resolved; None when no config root is declared."""
+    configured = settings.PIPELINE_CONFIG_PATH
+    if configured is None:
+        return None
+    root = configured.expanduser().resolve()
+    if not root.is_dir():
+        root = root.parent
+    return [root, settings.workspace]
+
+
+def confined_config_path(raw: str, settings: Settings, field: str = "config_path") -> str:
+    """`raw` resolved, when it lies under a config root (see the module docstring); `raw` as given
+    when no root is declared.
+
+    Raises:
+        InputError: the path cannot name a file (a NUL byte), or it lies outside every root (the
+            roots are named, with how to change them).
+    """
+    roots = config_roots(settings)
+    if roots is None:
+        return raw
+    try:
+        resolved = Path(raw).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, symlink loop
+        raise InputError(f"{field} {raw[:200]!r} is not a usable path: {exc}") from None
+    if any(resolved.is_relative_to(root) for root in roots):
+        return str(resolved)
+    shown = raw if len(raw) <= 200 else raw[:200] + "..."
+    raise InputError(
+        f"{field} {shown!r} is outside the server's config roots ({', '.join(str(r) for r in roots)}): "
+        "name a file under one of them (symlinks and '..' are followed before the check), or a known pipeline "
+        "by name. The operator sets the config root with PIPELINE_CONFIG_PATH."
+    )
