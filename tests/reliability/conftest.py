@@ -23,7 +23,7 @@ from server.gate import CicdServer
 from server.trust import Level, TrustPolicy, parse_policy
 
 REPO = Path(__file__).resolve().parents[2]
-PORTS = range(18700, 18800)
+PORTS = range(18700, 18750)   # 18750-18799: target ports of test_faults
 _taken: set[int] = set()
 
 
@@ -54,7 +54,7 @@ def free_port() -> int:
                 continue
         _taken.add(port)
         return port
-    raise AssertionError("no free port left in 18700-18799")
+    raise AssertionError("no free port left in 18700-18749")
 
 
 def server_env(workspace: Path, **extra: str) -> dict[str, str]:
