@@ -76,6 +76,12 @@ def memory_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -85,9 +91,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def run_load(url: str, token: str, pipelines: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    import httpx2  # the HTTP client the SDK's transports use
     import mcp
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 
     latencies: dict[str, list[float]] = {"run_pipeline": [], "pipeline_health": []}
     errors: list[str] = []
@@ -95,12 +102,14 @@ async def run_load(url: str, token: str, pipelines: list[Path], args: argparse.N
 
     async def session(work: Any) -> None:
         try:
-            async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"},
-                                              timeout=None) as hc:  # type: ignore[arg-type]
+            async with httpx2.AsyncClient(
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+                limits=httpx2.Limits(keepalive_expiry=args.keepalive_expiry)) as hc:
                 async with mcp.Client(streamable_http_client(url, http_client=hc)) as client:
                     await work(client)
         except Exception as exc:  # noqa: BLE001 - counted as an error of the benchmark
-            errors.append(f"session: {type(exc).__name__}: {exc}"[:300])
+            errors.extend(f"session: {type(e).__name__}: {e}"[:300] for e in _leaves(exc))
 
     async def timed(client: Any, tool: str, arguments: dict[str, Any]) -> Any:
         t0 = time.perf_counter()
@@ -150,6 +159,8 @@ def main() -> int:
     parser.add_argument("--health", type=int, default=200)
     parser.add_argument("--health-sessions", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--keepalive-expiry", type=float, default=5.0,
+                        help="seconds a client keeps an idle connection (the HTTP client's default is 5)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -238,6 +249,7 @@ def main() -> int:
         "server_idle_rss_mb": round(idle_rss / 1024, 1), "server_peak_rss_mb": round(peak_rss[0] / 1024, 1),
         "server_vmhwm_mb": round(hwm / 1024, 1),
         "server_stderr_lines": len([line for line in stderr.splitlines() if line.strip()]),
+        "server_stderr_tail": stderr.splitlines()[-15:],
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -257,6 +269,8 @@ def main() -> int:
               f"VmHWM {report['server_vmhwm_mb']} MB")
         for e in report["error_samples"]:
             print("  error:", e)
+        if report["errors"]:
+            print("  server stderr (tail):", *report["server_stderr_tail"], sep="\n    ")
     ok = report["errors"] == 0 and report["runs_stored"] == report["runs_expected"] == report["runs_succeeded"]
     return 0 if ok else 1
 
