@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +163,44 @@ def tail_lines(path: Path, n: int, *, block: int = 64 * 1024) -> tuple[list[str]
     return lines[-n:], more
 
 
+GREP_SECONDS = 10.0
+# Run in a child process: a caller's regex can backtrack for hours on one line ("(a+)+$",
+# "(.*){30}x"), Python's re cannot be interrupted, and a thread cannot be killed.
+_GREP = """
+import collections, json, re, sys
+pattern, path, limit = re.compile(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+kept, matches = collections.deque(maxlen=limit), 0
+with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+        if pattern.search(line):
+            matches += 1
+            kept.append(line.rstrip("\\n"))
+json.dump([matches, list(kept)], sys.stdout)
+"""
+
+
+def _grep_bounded(path: Path, grep: str, limit: int) -> tuple[int, list[str]]:
+    """(matching lines, the last `limit` of them), computed within GREP_SECONDS.
+
+    Raises:
+        ValueError: the pattern took longer than GREP_SECONDS over this log.
+    """
+    import json
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _GREP, grep, str(path), str(limit)],
+                              capture_output=True, timeout=GREP_SECONDS, check=True)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"grep pattern {grep!r} took more than {GREP_SECONDS:g} s over this log (it backtracks "
+                         "too much); use a simpler pattern, e.g. without nested repetition") from None
+    except subprocess.CalledProcessError as exc:
+        raise ValueError(f"grep over the log failed: {exc.stderr.decode(errors='replace')[-300:]}") from None
+    matches, lines = json.loads(done.stdout)
+    return int(matches), [str(line) for line in lines]
+
+
 def read_log_slice(
     path: Path, job: str, *, tail: int | None = None, grep: str | None = None, max_lines: int = 200,
     max_bytes: int = 64 * 1024,
@@ -178,18 +215,11 @@ def read_log_slice(
     size = path.stat().st_size
     if grep is not None:
         try:
-            pattern = re.compile(grep)
+            re.compile(grep)   # a bad pattern is the caller's error, said here rather than by the child
         except re.error as exc:
             raise ValueError(f"grep pattern {grep!r} is not a valid regular expression: {exc}") from exc
         limit = min(tail or max_lines, max_lines)
-        kept: deque[str] = deque(maxlen=limit)
-        matches = 0
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if pattern.search(line):
-                    matches += 1
-                    kept.append(line.rstrip("\n"))
-        lines = list(kept)
+        matches, lines = _grep_bounded(path, grep, limit)
         truncated = matches > len(lines)
         note = (f"{matches} matching lines, showing the last {len(lines)}" if truncated
                 else f"{matches} matching lines")
