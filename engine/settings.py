@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "default_workspace", "get_settings"]
+__all__ = ["Settings", "default_workspace", "get_settings", "resolve_settings"]
 
 
 def default_workspace() -> Path:
@@ -61,3 +61,13 @@ def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (e.g. a workspace_dir argument) on top."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)  # type: ignore[arg-type]
+
+
+def resolve_settings(workspace_dir: str | os.PathLike[str] | None, settings: Settings | None) -> Settings:
+    """The settings an engine object uses: `settings` (default: the environment's), with an
+    explicit `workspace_dir` taking precedence over the workspace they name."""
+    if settings is None:
+        return get_settings(PIPELINE_WORKSPACE=workspace_dir)
+    if workspace_dir is None:
+        return settings
+    return settings.model_copy(update={"PIPELINE_WORKSPACE": Path(workspace_dir)})

@@ -56,7 +56,7 @@ from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Targe
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
 from engine.pipeline.logs import Masker, secret_looking
 from engine.pipeline.results import Event, EventCallback
-from engine.settings import Settings, get_settings
+from engine.settings import Settings, resolve_settings
 from engine.store.base import Store
 
 __all__ = ["DeploymentOrchestrator", "DeploymentResult", "deploy_artifacts", "manage_deployments"]
@@ -128,9 +128,7 @@ class DeploymentOrchestrator:
         routers: dict[str, Router | None] | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
-        if workspace_dir is not None and settings is not None:
-            self.settings = self.settings.model_copy(update={"PIPELINE_WORKSPACE": Path(workspace_dir)})
+        self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         if store is None:
             from engine.store.sqlite import open_store

@@ -34,7 +34,7 @@ from engine.insights.models import (
     Trend,
     seconds,
 )
-from engine.settings import Settings, get_settings
+from engine.settings import Settings, resolve_settings
 from engine.store import Store, open_store
 
 __all__ = [
@@ -95,8 +95,7 @@ def _resolve_store(
 ) -> Store:
     if store is not None:
         return store
-    settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
-    return open_store(settings.workspace)
+    return open_store(resolve_settings(workspace_dir, settings).workspace)
 
 
 class PipelineOptimizer:

@@ -24,7 +24,7 @@ from engine.pipeline.results import ArtifactRecord, EventCallback, JobResult, Pi
 from engine.pipeline.runner import Runner, RunPaths, process_identity, safe_name
 from engine.pipeline.spec import VAR_RE, PipelinePlan, load_pipeline
 from engine.pipeline.states import JobStatus, RunStatus
-from engine.settings import Settings, get_settings
+from engine.settings import Settings, resolve_settings
 from engine.store import Store, open_store
 
 __all__ = ["Pipeline", "PipelineManager", "recover_interrupted", "run_pipeline"]
@@ -129,9 +129,7 @@ class PipelineManager:
         self, workspace_dir: str | os.PathLike[str] | None = None, *, settings: Settings | None = None,
         store: Store | None = None, max_workers: int | None = None, executor: LocalExecutor | None = None,
     ) -> None:
-        self.settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
-        if settings is not None and workspace_dir is not None:
-            self.settings = self.settings.model_copy(update={"PIPELINE_WORKSPACE": Path(workspace_dir)})
+        self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.store: Store = store or open_store(self.workspace)

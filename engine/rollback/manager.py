@@ -14,7 +14,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -42,7 +41,7 @@ from engine.rollback.plans import (
     estimate,
     parse_strategy,
 )
-from engine.settings import Settings, get_settings
+from engine.settings import Settings, resolve_settings
 from engine.store.base import Row, Store
 
 __all__ = ["RollbackManager", "handle_rollback"]
@@ -102,9 +101,7 @@ class RollbackManager:
         routers: dict[str, Router | None] | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.settings = settings or get_settings(PIPELINE_WORKSPACE=workspace_dir)
-        if workspace_dir is not None and settings is not None:
-            self.settings = self.settings.model_copy(update={"PIPELINE_WORKSPACE": Path(workspace_dir)})
+        self.settings = resolve_settings(workspace_dir, settings)
         self._owns_store = False
         if store is None:
             if orchestrator is not None:
