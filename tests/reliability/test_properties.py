@@ -108,7 +108,7 @@ def test_any_json_as_arguments(live: tuple[BlockingPortal, mcp.Client, dict[str,
 
 @settings(max_examples=30, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(grep=st.text(max_size=60) | st.sampled_from(["(a+)+$", "(a|a)*b", "(.*){30}x", "[", "(?P<x", "\\"]),
+@given(grep=st.text(max_size=60) | st.sampled_from(["[", "(?P<x", "\\", "a{1000000}", "(?i)hi", "$^"]),
        tail=st.integers(min_value=-10, max_value=10_000))
 def test_log_search_patterns(live: tuple[BlockingPortal, mcp.Client, dict[str, Any]], grep: str, tail: int) -> None:
     """A regular expression from the caller is compiled and run on the server: bad ones are tool errors."""
@@ -178,3 +178,27 @@ async def test_lone_surrogates_are_refused_and_audited(make_server: MakeServer) 
         result = await client.call_tool("pipeline_health", {"pipeline_name": "\udcff"})
     assert result.is_error
     assert len(server.state.audit.recent(10)) == 1
+
+
+@pytest.mark.anyio
+async def test_catastrophic_grep_patterns_are_bounded(make_server: MakeServer, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patterns that backtrack for hours on one short line end as a tool error within the bound."""
+    import anyio
+
+    from engine.pipeline import logs
+
+    monkeypatch.setattr(logs, "GREP_SECONDS", 1.0)
+    pipeline = tmp_path / "a.yaml"
+    pipeline.write_text("name: aaa\nsource: null\nstages:\n  - name: s\n    jobs:\n      - name: j\n"
+                        "        commands: ['echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac']\n")
+    server = make_server()
+    async with mcp.Client(server) as client:
+        run = await client.call_tool("run_pipeline", {"config_path": str(pipeline)})
+        run_id = run.structured_content["run_id"] if run.structured_content else ""
+        for grep in ("(a+)+$", "(a|aa)*$", "(.*){30}x"):
+            with anyio.fail_after(30):
+                result = await client.call_tool("get_job_logs", {"run_id": run_id, "grep": grep})
+            assert result.is_error and "took more than" in text(result), text(result)
+        fine = await client.call_tool("get_job_logs", {"run_id": run_id, "grep": "a+c$"})
+    assert not fine.is_error and "aaaac" in text(fine)
