@@ -125,7 +125,11 @@ async def _serve_http(server: CicdServer, transport: str, host: str, port: int) 
     # One task group for the process: runs started with wait=false outlive the HTTP session.
     async with anyio.create_task_group() as tg:
         server.state.background = tg
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # Idle connections must outlive the clients' own pools (httpx keeps them 5 s): with
+        # uvicorn's default of 5 s the server closes a connection just as a client reuses it,
+        # and that request fails with a ReadError (seen under bench/load.py).
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                timeout_keep_alive=75)
         await uvicorn.Server(config).serve()
         tg.cancel_scope.cancel()
 
