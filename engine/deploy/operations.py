@@ -55,6 +55,9 @@ async def _no_emit(kind: str, message: str, data: dict[str, Any]) -> None:
     return None
 
 
+DRAIN_GRACE = 0.5  # seconds between draining an instance and stopping it
+
+
 @dataclass
 class OpsContext:
     """What the operations work with: one service in one environment."""
@@ -294,6 +297,11 @@ async def _run_step(
         if ctx.router is not None:
             outcome.changed = True
             await route(ctx, step, list(live.values()))
+            if step.drain:
+                # The router sends no new request to a drained instance, but requests it already
+                # forwarded (nginx's old workers finish theirs after a reload) must complete
+                # before the instance is stopped, or a client sees a cut response.
+                await ctx.clock.sleep(DRAIN_GRACE)
         return None
     if isinstance(step, Wait):
         await ctx.emit("waiting", f"waiting {step.seconds:g}s: {step.why}", {"seconds": step.seconds})
