@@ -282,3 +282,5 @@ def test_ssh_connection_drops_mid_rollout(tmp_path: Path, port_pool: Any, made: 
         assert svc.live() == "1"
     finally:
         host.stop()
+        # v1 was started through the killed daemon: nothing else will stop it.
+        subprocess.run(["pkill", "-f", str(host.root)], check=False)
