@@ -130,11 +130,11 @@ class DeploymentOrchestrator:
     ) -> None:
         self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
+        self._owns_store = store is None
         if store is None:
             from engine.store.sqlite import open_store
 
             store = open_store(self.workspace)
-            self._owns_store = True
         self.store = store
         self.history = DeploymentHistory(store)
         self.env_store = EnvironmentStore(store)
@@ -143,7 +143,6 @@ class DeploymentOrchestrator:
         self._targets: dict[str, Target] = dict(targets or {})
         self._routers: dict[str, Router | None] = dict(routers or {})
         self._injected = set(self._targets) | set(self._routers)
-        self._owns_store = False
         self.environments: dict[str, Environment] = {}
         self.config_path = Path(config_path).resolve() if config_path is not None else None
         if self.config_path is not None:
