@@ -10,8 +10,14 @@ switching back is a reload. A failed `nginx -t` or reload raises RouterError and
 previous file back, so the old configuration keeps serving.
 
 Each generated file carries a generation number, answered at `/.cicd-router-generation` on the
-service's listener; after a reload the router waits until nginx answers with the new generation
-so that "traffic shifted" means the new workers took over.
+service's listener. After a reload the router waits until nginx answers with the new generation
+*and* every worker of the old configuration has stopped accepting connections, so that "traffic
+shifted" means no new request can reach the old backends. The second wait matters: nginx's master
+starts the new workers, sleeps 100 ms, and only then tells the old ones to quit, so for a moment
+both generations accept. The old workers are the master's children from before the reload; one
+has stopped accepting once it has exited or retitled itself "worker process is shutting down"
+(nginx closes its listening sockets right there). When the master's pid cannot be read (no pid
+file, no /proc), the router instead requires the new generation on every probe for 0.5 s.
 """
 
 from __future__ import annotations
@@ -89,6 +95,29 @@ def render_upstream(service: str, backends: Sequence[Backend], cfg: NginxRouterC
     return "\n".join(lines)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _stat(pid: int) -> tuple[int, bytes]:
+    """(parent pid, start time) of a process from /proc/PID/stat; (0, b"") when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0, b""
+    return int(fields[1]), fields[19]  # fields 4 and 22 of proc(5), counted after the name
+
+
+def _accepting(pid: int, start: bytes) -> bool:
+    """Whether the nginx worker started at `start` may still accept connections: it is alive (the
+    pid was not reused) and not shutting down."""
+    title = _cmdline(pid)
+    return _stat(pid)[1] == start and b"worker process" in title and b"shutting down" not in title
+
+
 def _parse_generation(text: str) -> int:
     m = re.search(r"generation (\d+);", text)
     return int(m.group(1)) if m else 0
@@ -140,12 +169,14 @@ class NginxRouter:
                 raise RouterError(
                     f"nginx router: the new configuration for {service} is invalid (the old one stays): {out[-1500:]}"
                 )
+            old_workers = self._workers()
             code, out = await self._run("-s", "reload")
             if code != 0:
                 self._restore(path, old, text)
                 await self._run("-s", "reload")
                 raise RouterError(f"nginx router: reload failed (the old configuration stays): {out[-1500:]}")
             await self._await_generation(generation)
+            await self._await_handover(generation, old_workers)
             self._state[service] = list(backends)
 
     def _write(self, path: Path, text: str) -> None:
@@ -167,10 +198,12 @@ class NginxRouter:
         else:
             self._write(path, old)
 
-    async def _await_generation(self, generation: int) -> None:
-        """Wait until nginx's workers answer with `generation` (the reload took effect)."""
+    async def _await_generation(self, generation: int, steady: float = 0.0) -> None:
+        """Wait until nginx's workers answer with `generation` (the reload took effect), on every
+        probe for `steady` seconds when that is given."""
         url = f"http://{self.config.listen_host}:{self.config.listen}{GENERATION_PATH}"
         last = ""
+        since: float | None = None
         with anyio.move_on_after(self.config.reload_timeout):
             async with httpx.AsyncClient(timeout=1.0) as client:
                 while True:
@@ -178,15 +211,66 @@ class NginxRouter:
                         resp = await client.get(url, headers={"Connection": "close"})
                         last = resp.text.strip()
                         if resp.status_code == 200 and last.isdigit() and int(last) >= generation:
-                            return
+                            since = anyio.current_time() if since is None else since
+                            if anyio.current_time() - since >= steady:
+                                return
+                        else:
+                            since = None
                     except httpx.HTTPError as exc:
                         last = f"{type(exc).__name__}: {exc}"
+                        since = None
                     await anyio.sleep(0.02)
         raise RouterError(
             f"nginx router: nginx did not take generation {generation} "
             f"within {self.config.reload_timeout:g}s "
             f"(last answer from {url}: {last or 'none'}); is it running with {self.config.conf}, "
             f"and does that include {self.sites}/*.conf?"
+        )
+
+    def _pid_file(self) -> Path:
+        """Where the master writes its pid: the main conf's `pid` directive, else nginx's default."""
+        prefix = self.config.prefix
+        try:
+            m = re.search(r"^\s*pid\s+([^;\s]+)\s*;", self.config.conf.read_text(), re.MULTILINE)
+        except OSError:
+            m = None
+        if m:
+            path = Path(m.group(1))
+            return path if path.is_absolute() or prefix is None else prefix / path
+        return prefix / "logs" / "nginx.pid" if prefix is not None else Path("/run/nginx.pid")
+
+    def _workers(self) -> dict[int, bytes] | None:
+        """The master's worker processes now (pid -> start time), or None when they cannot be
+        known (no pid file, no /proc)."""
+        try:
+            master = int(self._pid_file().read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            pids = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+        except OSError:  # a kernel without CONFIG_PROC_CHILDREN: find them by parent pid
+            if not Path(f"/proc/{master}").exists():
+                return None
+            numbered = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
+            pids = [pid for pid in numbered if _stat(pid)[0] == master]
+        workers = {pid: _stat(pid)[1] for pid in pids if b"worker process" in _cmdline(pid)}
+        return {pid: start for pid, start in workers.items() if start}
+
+    async def _await_handover(self, generation: int, old_workers: dict[int, bytes] | None) -> None:
+        """Wait until nginx's old workers stop accepting (see the module docstring)."""
+        if old_workers is None:
+            await self._await_generation(generation, steady=0.5)
+            return
+        pending = dict(old_workers)
+        with anyio.move_on_after(self.config.reload_timeout):
+            while pending:
+                pending = {pid: start for pid, start in pending.items() if _accepting(pid, start)}
+                if pending:
+                    await anyio.sleep(0.01)
+            return
+        raise RouterError(
+            f"nginx router: nginx's old workers (pids {sorted(pending)}) still accept connections "
+            f"{self.config.reload_timeout:g}s after the reload to generation {generation}"
         )
 
     async def switch(self, service: str, color: str, backends: Sequence[Backend]) -> None:

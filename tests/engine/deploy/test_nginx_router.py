@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from engine.deploy.routers.base import Backend, Router
-from engine.deploy.routers.nginx import NginxRouter, NginxRouterConfig, render_upstream
+from engine.deploy.routers.nginx import NginxRouter, NginxRouterConfig, _accepting, render_upstream
 from engine.deploy.targets.base import Address, Instance, TargetContext
 from engine.errors import RouterError
 from tests.engine.deploy.helpers import APP, make_release
@@ -141,3 +141,34 @@ def test_render_marks_drained_servers_as_backup() -> None:
     )
     assert "server 127.0.0.1:1 weight=2" in text and "server 127.0.0.1:2 backup;" in text
     assert "listen 127.0.0.1:1234;" in text and "generation 5;" in text
+
+
+@pytest.mark.anyio
+async def test_a_switch_returns_only_after_the_old_workers_stopped_accepting(
+    nginx: NginxServer, backends: list[Backend]
+) -> None:
+    """nginx tells its old workers to quit 100 ms after starting the new ones; until then both
+    accept. The router must not report the switch done inside that window."""
+    r, _listen = router(nginx)
+    await r.switch("web", "blue", backends)
+    for color in ("green", "blue", "green"):
+        before = r._workers()
+        assert before, "the fixture's nginx has a worker the router can see"
+        await r.switch("web", color, backends)
+        after = r._workers()
+        assert after and not set(after) & set(before)
+        assert not [pid for pid, start in before.items() if _accepting(pid, start)]
+
+
+def test_the_pid_file_comes_from_the_main_conf_or_nginx_default(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+
+    def pid_file(text: str, prefix: Path | None) -> Path:
+        conf.write_text(text)
+        cfg = NginxRouterConfig(listen=8080, conf=conf, prefix=prefix)
+        return NginxRouter(cfg, TargetContext(environment="t", state_dir=tmp_path))._pid_file()
+
+    assert pid_file("worker_processes 1;\npid /run/x.pid;\n", None) == Path("/run/x.pid")
+    assert pid_file("  pid  logs/n.pid ;\n", tmp_path) == tmp_path / "logs/n.pid"
+    assert pid_file("# pid /nope.pid;\nevents {}\n", tmp_path) == tmp_path / "logs" / "nginx.pid"
+    assert pid_file("events {}\n", None) == Path("/run/nginx.pid")
