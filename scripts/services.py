@@ -147,13 +147,20 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 
 def _make_bridge() -> tuple[str, ipaddress.IPv4Network] | None:
-    """A bridge of our own, so this dockerd shares no bridge, IPs or iptables chains with another."""
+    """A bridge of our own, so this dockerd shares no bridge, IPs or iptables chains with another.
+
+    Its MAC address is set explicitly: a bridge whose address the kernel chose takes the lowest
+    MAC of its ports, so it changes whenever a container leaves, and the other containers keep
+    answering the old one until their ARP entries expire: connections to them hang for seconds.
+    """
     if shutil.which("ip") is None:
         return None
     name = "cicd" + secrets.token_hex(4)
     net = _free_subnet()
+    mac = "02:" + ":".join(secrets.token_hex(1) for _ in range(5))  # locally administered, unicast
     steps = [
         ["ip", "link", "add", "name", name, "type", "bridge"],
+        ["ip", "link", "set", "dev", name, "address", mac],
         ["ip", "addr", "add", f"{net.network_address + 1}/{net.prefixlen}", "dev", name],
         ["ip", "link", "set", name, "up"],
     ]

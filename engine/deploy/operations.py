@@ -296,11 +296,13 @@ async def _run_step(
     if isinstance(step, Traffic):
         if ctx.router is not None:
             outcome.changed = True
-            await route(ctx, step, list(live.values()))
-            if step.drain:
-                # The router sends no new request to a drained instance, but requests it already
-                # forwarded (nginx's old workers finish theirs after a reload) must complete
-                # before the instance is stopped, or a client sees a cut response.
+            before = {str(b.address) for b in await ctx.router.backends(ctx.service) if not b.drained}
+            after = {str(b.address) for b in await route(ctx, step, list(live.values())) if not b.drained}
+            if before - after:
+                # The router sends no new request to an instance it took out of rotation, but
+                # requests it already forwarded (nginx's old workers finish theirs after a reload)
+                # must complete before the instance is stopped, or a client sees a cut response
+                # (or, on docker, a connection to a vanished container that hangs).
                 await ctx.clock.sleep(DRAIN_GRACE)
         return None
     if isinstance(step, Wait):
