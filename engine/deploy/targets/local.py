@@ -114,16 +114,26 @@ def _proc_start_time(pid: int) -> str | None:
     return fields[19]
 
 
-def _reap(pid: int) -> None:
+def _reap_exited() -> None:
+    """Reap every child of ours that has exited: an instance that crashed (rather than being
+    stopped) must not stay a zombie for the life of a long-running server, even if nobody asks
+    about its service again."""
     with _CHILDREN_LOCK:
-        child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            with _CHILDREN_LOCK:
+        children = list(_CHILDREN.items())
+    done = [pid for pid, child in children if child.poll() is not None]
+    if done:
+        with _CHILDREN_LOCK:
+            for pid in done:
                 _CHILDREN.pop(pid, None)
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+
+
+def _reap(pid: int) -> None:
+    _reap_exited()
+    with _CHILDREN_LOCK:
+        ours = pid in _CHILDREN
+    if not ours:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _alive(pid: int, start: str | None) -> bool:
@@ -382,6 +392,7 @@ class LocalTarget:
         return replace(inst, alive=alive)
 
     async def instances(self, service: str) -> list[Instance]:
+        _reap_exited()
         inst_dir = self._record(service, "x").parent
         if not inst_dir.is_dir():
             return []

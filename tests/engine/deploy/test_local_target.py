@@ -126,3 +126,37 @@ async def test_old_release_dirs_are_pruned_but_live_ones_kept(tmp_path: Path) ->
         os.utime(tmp_path / "state" / "releases" / "web" / v, (int(v), int(v)))
     kept = sorted(p.name for p in (tmp_path / "state" / "releases" / "web").iterdir())
     assert kept == ["3", "4"]
+
+
+@pytest.mark.anyio
+async def test_an_instance_that_dies_is_reaped_by_the_next_operation_on_any_service(tmp_path: Path) -> None:
+    """A crashed instance must not stay a zombie for the life of a long-running server, even if
+    nobody asks about its own service again."""
+    import signal
+
+    import anyio
+
+    p1, p2 = ports.take(2)
+    web = target(tmp_path, [p1])
+    api = LocalTarget(
+        LocalTargetConfig(command=APP_COMMAND, ports=[p2]), TargetContext(environment="t", state_dir=tmp_path / "s2")
+    )
+    ready = await web.prepare(release(make_release(tmp_path / "a", "1"), "1"))
+    inst = await web.start(ready, web.slots("web")[0])
+    assert inst.ref is not None
+    pid = int(inst.ref)
+    os.killpg(pid, signal.SIGKILL)
+
+    def state() -> str | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
+
+    with anyio.fail_after(10):
+        while state() not in ("Z", None):
+            await anyio.sleep(0.02)
+    assert state() == "Z"  # dead, and not yet reaped: nothing has looked since
+    await api.instances("api")
+    assert state() is None
+    await web.stop(inst)
