@@ -96,13 +96,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from server.tokens import TokenStore
+    from server.tokens import TokenStore, parse_lifetime
     from server.trust import Level
 
-    token, info = TokenStore(_store(args)).create(Level(args.level), args.name)
+    token, info = TokenStore(_store(args)).create(
+        Level(args.level), args.name, lifetime=parse_lifetime(args.expires_in)
+    )
     print(token)
-    print(f"token {info.name!r} ({info.level}) created; it is shown only this once, store it now. "
-          f"Clients send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
+    print(f"token {info.name!r} ({info.level}) created, {info.state()}; it is shown only this once, store it "
+          f"now. Clients send it as 'Authorization: Bearer <token>'.", file=sys.stderr)
     return 0
 
 
@@ -119,8 +121,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         return 0
     for t in infos:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at)) if t.created_at else "-"
-        state = ("revoked " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.revoked_at))) if t.revoked_at else "live"
-        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {state}")
+        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {t.state()}")
     return 0
 
 
@@ -182,6 +183,8 @@ def add_commands(sub: Any) -> None:
     _common(c, policy=False)
     c.add_argument("--level", required=True, choices=("untrusted", "verified", "trusted"))
     c.add_argument("--name")
+    c.add_argument("--expires-in", default="90d", metavar="DURATION",
+                   help="lifetime: a number and s, m, h, d or w (default 90d), or 'never'")
     c.set_defaults(func=cmd_token_create)
     c = tsub.add_parser("list", help="list tokens (never their values)")
     _common(c)

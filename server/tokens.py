@@ -1,13 +1,16 @@
-"""Bearer tokens for SSE/HTTP callers: created once, stored as sha256 hashes, revocable.
+"""Bearer tokens for SSE/HTTP callers: created once, stored as sha256 hashes, expiring, revocable.
 
 Tokens made by `cicd-mcp token create` live in the state store's `tokens` table, which the
-gate reads on every call, so a revoked token is refused at its next call without a restart.
-Tokens listed in the policy (by hash or environment variable) are fixed for the server's life.
+gate reads on every call, so a revoked or expired token is refused at its next call without a
+restart. They expire after 90 days unless `--expires-in` says otherwise (`never` for no expiry).
+Tokens listed in the policy (by hash or environment variable) live as long as the policy says
+(`expires`, optional) and are otherwise fixed for the server's life.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,9 +19,29 @@ from engine.errors import ConflictError, InputError, NotFoundError
 from engine.store import Store
 from server.trust import Level, PolicyToken, TrustPolicy, hash_token
 
-__all__ = ["TokenInfo", "TokenStore", "resolve_token"]
+__all__ = ["DEFAULT_TOKEN_LIFETIME", "TokenInfo", "TokenStore", "parse_lifetime", "resolve_token"]
 
 _PREFIX = "cicd_"
+DEFAULT_TOKEN_LIFETIME = "90d"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_lifetime(text: str) -> float | None:
+    """Seconds for a lifetime such as `90d`, `12h`, `30m`, `2w`, or None for `never`.
+
+    Raises:
+        InputError: not a positive number followed by s, m, h, d or w, nor `never`.
+    """
+    if text.strip().lower() == "never":
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    if m is None or float(m.group(1)) <= 0:
+        raise InputError(f"token lifetime {text!r}: give a positive number and a unit (e.g. 90d, 12h, 30m) or 'never'")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 @dataclass(frozen=True)
@@ -28,6 +51,15 @@ class TokenInfo:
     created_at: float
     revoked_at: float | None
     source: str   # store | policy
+    expires_at: float | None = None
+
+    def state(self, now: float | None = None) -> str:
+        """live | revoked <when> | expired <when> (for listings)."""
+        if self.revoked_at is not None:
+            return "revoked " + _utc(self.revoked_at)
+        if self.expires_at is not None and self.expires_at <= (time.time() if now is None else now):
+            return "expired " + _utc(self.expires_at)
+        return "live" + (f" until {_utc(self.expires_at)}" if self.expires_at is not None else ", never expires")
 
 
 class TokenStore:
@@ -36,8 +68,11 @@ class TokenStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def create(self, level: Level, name: str | None = None) -> tuple[str, TokenInfo]:
-        """A new random token; the caller must show it now, it cannot be read back.
+    def create(
+        self, level: Level, name: str | None = None, *, lifetime: float | None = 90 * 86400.0
+    ) -> tuple[str, TokenInfo]:
+        """A new random token; the caller must show it now, it cannot be read back. It is refused
+        `lifetime` seconds from now (None: never expires).
 
         Raises:
             ConflictError: a token of that name exists (revoked ones too: names are not reused).
@@ -50,15 +85,21 @@ class TokenStore:
         now = time.time()
         if self._store.query_one("SELECT 1 FROM tokens WHERE name = ?", (name,)) is not None:
             raise ConflictError(f"a token named {name!r} already exists; pick another --name")
+        expires_at = None if lifetime is None else now + lifetime
         self._store.execute(
-            "INSERT INTO tokens (name, sha256, level, created_at) VALUES (?, ?, ?, ?)",
-            (name, hash_token(token), str(level), now),
+            "INSERT INTO tokens (name, sha256, level, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (name, hash_token(token), str(level), now, expires_at),
         )
-        return token, TokenInfo(name, level, now, None, "store")
+        return token, TokenInfo(name, level, now, None, "store", expires_at)
 
     def list(self) -> list[TokenInfo]:
-        rows = self._store.query("SELECT name, level, created_at, revoked_at FROM tokens ORDER BY created_at")
-        return [TokenInfo(r["name"], Level(r["level"]), r["created_at"], r["revoked_at"], "store") for r in rows]
+        rows = self._store.query(
+            "SELECT name, level, created_at, revoked_at, expires_at FROM tokens ORDER BY created_at"
+        )
+        return [
+            TokenInfo(r["name"], Level(r["level"]), r["created_at"], r["revoked_at"], "store", r["expires_at"])
+            for r in rows
+        ]
 
     def revoke(self, name: str) -> None:
         """Raises:
@@ -73,12 +114,15 @@ class TokenStore:
                 "tokens listed in the trust policy are removed by editing the policy)"
             )
 
-    def lookup(self, digest: str) -> tuple[str, Level, bool] | None:
-        """(name, level, revoked) of the token with this sha256, or None."""
-        row = self._store.query_one("SELECT name, level, revoked_at FROM tokens WHERE sha256 = ?", (digest,))
+    def lookup(self, digest: str) -> TokenInfo | None:
+        """The token with this sha256, or None."""
+        row = self._store.query_one(
+            "SELECT name, level, created_at, revoked_at, expires_at FROM tokens WHERE sha256 = ?", (digest,)
+        )
         if row is None:
             return None
-        return row["name"], Level(row["level"]), row["revoked_at"] is not None
+        return TokenInfo(row["name"], Level(row["level"]), row["created_at"], row["revoked_at"], "store",
+                         row["expires_at"])
 
 
 def resolve_token(
@@ -86,18 +130,27 @@ def resolve_token(
 ) -> tuple[str, Level] | str:
     """(caller name, level) for a presented token, or the reason it is refused."""
     digest = hash_token(token)
+    now = time.time()
     for known, entry in policy_tokens.items():
         # Constant-time compare: the digest is of a secret.
         if hmac.compare_digest(known, digest):
+            expires_at = entry.expires.timestamp() if entry.expires is not None else None
+            if expires_at is not None and expires_at <= now:
+                return (f"the bearer token {entry.name!r} expired at {_utc(expires_at)} (the trust policy's "
+                        "`expires`); ask the operator for a new one")
             return f"token:{entry.name}", entry.level
     found = tokens.lookup(digest)
     if found is None:
         return "the bearer token is not recognised (unknown token)"
-    name, level, revoked = found
-    if revoked:
-        return f"the bearer token {name!r} has been revoked; ask the operator for a new one"
-    return f"token:{name}", level
+    if found.revoked_at is not None:
+        return f"the bearer token {found.name!r} has been revoked; ask the operator for a new one"
+    if found.expires_at is not None and found.expires_at <= now:
+        return f"the bearer token {found.name!r} expired at {_utc(found.expires_at)}; ask the operator for a new one"
+    return f"token:{found.name}", found.level
 
 
 def policy_token_infos(policy: TrustPolicy) -> list[TokenInfo]:
-    return [TokenInfo(t.name, t.level, 0.0, None, "policy") for t in policy.http.tokens]
+    return [
+        TokenInfo(t.name, t.level, 0.0, None, "policy", t.expires.timestamp() if t.expires is not None else None)
+        for t in policy.http.tokens
+    ]

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from engine.errors import SpecError, SpecIssue
 
@@ -80,6 +80,9 @@ class PolicyToken(BaseModel):
     level: Level
     sha256: _Sha256 | None = Field(default=None, description="Hex sha256 of the token (never the token).")
     env: str | None = Field(default=None, description="Environment variable holding the token.")
+    expires: AwareDatetime | None = Field(
+        default=None, description="When the token stops being accepted (ISO 8601 with a timezone); none: never."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PolicyToken:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 world.tokens[str(level)] = tokens.create(level, f"t-{level}")[0]
             world.tokens["revoked"] = tokens.create(Level.TRUSTED, "t-revoked")[0]
             tokens.revoke("t-revoked")
+            world.tokens["expired"] = tokens.create(Level.TRUSTED, "t-expired", lifetime=3600)[0]
+            s.execute("UPDATE tokens SET expires_at = ? WHERE name = 't-expired'", (time.time() - 1,))
         assert served_version(port) == "2"
         yield world
     finally:
@@ -272,9 +275,10 @@ async def test_http_subprocess(world: World) -> None:
             assert "shell_exec" not in listed and "run_pipeline" in listed
             _refused_everywhere(world, results, before, audit_before, caller)
 
-        # Unknown, revoked and malformed credentials never reach a tool.
+        # Unknown, revoked, expired and malformed credentials never reach a tool.
         before = world.snapshot()
-        for auth in ("Bearer not-a-token", f"Bearer {world.tokens['revoked']}", "Basic dXNlcjpwYXNz",
+        for auth in ("Bearer not-a-token", f"Bearer {world.tokens['revoked']}", f"Bearer {world.tokens['expired']}",
+                     "Basic dXNlcjpwYXNz",
                      f"Bearer {world.tokens['trusted']}x", "Bearer"):
             for tool, args in world.calls():
                 reply = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -336,6 +340,8 @@ BAD_POLICIES = {
     "bomb.yaml": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join(f"*{chr(97 + i)}" for _ in range(10)) + "]\n"
         for i in range(8)),
+    "token_expiry_without_timezone.yaml": "version: 1\nhttp: {tokens: [{name: x, level: trusted, env: X, "
+                                          "expires: '2027-01-01T00:00:00'}]}\n",
     "token_bad_hash.yaml": "version: 1\nhttp: {tokens: [{name: x, level: trusted, sha256: abc}]}\n",
     "token_both_sources.yaml": "version: 1\nhttp: {tokens: [{name: x, level: trusted, sha256: '"
                                + "a" * 64 + "', env: X}]}\n",

@@ -157,6 +157,58 @@ async def test_streamable_http_tokens(workspace: Path, policy_file: Path, pipeli
 
 
 @pytest.mark.anyio
+async def test_expired_tokens_are_refused_and_audited(
+    workspace: Path, tmp_path: Path, pipelines: dict[str, Path]
+) -> None:
+    """A store token past its `--expires-in`, and a policy token past its `expires`, are refused
+    at the next call (no restart) with a 401 that says so, are audited, and run nothing."""
+    from engine.store import open_store
+    from server.trust import hash_token
+
+    made = cli(workspace, "token", "create", "--level", "trusted", "--name", "brief", "--expires-in", "3s")
+    assert made.returncode == 0, made.stderr
+    brief = made.stdout.strip()
+    assert "live until" in made.stderr
+    assert cli(workspace, "token", "create", "--level", "trusted", "--expires-in", "0d").returncode == 2
+    stale = "cicd_stale-policy-token"
+    policy = tmp_path / "expiring.yaml"
+    policy.write_text(policy_yaml(http=(
+        "{anonymous_level: untrusted, tokens: [{name: old, level: trusted, sha256: "
+        f"'{hash_token(stale)}', expires: '2026-01-01T00:00:00Z'}}]}}"
+    )))
+    url = f"http://127.0.0.1:{HTTP_PORT}/mcp"
+
+    def post(token: str) -> httpx.Response:
+        return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                     "params": {"name": "run_pipeline",
+                                                "arguments": {"config_path": str(pipelines["ok"])}}},
+                          headers={"Authorization": f"Bearer {token}",
+                                   "Accept": "application/json, text/event-stream"}, timeout=30)
+
+    def runs() -> int:
+        with open_store(workspace) as store:
+            row = store.query_one("SELECT COUNT(*) AS n FROM runs")
+        return int(row["n"]) if row else 0
+
+    with serving(workspace, policy, "http", HTTP_PORT):
+        refused = post(stale)
+        assert refused.status_code == 401 and "'old' expired at 2026-01-01 00:00 UTC" in refused.text
+        async with http_client(url, brief) as client:
+            ok = await client.call_tool("run_pipeline", {"config_path": str(pipelines["ok"])})
+            assert not ok.is_error
+            assert runs() == 1
+            while "expired" not in cli(workspace, "token", "list").stdout:
+                time.sleep(0.2)
+            with pytest.raises(MCPError):
+                await client.call_tool("run_pipeline", {"config_path": str(pipelines["ok"])})
+        late = post(brief)
+        assert late.status_code == 401 and "'brief' expired at" in late.text
+    assert runs() == 1
+    audit = cli(workspace, "audit", "--json").stdout
+    assert audit.count("expired at") >= 3, audit
+
+
+@pytest.mark.anyio
 async def test_sse(workspace: Path, policy_file: Path) -> None:
     with serving(workspace, policy_file, "sse", SSE_PORT):
         async with mcp.Client(sse_client(f"http://127.0.0.1:{SSE_PORT}/sse")) as client:
