@@ -7,7 +7,6 @@ The rollback code reads the same tables: `live_release` (what serves now, verifi
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine._owner import current_owner, owner_alive
 from engine.deploy.states import DeploymentStatus, check_deployment_move
 from engine.deploy.targets.base import Instance
 from engine.errors import ConflictError, NotFoundError, StoreError
@@ -82,14 +82,6 @@ class ReleaseRecord:
     verified_at: float
 
 
-def _proc_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 class DeploymentHistory:
     """Reads and writes the deployment tables of a store."""
 
@@ -154,9 +146,9 @@ class DeploymentHistory:
         """
         rec = self.get(deployment_id)
         check_deployment_move(rec.name, rec.status, DeploymentStatus.IN_PROGRESS)
-        self._clear_stale(rec.environment)
+        self.clear_stale(rec.environment)
         now = time.time()
-        pid = os.getpid()
+        pid, host, identity = current_owner()
         try:
             self.store.execute(
                 "UPDATE deployments SET status = ?, started_at = ?, previous_version = ?, before_json = ?,"
@@ -167,8 +159,8 @@ class DeploymentHistory:
                     previous_version,
                     json.dumps([i.to_json() for i in before]),
                     pid,
-                    socket.gethostname(),
-                    _proc_start(pid),
+                    host,
+                    identity,
                     deployment_id,
                     str(DeploymentStatus.PLANNED),
                 ),
@@ -176,6 +168,16 @@ class DeploymentHistory:
         except StoreError as exc:
             if not isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise
+            rollback = self.store.query_one(
+                "SELECT execution_id, deployment_id, owner_pid FROM rollback_executions"
+                " WHERE environment = ? AND status = 'running'",
+                (rec.environment,),
+            )
+            if rollback is not None:
+                raise ConflictError(
+                    f"environment {rec.environment!r} is busy: rollback {rollback['execution_id']} (of deployment "
+                    f"{rollback['deployment_id']}, pid {rollback['owner_pid']}) is running; wait for it to finish"
+                ) from None
             active = self.active(rec.environment)
             who = (
                 f"{active.name!r} ({active.deployment_id}, {active.service} {active.version}, {active.status})"
@@ -207,7 +209,10 @@ class DeploymentHistory:
         )
         return [row["deployment_id"] for row in rows if self._close_if_orphaned(row)]
 
-    def _clear_stale(self, environment: str) -> None:
+    def clear_stale(self, environment: str) -> None:
+        """Release the environment's locks held by processes of this host that are gone: a
+        deployment left in progress is closed (see `recover_interrupted`), a rollback execution
+        left running becomes `failed` (and so resumable), as the rollback journal does."""
         row = self.store.query_one(
             "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
             " WHERE environment = ? AND status IN ('in_progress', 'rolling_back')",
@@ -215,12 +220,22 @@ class DeploymentHistory:
         )
         if row is not None:
             self._close_if_orphaned(row)
+        rollback = self.store.query_one(
+            "SELECT execution_id, owner_pid, owner_host, owner_start FROM rollback_executions"
+            " WHERE environment = ? AND status = 'running'",
+            (environment,),
+        )
+        if rollback is not None and rollback["owner_host"] == socket.gethostname() and not owner_alive(rollback):
+            self.store.execute(
+                "UPDATE rollback_executions SET status = 'failed', error = ?"
+                " WHERE execution_id = ? AND status = 'running'",
+                (f"interrupted: the process {rollback['owner_pid']} running it is gone", rollback["execution_id"]),
+            )
 
     def _close_if_orphaned(self, row: Row) -> bool:
         if row["owner_host"] != socket.gethostname() or row["owner_pid"] is None:
             return False  # another machine's deployment: not ours to judge
-        start = _proc_start(row["owner_pid"])
-        if start is not None and start == row["owner_start"]:
+        if owner_alive(row):
             return False  # its owner still runs
         new = DeploymentStatus.FAILURE if row["status"] == "in_progress" else DeploymentStatus.ROLLBACK_FAILED
         self.store.execute(

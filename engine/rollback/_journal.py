@@ -8,41 +8,18 @@ says exactly which steps finished. An execution whose owner process is gone is r
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from engine._owner import current_owner, owner_alive
+from engine.deploy.history import DeploymentHistory
 from engine.errors import ConflictError, NotFoundError, StoreError
 from engine.rollback.plans import RollbackPlan, RollbackStep
 from engine.store.base import Row, Store
 
-__all__ = ["Journal", "owner_alive", "proc_start"]
-
-
-def proc_start(pid: int) -> str | None:
-    """A process's start time (clock ticks since boot) from /proc; None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def owner_alive(row: Row) -> bool:
-    """Whether the process recorded as running an execution still runs (same host, same start time).
-
-    An owner on another host cannot be checked from here: it is taken to be alive.
-    """
-    if row["owner_pid"] is None:
-        return False
-    if row["owner_host"] != socket.gethostname():
-        return True
-    start = proc_start(int(row["owner_pid"]))
-    return start is not None and start == row["owner_start"]
+__all__ = ["Journal", "owner_alive"]
 
 
 class Journal:
@@ -105,10 +82,15 @@ class Journal:
 
     # -- executions -----------------------------------------------------------------------------
     def _owner(self) -> tuple[int, str, str | None]:
-        pid = os.getpid()
-        return pid, socket.gethostname(), proc_start(pid)
+        return current_owner()
 
     def _conflict(self, environment: str) -> ConflictError:
+        deploying = DeploymentHistory(self.store).active(environment)
+        if deploying is not None:
+            return ConflictError(
+                f"environment {environment!r} is busy: deployment {deploying.name!r} ({deploying.deployment_id}, "
+                f"{deploying.service} {deploying.version}) is {deploying.status}; wait for it to finish"
+            )
         row = self.store.query_one(
             "SELECT execution_id, deployment_id, owner_pid FROM rollback_executions"
             " WHERE environment = ? AND status = 'running'",
@@ -118,16 +100,9 @@ class Journal:
         return ConflictError(f"environment {environment!r} is busy: rollback {who} is running; wait for it")
 
     def release_stale(self, environment: str) -> None:
-        """An execution left `running` by a process that is gone becomes `failed` (and resumable)."""
-        row = self.store.query_one(
-            "SELECT * FROM rollback_executions WHERE environment = ? AND status = 'running'", (environment,)
-        )
-        if row is not None and not owner_alive(row):
-            self.store.execute(
-                "UPDATE rollback_executions SET status = 'failed', error = ?"
-                " WHERE execution_id = ? AND status = 'running'",
-                (f"interrupted: the process {row['owner_pid']} running it is gone", row["execution_id"]),
-            )
+        """Locks on the environment held by processes that are gone are released: an execution
+        left `running` becomes `failed` (and resumable), a deployment left in progress is closed."""
+        DeploymentHistory(self.store).clear_stale(environment)
 
     def new_execution(self, plan: RollbackPlan, execution_id: str) -> None:
         """Record a running execution and its steps (pending).
@@ -148,6 +123,8 @@ class Journal:
                     "INSERT INTO rollback_steps (execution_id, seq, name, action, environment) VALUES (?, ?, ?, ?, ?)",
                     [(execution_id, n, s.name, s.action, plan.environment) for n, s in enumerate(plan.steps)],
                 )
+        except sqlite3.IntegrityError:  # raised inside the transaction, as sqlite3 raised it
+            raise self._conflict(plan.environment) from None
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise self._conflict(plan.environment) from None

@@ -352,11 +352,8 @@ class RollbackManager:
     async def _run(
         self, plan: RollbackPlan, execution_id: str, on_event: EventCallback | None, *, resume: bool
     ) -> RollbackExecution:
-        active = self.history.active(plan.environment)
-        if active is not None:
-            raise ConflictError(
-                f"environment {plan.environment!r} is busy: deployment {active.deployment_id} is {active.status}"
-            )
+        # The journal takes the environment's lock: it refuses while another rollback or a
+        # deployment runs there (one write, enforced by the store: migration 0007).
         if resume:
             self.journal.claim(execution_id, plan.environment)
         else:

@@ -150,3 +150,33 @@ def test_one_rollback_at_a_time_per_environment(tmp_path: Path) -> None:
         anyio.run(manager.execute_rollback, plan.plan_id)
     with pytest.raises(ConflictError, match="rx-held"):
         anyio.run(manager.resume_rollback, "rx-held")
+
+
+def test_a_deployment_and_a_rollback_never_run_at_once_in_an_environment(tmp_path: Path) -> None:
+    """Deployments and rollbacks share one lock per environment: each refuses while the other
+    runs (naming it), and a lock left by a process that is gone is released, not waited on."""
+    orch, target, router, http = build(tmp_path)
+    manager = manager_for(orch, http)
+    plan = manager.create_rollback_plan("web-2", "immediate")
+    manager.journal.new_execution(plan, "rx-busy")  # running, owned by this live process
+    orch.create_deployment("web-3", "3", "env", ["img:3"], "rolling")
+    with pytest.raises(ConflictError, match="rollback rx-busy .* is running"):
+        anyio.run(orch.adeploy, "web-3")
+    assert orch.get_deployment("web-3").status == DeploymentStatus.PLANNED
+    assert {i.version for i in target.running.values()} == {"2"}
+
+    # The rollback's process dies (its owner is rewritten to a pid that is not running).
+    orch.store.execute("UPDATE rollback_executions SET owner_pid = 2147483646 WHERE execution_id = 'rx-busy'")
+    assert anyio.run(orch.adeploy, "web-3").status == DeploymentStatus.SUCCESS
+    row = orch.store.query_one("SELECT status, error FROM rollback_executions WHERE execution_id = 'rx-busy'")
+    assert row is not None and row["status"] == "failed" and "interrupted" in row["error"]
+
+    # Now a deployment in progress (this live process) holds the environment.
+    orch.create_deployment("web-4", "4", "env", ["img:4"], "rolling")
+    orch.history.begin(orch.get_deployment("web-4").deployment_id, "3", [])
+    plan3 = manager.create_rollback_plan("web-3", "immediate")
+    with pytest.raises(ConflictError, match="deployment 'web-4' .* is in_progress"):
+        anyio.run(manager.execute_rollback, plan3.plan_id)
+    with pytest.raises(ConflictError, match="deployment 'web-4'"):
+        anyio.run(manager.resume_rollback, "rx-busy")
+    assert {i.version for i in target.running.values()} == {"3"}
