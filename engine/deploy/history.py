@@ -258,7 +258,8 @@ class DeploymentHistory:
         reason: str | None = None,
         instances: Sequence[Instance] | None = None,
     ) -> DeploymentRecord:
-        """Change the status (checked against the state table); final states stamp finished_at/duration.
+        """Change the status (checked against the state table); the first final state stamps
+        finished_at/duration (a later rollback's move keeps the deployment's own).
 
         Raises:
             InvalidTransition: the move is not allowed from the current status.
@@ -266,7 +267,7 @@ class DeploymentHistory:
         rec = self.get(deployment_id)
         check_deployment_move(rec.name, rec.status, new)
         now = time.time()
-        final = new in (
+        final = not rec.status.finished and new in (
             DeploymentStatus.SUCCESS,
             DeploymentStatus.FAILURE,
             DeploymentStatus.ROLLED_BACK,

@@ -3,6 +3,7 @@
     planned -> in_progress -> success
                            -> failure -> rolling_back -> rolled_back
                                                       -> rollback_failed
+    success | failure | rollback_failed -> rolled_back   (a RollbackManager execution completed)
 
 `failure` is final when there is nothing to roll back to (or rollback is off). A deployment
 refused before it changed anything (a failing pre-deploy hook) goes planned -> in_progress ->
@@ -34,17 +35,18 @@ class DeploymentStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return not DEPLOYMENT_TRANSITIONS[self] or self is DeploymentStatus.FAILURE
+        """The deployment's own run is over (a later rollback may still move it to rolled_back)."""
+        return self not in (DeploymentStatus.PLANNED, DeploymentStatus.IN_PROGRESS, DeploymentStatus.ROLLING_BACK)
 
 
 DEPLOYMENT_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
     DeploymentStatus.PLANNED: frozenset({DeploymentStatus.IN_PROGRESS}),
     DeploymentStatus.IN_PROGRESS: frozenset({DeploymentStatus.SUCCESS, DeploymentStatus.FAILURE}),
-    DeploymentStatus.FAILURE: frozenset({DeploymentStatus.ROLLING_BACK}),
+    DeploymentStatus.FAILURE: frozenset({DeploymentStatus.ROLLING_BACK, DeploymentStatus.ROLLED_BACK}),
     DeploymentStatus.ROLLING_BACK: frozenset({DeploymentStatus.ROLLED_BACK, DeploymentStatus.ROLLBACK_FAILED}),
-    DeploymentStatus.SUCCESS: frozenset(),
+    DeploymentStatus.SUCCESS: frozenset({DeploymentStatus.ROLLED_BACK}),
     DeploymentStatus.ROLLED_BACK: frozenset(),
-    DeploymentStatus.ROLLBACK_FAILED: frozenset(),
+    DeploymentStatus.ROLLBACK_FAILED: frozenset({DeploymentStatus.ROLLED_BACK}),
 }
 
 

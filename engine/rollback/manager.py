@@ -428,6 +428,14 @@ class RollbackManager:
                 plan.environment, plan.service, plan.to_version, plan.to_deployment_id, plan.to_artifacts, "rolled_back"
             )
             message = f"rolled back to {plan.to_version}; it answers its health checks"
+            rolled = self.history.get(plan.deployment_id)
+            if rolled.status != DeploymentStatus.ROLLED_BACK:
+                self.history.move(
+                    plan.deployment_id,
+                    DeploymentStatus.ROLLED_BACK,
+                    reason=f"rolled back to {plan.to_version} by rollback {execution_id}"
+                    + (f" ({plan.reason})" if plan.reason else ""),
+                )
         else:
             message = f"rollback to {plan.to_version} failed: {errors[0]}; the live-version record is unchanged"
         self.journal.finish(execution_id, status, duration, failed, "\n".join(errors) or None)

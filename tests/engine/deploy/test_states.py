@@ -17,6 +17,10 @@ ALLOWED = {
     (S.FAILURE, S.ROLLING_BACK),
     (S.ROLLING_BACK, S.ROLLED_BACK),
     (S.ROLLING_BACK, S.ROLLBACK_FAILED),
+    # a RollbackManager execution that completed, after the deployment's own run
+    (S.SUCCESS, S.ROLLED_BACK),
+    (S.FAILURE, S.ROLLED_BACK),
+    (S.ROLLBACK_FAILED, S.ROLLED_BACK),
 }
 
 

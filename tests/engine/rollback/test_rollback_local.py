@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from engine.deploy import DeploymentStatus
 from engine.errors import InputError, NotFoundError
 from engine.pipeline.results import Event
 from engine.rollback import RollbackManager, handle_rollback
@@ -28,6 +29,7 @@ def test_each_strategy_puts_v1_back_and_records_it_live(rigs: Any, strategy: str
     rig.deploy("1", DEPLOYED_WITH[strategy])
     v2 = rig.deploy("2", DEPLOYED_WITH[strategy])
     assert rig.served() == "2" and rig.live() == "2"
+    deployed = rig.orch.history.get(v2.deployment_id)
     events: list[Event] = []
 
     async def go() -> Any:
@@ -54,6 +56,10 @@ def test_each_strategy_puts_v1_back_and_records_it_live(rigs: Any, strategy: str
     assert events[-1].kind == "rollback_finished" and events[-1].status == "completed"
     kinds = {e["kind"] for e in rig.orch.history.events(v2.deployment_id)}
     assert {"rollback_planned", "rollback_started", "rollback_finished"} <= kinds
+    rolled = rig.orch.history.get(v2.deployment_id)
+    assert rolled.status == DeploymentStatus.ROLLED_BACK
+    assert rolled.reason == f"rolled back to 1 by rollback {result.execution_id} (v2 misbehaves)"
+    assert (rolled.finished_at, rolled.duration) == (deployed.finished_at, deployed.duration)  # its own run
 
 
 def test_default_target_version_errors_and_the_module_level_convenience(
@@ -116,5 +122,6 @@ def test_a_rollback_whose_health_check_fails_reports_it_and_leaves_the_record_ho
     assert result.completed_steps == ["stop_services", "restore_backup", "restart_services"]
     assert [s.status for s in result.steps][3:] == ["failed", "pending"]
     assert rig.live() == "2"  # not claimed to be 1: it never passed its health check
+    assert rig.orch.history.get(v2.deployment_id).status == DeploymentStatus.SUCCESS
     events = rig.orch.history.events(v2.deployment_id)
     assert "the live-version record is unchanged" in events[-1]["message"]
