@@ -10,6 +10,11 @@ The path is resolved first (symlinks followed, '..' removed), so neither a symli
 leads out of a root, and the engine is given the resolved path: what was checked is what is read.
 Without PIPELINE_CONFIG_PATH the operator has declared no root and any path the server's user can
 read is accepted, as before: setting it is how a shared or networked server is locked down.
+
+A deployment's artifacts that are files or directories of this machine (every artifact of a
+local or SSH target; a build context or image tarball for Docker) are read and copied into a
+release, so they are confined the same way, with the artifact store (ARTIFACT_STORAGE_PATH,
+where pipeline runs keep what they built) as a third root.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.settings import Settings
 
-__all__ = ["config_roots", "confined_config_path"]
+__all__ = ["confined_artifacts", "config_roots", "confined_config_path"]
 
 
 def config_roots(settings: Settings) -> list[Path] | None:
@@ -56,3 +61,42 @@ def confined_config_path(raw: str, settings: Settings, field: str = "config_path
         "name a file under one of them (symlinks and '..' are followed before the check), or a known pipeline "
         "by name. The operator sets the config root with PIPELINE_CONFIG_PATH."
     )
+
+
+def _names_a_local_path(target_kind: str, artifact: str) -> bool:
+    if target_kind in ("local", "ssh"):
+        return True  # their artifacts are release directories and tarballs
+    # Docker and Kubernetes take image references; a path is a build context or an image tarball.
+    return artifact.startswith(("/", "./", "../", "~")) or Path(artifact).exists()
+
+
+def confined_artifacts(artifacts: list[str], target_kind: str, settings: Settings) -> list[str]:
+    """The artifacts with every local path resolved and checked against the roots (config roots
+    and the artifact store); image references pass unchanged. All pass unchanged when no config
+    root is declared.
+
+    Raises:
+        InputError: an artifact path lies outside every root (named, with the roots).
+    """
+    roots = config_roots(settings)
+    if roots is None:
+        return artifacts
+    roots = [*roots, settings.artifact_root]
+    out = []
+    for n, raw in enumerate(artifacts):
+        if not _names_a_local_path(target_kind, raw):
+            out.append(raw)
+            continue
+        try:
+            resolved = Path(raw).expanduser().resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"artifacts[{n}] {raw[:200]!r} is not a usable path: {exc}") from None
+        if not any(resolved.is_relative_to(root) for root in roots):
+            shown = raw if len(raw) <= 200 else raw[:200] + "..."
+            raise InputError(
+                f"artifacts[{n}] {shown!r} is outside the server's roots ({', '.join(str(r) for r in roots)}): "
+                "a deployment may copy only files under them (symlinks and '..' are followed before the check). "
+                "The operator sets them with PIPELINE_CONFIG_PATH, PIPELINE_WORKSPACE and ARTIFACT_STORAGE_PATH."
+            )
+        out.append(str(resolved))
+    return out

@@ -10,7 +10,7 @@ from mcp_types import ToolAnnotations
 from server.gate import Confirmed, state_of
 from server.models import DeployInput, DeployOutput, InstanceOut
 from server.tools._errors import tool_errors
-from server.tools._paths import confined_config_path
+from server.tools._paths import confined_artifacts, confined_config_path
 from server.tools._registry import ToolSpec
 from server.tools.runs import clip
 from server.trust import Level
@@ -88,7 +88,9 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
             env = orch.get_environment(args.environment)
             service = args.service or env.service_name
             name = args.name or f"{service}-{args.version}"
-            orch.create_deployment(name, args.version, env.name, list(args.artifacts), args.strategy,
+            kind = env.target.kind if env.target is not None else state.settings.DEPLOY_TARGET
+            artifacts = confined_artifacts(list(args.artifacts), kind, state.settings)
+            orch.create_deployment(name, args.version, env.name, artifacts, args.strategy,
                                    args.rollback_on_failure, service=service, **args.strategy_options)
             result = await orch.adeploy(name, _progress(ctx))
         finally:

@@ -16,7 +16,7 @@ import mcp
 import pytest
 
 from engine.settings import get_settings
-from tests.engine.deploy.helpers import APP_COMMAND, make_release
+from tests.engine.deploy.helpers import APP_COMMAND, make_release, served_version
 from tests.reliability.conftest import MakeServer, count, free_port, text
 
 pytestmark = pytest.mark.anyio
@@ -237,3 +237,32 @@ async def test_hostile_versions_are_quoted_or_refused(make_server: MakeServer, d
     assert not (ws / "deploy" / "x").exists() and not (ws / "x").exists()
     for path in (ws / "deploy").rglob("*"):
         assert path.resolve().is_relative_to(ws.resolve()), path
+
+
+async def test_deploy_artifacts_are_confined_to_the_roots(make_server: MakeServer, deployed: dict[str, Any],
+                                                          workspace: Path) -> None:
+    """With a config root declared, a deployment copies only files under the roots: an artifact
+    outside them, through '..' or through a symlink, is refused before anything changes."""
+    tmp = deployed["tmp"]
+    config_root = tmp / "configs"
+    config_root.mkdir()
+    config = config_root / "deploy.yaml"
+    config.write_text(deployed["config"].read_text())
+    outside = make_release(tmp / "outside", "6")
+    inside = make_release(config_root / "releases", "7")
+    os.symlink(outside, config_root / "link-out")
+    settings = get_settings(PIPELINE_WORKSPACE=workspace, PIPELINE_CONFIG_PATH=config_root)
+    server = make_server(settings_=settings)
+    async with mcp.Client(server) as client:
+        for version, artifact in (("6", str(outside)), ("6", str(config_root / "link-out")),
+                                  ("6", str(config_root / ".." / "outside" / outside.name))):
+            refused = await client.call_tool("deploy", {"config_path": str(config), "environment": "staging",
+                                                        "version": version, "artifacts": [artifact]})
+            assert refused.is_error and "artifacts[0]" in text(refused) and "outside the server's roots" in text(
+                refused), text(refused)
+            assert served_version(deployed["port"]) == "1"
+        ok = await client.call_tool("deploy", {"config_path": str(config), "environment": "staging",
+                                               "version": "7", "artifacts": [str(inside)]})
+    assert not ok.is_error and (ok.structured_content or {}).get("status") == "success", text(ok)
+    assert served_version(deployed["port"]) == "7"
+    assert not (deployed["releases"] / "staging" / "6").exists()
