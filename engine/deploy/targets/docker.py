@@ -119,6 +119,36 @@ def is_build_context(artifact: str) -> bool:
     return path.is_file() and artifact.endswith(_TARBALL_SUFFIXES)
 
 
+def _close_failed_unix_connects() -> None:
+    """Make the SDK close the socket of a unix connect that failed.
+
+    docker-py 7.1's UnixHTTPConnection.connect creates a socket and connects it; when the engine
+    is gone (socket file removed, daemon stopped) the connect raises and the socket is left for
+    the garbage collector (a ResourceWarning, a file descriptor held until then). The same
+    connect, closing the socket on failure, replaces it once per process.
+    """
+    import socket
+
+    from docker.transport import unixconn
+
+    cls: Any = unixconn.UnixHTTPConnection
+    if getattr(cls.connect, "_closes_on_failure", False):
+        return
+
+    def connect(self: Any) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.unix_socket)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    connect._closes_on_failure = True  # type: ignore[attr-defined]
+    cls.connect = connect
+
+
 class DockerTarget:
     """Containers on a Docker engine. See the module docstring."""
 
@@ -138,11 +168,14 @@ class DockerTarget:
     def _connect(self) -> Any:
         import docker
 
+        _close_failed_unix_connects()
+        url = self.config.base_url or os.environ.get("DOCKER_HOST") or ""
+        # Checked before every call, because the SDK leaks the socket of a failed unix connect
+        # (and an engine can go away between two calls).
+        if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
+            self._drop_client()
+            raise TargetError(f"docker: no engine socket at {url} (is dockerd running?)")
         if self._client is None:
-            url = self.config.base_url or os.environ.get("DOCKER_HOST") or ""
-            # Checked here because the SDK leaks the socket of a failed unix connect.
-            if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
-                raise TargetError(f"docker: no engine socket at {url} (is dockerd running?)")
             if self.config.base_url:
                 self._client = docker.DockerClient(
                     base_url=self.config.base_url, timeout=int(self.config.timeout)
@@ -162,9 +195,18 @@ class DockerTarget:
             except docker.errors.DockerException as exc:
                 raise TargetError(f"docker: {what} on {self._where} failed: {exc}") from exc
             except (requests.RequestException, OSError) as exc:
+                # The engine went away mid-request: drop the client (closing its pooled sockets,
+                # which the SDK would otherwise leave open) so the next call connects afresh.
+                self._drop_client()
                 raise TargetError(f"docker: {what}: cannot reach {self._where}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(run)
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _labels(self, release: Release, slot: Instance) -> dict[str, str]:
         color = release.color if release.color is not None else slot.color

@@ -27,6 +27,24 @@ def release(
     return Release(service=service, version=version, deployment_id=dep, artifacts=artifacts, color=color)
 
 
+def test_a_failed_unix_connect_leaves_no_socket_behind(tmp_path: Path) -> None:
+    """docker-py's own connect leaves the socket of a failed connect to the garbage collector;
+    the target installs one that closes it (a leak would fail this test as an unraisable
+    ResourceWarning when collected below)."""
+    import gc
+
+    from docker.transport.unixconn import UnixHTTPConnection
+
+    from engine.deploy.targets.docker import _close_failed_unix_connects
+
+    _close_failed_unix_connects()
+    conn = UnixHTTPConnection("http+docker://localhost", str(tmp_path / "no-engine.sock"), timeout=1)
+    with pytest.raises(FileNotFoundError):
+        conn.connect()
+    del conn
+    gc.collect()
+
+
 def test_registry_resolves_docker_kind() -> None:
     assert TARGETS["docker"] is DockerTarget
     assert DockerTarget.config_model is DockerTargetConfig
