@@ -331,6 +331,7 @@ class DeploymentOrchestrator:
             layout=layout,
             has_router=router is not None,
             options=rec.strategy_options,
+            live_version=live_rel.version if live_rel else None,
         )
         self.history.begin(rec.deployment_id, live_rel.version if live_rel else None, current)
         run.rec = self.history.get(rec.deployment_id)

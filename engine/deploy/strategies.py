@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -367,10 +367,15 @@ def plan(
     layout: Mapping[str | None, Sequence[Instance]],
     has_router: bool,
     options: Mapping[str, Any] | None = None,
+    live_version: str | None = None,
 ) -> Plan:
     """The steps that take a service from `current` to `version` with `strategy`.
 
-    `layout` maps None (the ordinary slots) and each colour to the target's slots.
+    `layout` maps None (the ordinary slots) and each colour to the target's slots. `live_version`
+    is the version recorded live (verified): for blue-green and canary, when both colours are
+    occupied and one holds no instance of it (what a failed deployment whose rollback also failed
+    leaves behind), that colour's instances are taken out of the router and stopped first, and the
+    new version starts there, as a new preview replaces the old one.
 
     Raises:
         InputError: unknown strategy, bad options, no free colour, or canary without a router.
@@ -382,7 +387,35 @@ def plan(
     for key in (None, *COLORS):
         if key not in layout and (key is None or strategy in ("blue_green", "canary")):
             raise InputError(f"the target gives no {'default' if key is None else key} slots")
-    return entry.planner(version, current, layout, has_router, opts)
+    stale = _stale_colour(current, layout, live_version) if strategy in ("blue_green", "canary") else []
+    if not stale:
+        return entry.planner(version, current, layout, has_router, opts)
+    keep = [i for i in current if i not in stale]
+    inner = entry.planner(version, keep, layout, has_router, opts)
+    evict: list[Step] = [Stop(tuple(stale))]
+    if has_router:
+        evict.insert(0, Traffic(drain=frozenset(i.slot for i in stale)))
+    return replace(inner, steps=(*evict, *inner.steps))
+
+
+def _stale_colour(
+    current: Sequence[Instance], layout: Mapping[str | None, Sequence[Instance]], live_version: str | None
+) -> list[Instance]:
+    """The instances of the colour that holds no live instance, when both colours are occupied
+    and the other one does; else none."""
+    if live_version is None:
+        return []
+    by_colour: dict[str, list[Instance]] = {}
+    for color in COLORS:
+        slots = {s.slot for s in layout[color]}
+        by_colour[color] = [i for i in current if i.slot in slots]
+    if not all(by_colour.values()):
+        return []  # a colour is free: nothing to evict
+    live = [c for c in COLORS if any(i.version == live_version for i in by_colour[c])]
+    if len(live) != 1:
+        return []
+    (stale_colour,) = [c for c in COLORS if c not in live]
+    return by_colour[stale_colour]
 
 
 def plan_restore(

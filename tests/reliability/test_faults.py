@@ -73,6 +73,13 @@ class Service:
         rec = DeploymentHistory(self.orch.store).live_release("svc", "svc")
         return rec.version if rec else None
 
+    def instances(self) -> list[Any]:
+        async def listed() -> list[Any]:
+            env = self.orch.get_environment("svc")
+            return list(await self.orch.target_for(env).instances(env.service_name))
+
+        return anyio.run(listed)
+
     def stop(self) -> None:
         async def stop_all() -> None:
             for env in self.orch.environments.values():
@@ -143,10 +150,11 @@ def test_nginx_reload_fails(tmp_path: Path, port_pool: Any, nginx: NginxServer, 
         assert _get(listen) == "1" and svc.live() == "1"
     finally:
         broken.unlink()
-    # Once nginx is fixed, the next deployment goes through (recreate: the failed one's colour is still taken,
-    # which a blue-green deploy refuses with a message saying so).
-    assert str(svc.deploy("3", str(make_release(tmp_path, "3")), "recreate").status) == "success"
+    # Once nginx is fixed, the next blue-green deployment goes through: the failed version's
+    # instances in the idle colour are taken out and replaced.
+    assert str(svc.deploy("3", str(make_release(tmp_path, "3")), "blue_green").status) == "success"
     assert _get(listen) == "3" and svc.live() == "3"
+    assert {i.version for i in svc.instances()} == {"3"}
 
 
 # -- docker ---------------------------------------------------------------------------------------

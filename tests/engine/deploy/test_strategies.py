@@ -137,6 +137,28 @@ def test_blue_green_after_a_rolling_deploy_uses_the_colour_whose_ports_are_free(
         plan("blue_green", "2", current=both, layout=LAYOUT, has_router=False)
 
 
+@pytest.mark.parametrize("strategy", ["blue_green", "canary"])
+def test_a_colour_left_by_a_failed_version_is_evicted_before_the_new_one_starts_there(strategy: str) -> None:
+    """After a deployment whose rollback failed, the idle colour still runs the failed version;
+    the next deployment clears that colour first (out of the router, stopped), as a new preview
+    replaces the old one. Without the live version it cannot tell which colour serves: refused."""
+    live = running("1", LAYOUT["blue"])
+    leftovers = running("2", LAYOUT["green"])
+    p = plan(strategy, "3", current=[*live, *leftovers], layout=LAYOUT, has_router=True, live_version="1")
+    assert p.color == "green"
+    assert p.steps[:3] == (
+        Traffic(drain=frozenset({"11", "12", "13", "14"})),
+        Stop(tuple(leftovers)),
+        Start(tuple(LAYOUT["green"]), "3"),
+    )
+    stops = [step for step in p.steps[2:] if isinstance(step, Stop)]
+    assert stops == [Stop(tuple(live))]  # the old colour, retired at the end as usual
+    with pytest.raises(InputError, match="no free colour"):
+        plan(strategy, "3", current=[*live, *leftovers], layout=LAYOUT, has_router=True)
+    with pytest.raises(InputError, match="no free colour"):  # neither colour holds the live version
+        plan(strategy, "3", current=[*live, *leftovers], layout=LAYOUT, has_router=True, live_version="0")
+
+
 def test_canary_shifts_weights_step_by_step_with_analysis() -> None:
     blue = running("1", LAYOUT["blue"])
     p = plan(
