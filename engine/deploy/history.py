@@ -314,6 +314,15 @@ class DeploymentHistory:
                 [(deployment_id, start + i, kind, desc) for i, (kind, desc) in enumerate(steps)],
             )
 
+    def replace_plan(self, deployment_id: str, steps: Sequence[tuple[str, str]]) -> None:
+        """Record a changed plan in place of the one saved before it ran (no step has run yet)."""
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM deployment_steps WHERE deployment_id = ?", (deployment_id,))
+            conn.executemany(
+                "INSERT INTO deployment_steps (deployment_id, seq, kind, description) VALUES (?, ?, ?, ?)",
+                [(deployment_id, i, kind, desc) for i, (kind, desc) in enumerate(steps)],
+            )
+
     def step(self, deployment_id: str, seq: int, status: str, detail: str | None = None) -> None:
         col = "started_at" if status == "running" else "finished_at"
         self.store.execute(

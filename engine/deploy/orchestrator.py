@@ -51,7 +51,7 @@ from engine.deploy.history import DeploymentHistory, DeploymentRecord, Environme
 from engine.deploy.operations import OpsContext, execute_plan, restore_version, stop_instances
 from engine.deploy.routers.base import ROUTERS, Router
 from engine.deploy.states import DeploymentStatus
-from engine.deploy.strategies import STRATEGIES, Plan, describe, parse_options, plan
+from engine.deploy.strategies import STRATEGIES, Plan, Start, describe, parse_options, plan, without_slots
 from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Target, TargetContext
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
 from engine.pipeline.logs import Masker, secret_looking
@@ -416,11 +416,27 @@ class DeploymentOrchestrator:
             artifacts=tuple(rec.artifacts),
             env=dict(env.env),
         )
+        skipped: dict[str, str] = {}
         if failure is None:
             try:
                 release = await ctx.target.prepare(release)
             except CicdError as exc:
                 failure = f"cannot prepare {rec.version}: {exc}"
+        if failure is None and release.prepared.get("skipped_slots"):
+            # Hosts that failed to prepare within the target's tolerance (SSH max_fail_percentage)
+            # are left out of the rollout: they keep what they run.
+            skipped = json.loads(release.prepared["skipped_slots"])
+            the_plan = without_slots(the_plan, set(skipped))
+            self.history.replace_plan(rec.deployment_id, [describe(s) for s in the_plan.steps])
+            await self._emit(
+                run,
+                "slots_skipped",
+                "left out of the rollout (preparation failed within max_fail_percentage): "
+                + "; ".join(dict.fromkeys(skipped.values())),
+                {"slots": sorted(skipped)},
+            )
+            if not any(isinstance(step, Start) for step in the_plan.steps):
+                failure = f"cannot prepare {rec.version} anywhere: " + "; ".join(dict.fromkeys(skipped.values()))
         if failure is not None:
             refused = f"{failure}; nothing was changed"
             self._move(run, DeploymentStatus.FAILURE, reason=refused, instances=current)
@@ -433,8 +449,14 @@ class DeploymentOrchestrator:
         if outcome.ok and reason is None:
             instances = list(live.values())
             self.history.mark_live(env.name, rec.service, rec.version, rec.deployment_id, rec.artifacts, "deployed")
-            self._move(run, DeploymentStatus.SUCCESS, instances=instances)
-            return DeploymentStatus.SUCCESS, None, instances
+            note = (
+                "deployed except where the release could not be prepared (those hosts keep their version): "
+                + "; ".join(dict.fromkeys(skipped.values()))
+                if skipped
+                else None
+            )
+            self._move(run, DeploymentStatus.SUCCESS, reason=note, instances=instances)
+            return DeploymentStatus.SUCCESS, note, instances
         assert reason is not None
         return await self._fail(run, env, ctx, reason, live, current, live_rel, len(the_plan.steps))
 

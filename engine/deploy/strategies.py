@@ -53,6 +53,7 @@ __all__ = [
     "plan",
     "plan_restore",
     "traffic_weights",
+    "without_slots",
 ]
 
 
@@ -396,6 +397,33 @@ def plan(
     if has_router:
         evict.insert(0, Traffic(drain=frozenset(i.slot for i in stale)))
     return replace(inner, steps=(*evict, *inner.steps))
+
+
+def without_slots(the_plan: Plan, skip: set[str]) -> Plan:
+    """`the_plan` with the slots in `skip` left alone: nothing started, stopped, verified or
+    probed there (a host that could not be prepared keeps what it runs, as Ansible leaves a
+    failed host out of the rest of the play). Steps left empty are dropped."""
+    steps: list[Step] = []
+    for step in the_plan.steps:
+        if isinstance(step, Start):
+            slots = tuple(s for s in step.slots if s.slot not in skip)
+            if slots:
+                steps.append(replace(step, slots=slots))
+        elif isinstance(step, Stop):
+            instances = tuple(i for i in step.instances if i.slot not in skip)
+            if instances:
+                steps.append(replace(step, instances=instances))
+        elif isinstance(step, Verify | Analyze):
+            ids = tuple(s for s in step.slots if s not in skip)
+            if ids:
+                steps.append(replace(step, slots=ids))
+        elif isinstance(step, Traffic) and step.drain:
+            drain = step.drain - skip
+            if drain:  # a step that only drained skipped slots has nothing left to do
+                steps.append(replace(step, drain=drain))
+        else:
+            steps.append(step)
+    return replace(the_plan, steps=tuple(steps))
 
 
 def _stale_colour(

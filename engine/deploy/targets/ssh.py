@@ -386,7 +386,32 @@ class SSHTarget:
         finally:
             if made:
                 Path(tarball).unlink(missing_ok=True)
-        return replace(release, prepared={**release.prepared, "release": _safe(release.version), "sha256": digest})
+        prepared = {**release.prepared, "release": _safe(release.version), "sha256": digest}
+        skipped = self._skipped_slots(release)
+        if skipped:
+            prepared["skipped_slots"] = json.dumps(skipped)
+        else:
+            prepared.pop("skipped_slots", None)
+        return replace(release, prepared=prepared)
+
+    def _skipped_slots(self, release: Release) -> dict[str, str]:
+        """slot -> reason, for every slot (any colour) of a host whose preparation of this release
+        failed within max_fail_percentage: the deployment leaves those hosts as they are."""
+        failed = {label: by_version[release.version] for label, by_version in self.failed_hosts.items()
+                  if release.version in by_version}
+        if not failed:
+            return {}
+        out: dict[str, str] = {}
+        for color in (None, "blue", "green"):
+            try:
+                slots = self.slots(release.service, color)
+            except InputError:
+                continue  # no ports of that colour configured
+            for slot in slots:
+                label = slot.data.get("ssh_host", "")
+                if label in failed:
+                    out[slot.slot] = failed[label]
+        return out
 
     def _tarball(self, release: Release) -> tuple[str, bool]:
         """The tarball to upload: the artifact itself, or one made from directory artifacts."""

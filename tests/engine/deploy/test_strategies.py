@@ -17,6 +17,7 @@ from engine.deploy.strategies import (
     plan,
     plan_restore,
     traffic_weights,
+    without_slots,
 )
 from engine.deploy.targets.base import Instance
 from engine.errors import InputError
@@ -237,3 +238,18 @@ def test_restore_keeps_healthy_old_instances_and_refills_the_rest() -> None:
     start = p.steps[2]
     assert isinstance(start, Start) and [s.slot for s in start.slots] == ["3", "4"] and start.version == "1"
     assert p.steps[3] == Verify(("1", "2", "3", "4")) and p.steps[4] == Traffic()
+
+
+def test_without_slots_leaves_skipped_slots_alone_and_drops_empty_steps() -> None:
+    old = running("1", LAYOUT[None][:2])
+    p = plan("rolling", "2", current=old, layout={**LAYOUT, None: LAYOUT[None][:2]}, has_router=True)
+    kept = without_slots(p, {"1"})
+    touched = {
+        *(s.slot for step in kept.steps if isinstance(step, Start) for s in step.slots),
+        *(i.slot for step in kept.steps if isinstance(step, Stop) for i in step.instances),
+        *(x for step in kept.steps if isinstance(step, Verify) for x in step.slots),
+        *(x for step in kept.steps if isinstance(step, Traffic) for x in step.drain),
+    }
+    assert touched == {"2"}
+    assert len(kept.steps) < len(p.steps) and kept.steps[-1] == p.steps[-1]
+    assert without_slots(p, set()) == p

@@ -108,13 +108,13 @@ def _target(kind: str, request: pytest.FixtureRequest, port_pool: Any, n: int, t
 def rigs(request: pytest.FixtureRequest, tmp_path: Path, port_pool: Any, nginx: NginxServer) -> Iterator[Any]:
     made: list[Rig] = []
 
-    def make(kind: str, n: int = 2) -> Rig:
+    def make(kind: str, n: int = 2, **target: Any) -> Rig:
         listen = ports.take(1)[0]
         env = Environment.model_validate(
             {
                 "name": "svc",
                 "type": "testing",
-                "target": _target(kind, request, port_pool, n, tmp_path.name),
+                "target": {**_target(kind, request, port_pool, n, tmp_path.name), **target},
                 "router": nginx.router_config(listen),
                 "health_checks": [FAST_CHECK],
             }
@@ -190,3 +190,27 @@ def test_no_request_fails_during_a_rollout(rigs: Any, kind: str, strategy: str) 
     assert prober.failures == [], prober.failures[:5]
     assert prober.versions[rig.body("1")] > 0 and prober.versions[rig.body("2")] > 0, prober.versions
     assert rig.served() == rig.body("2")
+
+
+@pytest.mark.ssh
+def test_a_host_that_cannot_be_prepared_is_left_out_within_max_fail_percentage(rigs: Any, tmp_path: Path) -> None:
+    """Ansible's rule through the orchestrator: with 1 of 3 hosts failing to take the release
+    (tolerated by max_fail_percentage 34), the other two get it and the failed host keeps
+    serving the old version, untouched; the result says which slots were left out and why."""
+    rig = rigs("ssh", n=3, serial="100%", max_fail_percentage=34)
+    assert rig.deploy("1", "rolling").status == DeploymentStatus.SUCCESS
+    h1 = rig.orch.get_environment("svc").target.hosts[1]  # type: ignore[union-attr]
+    logs = Path(h1.deploy_path.replace("{service}", "svc")) / "logs"
+    logs.rename(logs.with_name("logs.moved"))  # v1's instance keeps its open log file
+    logs.symlink_to("/nonexistent/logs")  # `mkdir -p .../logs` now fails on h1 only
+    result = rig.deploy("2", "rolling")
+    assert result.status == DeploymentStatus.SUCCESS, result.reason
+    reason = result.reason or ""
+    assert reason.startswith("deployed except where the release could not be prepared"), reason
+    assert "ssh h1" in reason and "h0" not in reason and "h2" not in reason, reason
+    served = {i.slot.split("/")[0]: rig.served(i.port) for i in result.instances}
+    assert served == {"h0": "2", "h1": "1", "h2": "2"}, served
+    kinds = [e["kind"] for e in rig.orch.history.events(result.deployment_id)]
+    assert "slots_skipped" in kinds
+    steps = rig.orch.history.steps(result.deployment_id)
+    assert not [s for s in steps if "h1/" in s["description"]], steps  # nothing planned on h1
