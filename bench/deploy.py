@@ -38,7 +38,7 @@ import services  # noqa: E402
 
 from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment  # noqa: E402
 from engine.deploy.targets.docker import LABEL  # noqa: E402
-from engine.pipeline.results import Event  # noqa: E402
+from engine.events import Event  # noqa: E402
 
 CHECK = {"type": "http", "url": "http://{host}:{port}/health", "expect_status": 200, "timeout": 2,
          "retries": 100, "interval": 0.05}

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.pipeline import dag  # noqa: E402
 from engine.pipeline.manager import PipelineManager  # noqa: E402
+from engine.spec import dag  # noqa: E402
 
 
 def layered_dag(layers: int = 50, width: int = 10, fan_in: int = 2, seed: int = 7) -> dict[str, list[str]]:

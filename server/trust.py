@@ -270,7 +270,7 @@ def parse_policy(text: str | bytes, filename: str) -> TrustPolicy:
     Raises:
         SpecError: the bytes are not UTF-8, the YAML does not parse or the policy is invalid.
     """
-    from engine.pipeline.yamlpos import load_yaml
+    from engine.spec.yamlpos import load_yaml
 
     data, pos = load_yaml(text, filename)
     if data is None:

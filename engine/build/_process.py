@@ -8,7 +8,6 @@ everything it started (npm and cargo spawn children), not just the direct child.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from engine._process import signal_group
 from engine.errors import ExecutorError
 
 __all__ = ["LogWriter", "ProcessOutcome", "run_streamed"]
@@ -81,9 +81,7 @@ class ProcessOutcome:
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole group, then SIGKILL what is left after a grace period."""
     for sig, grace in ((signal.SIGTERM, _KILL_GRACE), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+        if not signal_group(proc.pid, sig):
             return
         if grace is None:
             break
@@ -92,10 +90,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             continue
         # The leader is gone; its children may not be. One more SIGKILL for them.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_group(proc.pid, signal.SIGKILL)
         return
     proc.wait()
 
@@ -150,10 +145,7 @@ def run_streamed(
         if proc.poll() is None:
             _kill_group(proc)
         else:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(proc.pid, signal.SIGKILL)
         reader.join(timeout=_KILL_GRACE)
         if not reader.is_alive():   # closing under a blocked reader would race it
             stdout.close()

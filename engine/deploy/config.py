@@ -276,7 +276,7 @@ def load_deployment_config(path: str | os.PathLike[str]) -> DeploymentConfig:
         NotFoundError: the file does not exist.
     """
     from engine.errors import NotFoundError
-    from engine.pipeline.yamlpos import load_yaml
+    from engine.spec.yamlpos import load_yaml
 
     p = Path(path)
     try:

@@ -8,28 +8,23 @@ the world; `verify` runs all of an environment's checks against one address.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import anyio
 import httpx
 
+from engine._clock import Clock
+from engine._process import signal_group
 from engine.deploy.config import CommandCheck, HttpCheck, TcpCheck
 from engine.deploy.targets.base import Address
 
 __all__ = [
-    "Clock",
-    "FakeClock",
     "HealthVerdict",
     "ProbeResult",
-    "SystemClock",
     "probe",
     "probe_command",
     "probe_http",
@@ -37,38 +32,6 @@ __all__ = [
     "run_check",
     "verify",
 ]
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """Monotonic time and real sleeping."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-
-class FakeClock:
-    """A clock whose sleep advances time at once (for logic tests); `slept` records the sleeps."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.t = start
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 @dataclass(frozen=True)
@@ -169,8 +132,7 @@ async def probe_command(check: CommandCheck, address: Address) -> ProbeResult:
                         out += chunk[: max(0, 2000 - len(out))]
                 await proc.wait()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         with anyio.CancelScope(shield=True):
             await proc.wait()
         return ProbeResult(False, f"command {command!r}: no result within {check.timeout}s (killed)")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine._owner import current_owner, owner_alive
+from engine._process import current_owner, owner_alive
 from engine.deploy.states import DeploymentStatus, check_deployment_move
 from engine.deploy.targets.base import Instance
 from engine.errors import ConflictError, NotFoundError, StoreError

@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import httpx
 
+from engine._clock import Clock
 from engine.deploy.config import Environment, HttpCheck, TcpCheck
-from engine.deploy.health import Clock, HealthVerdict, probe, verify
+from engine.deploy.health import HealthVerdict, probe, verify
 from engine.deploy.routers.base import Backend, Router
 from engine.deploy.strategies import (
     Analyze,

@@ -29,9 +29,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,10 @@ from typing import Any
 import anyio
 import httpx
 
+from engine._clock import Clock, SystemClock
+from engine._process import signal_group
+from engine._secrets import Masker, secret_looking
+from engine._sync import blocking
 from engine.deploy.config import (
     Environment,
     Hook,
@@ -46,7 +49,6 @@ from engine.deploy.config import (
     load_deployment_config,
     parse_target_config,
 )
-from engine.deploy.health import Clock, SystemClock
 from engine.deploy.history import DeploymentHistory, DeploymentRecord, EnvironmentStore
 from engine.deploy.operations import OpsContext, execute_plan, restore_version, stop_instances
 from engine.deploy.routers.base import ROUTERS, Router
@@ -54,8 +56,7 @@ from engine.deploy.states import DeploymentStatus
 from engine.deploy.strategies import STRATEGIES, Plan, Start, describe, parse_options, plan, without_slots
 from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Target, TargetContext
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
-from engine.pipeline.logs import Masker, secret_looking
-from engine.pipeline.results import Event, EventCallback
+from engine.events import Event, EventCallback, emit
 from engine.settings import Settings, resolve_settings
 from engine.store.base import Store
 
@@ -272,28 +273,7 @@ class DeploymentOrchestrator:
 
     def deploy(self, name: str, on_event: EventCallback | None = None) -> DeploymentResult:
         """Run the planned deployment called `name` (blocking). See `adeploy`."""
-        try:
-            import sniffio
-
-            sniffio.current_async_library()
-        except Exception:  # noqa: BLE001 - no event loop here: run one
-            return anyio.run(self.adeploy, name, on_event)
-        # Called from inside an event loop: run in a thread of our own rather than fail.
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["result"] = anyio.run(self.adeploy, name, on_event)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=work, name=f"deploy-{name}")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        result: DeploymentResult = box["result"]
-        return result
+        return blocking(self.adeploy, name, on_event, thread_name=f"deploy-{name}")
 
     async def adeploy(self, name: str, on_event: EventCallback | None = None) -> DeploymentResult:
         """Run the planned deployment called `name` and return what happened.
@@ -591,17 +571,9 @@ class DeploymentOrchestrator:
         run.logs.append(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {kind}: {message}")
         self.history.add_event(run.rec.deployment_id, kind, message, data)
         if run.on_event is not None:
-            event = Event(
-                kind=kind,
-                run_id=run.rec.deployment_id,
-                message=message,
-                job=run.rec.name,
-                status=str(self.history.get(run.rec.deployment_id).status),
-                data=data,
-            )
-            result = run.on_event(event)
-            if isinstance(result, Awaitable):
-                await result
+            await emit(run.on_event, Event(
+                kind=kind, subject="deployment", subject_id=run.rec.deployment_id, message=message,
+                job=run.rec.name, status=str(self.history.get(run.rec.deployment_id).status), data=data))
 
     async def _step(self, run: _Run, seq: int, status: str, detail: str | None) -> None:
         self.history.step(run.rec.deployment_id, seq, status, run.mask(detail))
@@ -655,10 +627,7 @@ async def _run_hook(hook: Hook, env: dict[str, str], cwd: str) -> tuple[int | No
                         del out[:-8000]
                 await proc.wait()
     except TimeoutError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(proc.pid, signal.SIGKILL)
         with anyio.CancelScope(shield=True):
             await proc.wait()
         return None, out.decode("utf-8", "replace")

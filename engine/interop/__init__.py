@@ -25,7 +25,7 @@ from engine.interop.github import (
     pipeline_data,
 )
 from engine.interop.gitlab import export_gitlab_ci
-from engine.pipeline.spec import PipelinePlan, PipelineSpec
+from engine.spec.model import PipelinePlan, PipelineSpec
 
 __all__ = [
     "EXPORTERS",

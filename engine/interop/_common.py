@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from engine.errors import CicdError
-from engine.pipeline.spec import JobPlan, PipelinePlan, PipelineSpec, StageSpec, expand, load_pipeline
+from engine.spec.model import JobPlan, PipelinePlan, PipelineSpec, StageSpec, expand, load_pipeline
 
 __all__ = ["BaseJob", "base_jobs", "dump_yaml", "glob_root", "job_commands", "to_plan"]
 

@@ -6,7 +6,7 @@ small tree whose names are already the engine's (``github.ref`` -> ``ref``,
 condition (job level, evaluated by the runner) or as a shell test (step level, where
 the job script itself decides whether a step runs).
 
-Exporting: an engine condition tree (from `engine.pipeline.expr`) is written back as a
+Exporting: an engine condition tree (from `engine.spec.expr`) is written back as a
 GitHub Actions expression, or split into a GitLab `rules:` entry (`if:` text plus `when:`).
 
 Anything without an equivalent raises `Unsupported` with a sentence saying what.

@@ -36,9 +36,9 @@ from engine.interop._expr import (
     parse_github,
     substitute_github,
 )
-from engine.pipeline import dag
-from engine.pipeline.spec import NAME_RE, VAR_RE, PipelinePlan, PipelineSpec, expand, parse_pipeline
-from engine.pipeline.yamlpos import Positions, load_yaml
+from engine.spec import dag
+from engine.spec.model import NAME_RE, VAR_RE, PipelinePlan, PipelineSpec, expand, parse_pipeline
+from engine.spec.yamlpos import Positions, load_yaml
 
 __all__ = [
     "WorkflowImport",

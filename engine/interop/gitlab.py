@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.interop._common import BaseJob, base_jobs, dump_yaml, job_commands, to_plan
 from engine.interop._expr import Unsupported, condition_to_gitlab
-from engine.pipeline.spec import PipelinePlan, PipelineSpec
+from engine.spec.model import PipelinePlan, PipelineSpec
 
 __all__ = ["export_gitlab_ci"]
 

@@ -10,68 +10,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SECRET_NAME", "LogSlice", "LogWriter", "Masker", "read_log_slice", "secret_looking", "tail_lines"]
+from engine._secrets import Masker
+
+__all__ = ["LogSlice", "LogWriter", "read_log_slice", "tail_lines"]
 
 MAX_LINE = 64 * 1024
-MASK = "***"
-# A variable named like these holds a credential: its value is masked like a declared secret.
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
-
-
-def secret_looking(variables: Mapping[str, str]) -> list[str]:
-    """The values of `variables` whose names match SECRET_NAME (DEPLOY_TOKEN, DB_PASSWORD, API_KEY, ...).
-
-    Values shorter than 4 characters are left out: masking "1" or "on" would garble every line
-    and hide nothing worth hiding.
-    """
-    return [value for name, value in variables.items() if SECRET_NAME.search(name) and len(value) >= 4]
-
-
-class Masker:
-    """Replaces every secret value (and each line of a multi-line one) with ***."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values: set[str] = set()
-        for s in secrets:
-            if not s:
-                continue
-            values.add(s)
-            values.update(line for line in s.splitlines() if line.strip())
-        # Longest first, so a secret containing another is masked whole.
-        self._str = sorted(values, key=len, reverse=True)
-        self._bytes = [v.encode() for v in self._str]
-        self.longest = max((len(b) for b in self._bytes), default=0)
-
-    def __bool__(self) -> bool:
-        return bool(self._str)
-
-    def mask(self, text: str) -> str:
-        for value in self._str:
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-    def mask_bytes(self, data: bytes) -> bytes:
-        for value in self._bytes:
-            if value in data:
-                data = data.replace(value, MASK.encode())
-        return data
-
-    def mask_obj(self, obj: object) -> object:
-        """Mask every string inside a JSON-like structure."""
-        if not self:
-            return obj
-        if isinstance(obj, str):
-            return self.mask(obj)
-        if isinstance(obj, dict):
-            return {self.mask_obj(k): self.mask_obj(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [self.mask_obj(v) for v in obj]
-        return obj
 
 
 def _stamp() -> bytes:

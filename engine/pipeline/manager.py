@@ -7,7 +7,6 @@ import os
 import re
 import secrets as _secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -15,16 +14,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from engine._process import group_is_session, owner_alive, signal_group
+from engine._secrets import SECRET_NAME, Masker, read_secrets_file
+from engine._sync import blocking
 from engine.errors import InputError, NotFoundError, SpecError, SpecIssue
-from engine.pipeline.executors import LocalExecutor, kill_group
-from engine.pipeline.logs import SECRET_NAME, LogSlice, read_log_slice
-from engine.pipeline.results import ArtifactRecord, EventCallback, JobResult, PipelineRun
-from engine.pipeline.runner import Runner, RunPaths, process_identity, safe_name
-from engine.pipeline.spec import VAR_RE, PipelinePlan, load_pipeline
+from engine.events import EventCallback
+from engine.pipeline.executors import LocalExecutor
+from engine.pipeline.logs import LogSlice, read_log_slice
+from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
+from engine.pipeline.runner import Runner, RunPaths, safe_name
 from engine.pipeline.states import JobStatus, RunStatus
 from engine.settings import Settings, resolve_settings
+from engine.spec.model import VAR_RE, PipelinePlan, load_pipeline
 from engine.store import Store, open_store
 
 __all__ = ["Pipeline", "PipelineManager", "recover_interrupted", "run_pipeline"]
@@ -37,25 +38,6 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + _secrets.token_hex(3)
 
 
-def _owner_alive(row: Any) -> bool:
-    if row["owner_host"] and row["owner_host"] != socket.gethostname():
-        return True  # another machine's run: not ours to judge
-    pid = row["owner_pid"]
-    if not pid:
-        return False
-    return bool(process_identity(int(pid)) == row["owner_start"])
-
-
-def _group_is_job(pgid: int) -> bool:
-    """True when pgid is still a process group whose leader started its own session (as jobs do)."""
-    try:
-        with open(f"/proc/{pgid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[2]) == pgid and int(fields[3]) == pgid
-    except (OSError, ValueError, IndexError):
-        return False
-
-
 def recover_interrupted(store: Store) -> list[str]:
     """Mark runs whose runner process died as `interrupted` and kill what they left running.
 
@@ -63,14 +45,14 @@ def recover_interrupted(store: Store) -> list[str]:
     """
     marked: list[str] = []
     for row in store.query("SELECT * FROM runs WHERE status IN ('queued', 'running')"):
-        if _owner_alive(row):
+        if owner_alive(row):
             continue
         run_id = row["run_id"]
         why = f"interrupted: the runner process (pid {row['owner_pid']}) is gone"
         for job in store.query("SELECT name, pgid FROM jobs WHERE run_id = ? AND pgid IS NOT NULL", (run_id,)):
             pgid = int(job["pgid"])
-            if _group_is_job(pgid):
-                kill_group(pgid, signal.SIGKILL)
+            if group_is_session(pgid):
+                signal_group(pgid, signal.SIGKILL)
         now = time.time()
         with store.transaction() as conn:
             conn.execute(
@@ -89,22 +71,6 @@ def recover_interrupted(store: Store) -> list[str]:
             )
         marked.append(run_id)
     return marked
-
-
-def _read_secrets_file(path: Path | None) -> dict[str, str]:
-    if path is None or not path.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip().removeprefix("export ").strip()] = value
-    return out
 
 
 def _git_branch(path: Path | None) -> str:
@@ -240,8 +206,6 @@ class PipelineManager:
             raise InputError(f"run id {run_id!r} is invalid")
         run_id = run_id or _new_run_id()
         workers = max_workers or plan.spec.max_workers or self.max_workers
-        from engine.pipeline.logs import Masker
-
         masker = Masker(secret_values.values())
         self.store.execute(
             "INSERT INTO runs (run_id, pipeline, status, created_at, variables_json, context_json, spec_path, "
@@ -265,20 +229,12 @@ class PipelineManager:
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
         max_workers: int | None = None, skip_unsupported: bool = False,
     ) -> PipelineRun:
-        """Synchronous `arun_pipeline` (not from inside a running event loop: await arun_pipeline there)."""
-        try:
-            import asyncio
-
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError("run_pipeline() was called inside a running event loop; await arun_pipeline()")
-        return anyio.run(partial(self.arun_pipeline, source, variables, on_event=on_event, branch=branch,
+        """Synchronous `arun_pipeline` (inside a running event loop it runs in a thread of its own)."""
+        return blocking(partial(self.arun_pipeline, source, variables, on_event=on_event, branch=branch,
                                  event=event, max_workers=max_workers, skip_unsupported=skip_unsupported))
 
     def _secrets(self, plan: PipelinePlan) -> dict[str, str]:
-        from_file = _read_secrets_file(self.settings.PIPELINE_SECRETS_FILE)
+        from_file = read_secrets_file(self.settings.PIPELINE_SECRETS_FILE)
         values, missing = {}, []
         for name in plan.spec.secrets:
             value = os.environ.get(name, from_file.get(name))

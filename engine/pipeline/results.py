@@ -1,14 +1,12 @@
-"""What a run returns and reports: results and progress events (plain data)."""
+"""What a run returns: job and run results (plain data)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from engine.pipeline.states import JobStatus, RunStatus
 
-__all__ = ["ArtifactRecord", "Event", "EventCallback", "JobResult", "PipelineRun"]
+__all__ = ["ArtifactRecord", "JobResult", "PipelineRun"]
 
 
 @dataclass(frozen=True)
@@ -61,21 +59,3 @@ class PipelineRun:
     @property
     def failed_jobs(self) -> list[JobResult]:
         return [j for j in self.jobs.values() if j.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)]
-
-
-@dataclass(frozen=True)
-class Event:
-    """A progress event. kind: run_started, run_finished, job_started, job_finished, job_retrying,
-    job_skipped, and (deployments, rollbacks) their own kinds. `done`/`total` count finished jobs."""
-
-    kind: str
-    run_id: str
-    message: str
-    job: str | None = None
-    status: str | None = None
-    done: int = 0
-    total: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-EventCallback = Callable[[Event], None | Awaitable[None]]

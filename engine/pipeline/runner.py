@@ -21,14 +21,12 @@ import dataclasses
 import fnmatch
 import glob
 import hashlib
-import inspect
 import json
 import logging
 import os
 import re
 import shlex
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,15 +35,18 @@ from typing import Any
 
 import anyio
 
+from engine._process import current_owner
+from engine._secrets import Masker
 from engine.errors import CicdError
+from engine.events import Event, EventCallback, emit
 from engine.pipeline.executors import LocalExecutor
-from engine.pipeline.logs import LogWriter, Masker
-from engine.pipeline.results import ArtifactRecord, Event, EventCallback, JobResult, PipelineRun
-from engine.pipeline.spec import JobPlan, PipelinePlan
+from engine.pipeline.logs import LogWriter
+from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
 from engine.pipeline.states import JobStatus, RunStatus, check_job_move
+from engine.spec.model import JobPlan, PipelinePlan
 from engine.store.base import Store
 
-__all__ = ["DEFAULT_SOURCE_EXCLUDES", "RunPaths", "Runner", "process_identity", "safe_name"]
+__all__ = ["DEFAULT_SOURCE_EXCLUDES", "RunPaths", "Runner", "safe_name"]
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,6 @@ _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 def safe_name(name: str) -> str:
     """A job name as a file name (matrix values may hold any character)."""
     return re.sub(r"[^A-Za-z0-9_.=,\[\]\-]", "_", name)[:200]
-
-
-def process_identity(pid: int) -> str | None:
-    """Boot id + start time of a process: tells a live owner from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode()
-        start = stat.rsplit(")", 1)[1].split()[19]
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        return f"{boot}:{start}"
-    except (OSError, IndexError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -547,12 +535,12 @@ class Runner:
     def _record_start(self) -> None:
         self.started_at = time.time()
         self.run_status = RunStatus.RUNNING
-        pid = os.getpid()
+        pid, host, identity = current_owner()
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ? "
                 "WHERE run_id = ?",
-                (RunStatus.RUNNING.value, self.started_at, pid, socket.gethostname(), process_identity(pid),
+                (RunStatus.RUNNING.value, self.started_at, pid, host, identity,
                  self.run_id),
             )
             conn.executemany(
@@ -671,16 +659,9 @@ class Runner:
         return None
 
     async def _emit(self, kind: str, message: str, *, job: str | None = None, status: str | None = None) -> None:
-        if self.on_event is None:
-            return
-        event = Event(kind=kind, run_id=self.run_id, message=self.masker.mask(message), job=job, status=status,
-                      done=self._finished_count, total=len(self.jobs))
-        try:
-            out = self.on_event(event)
-            if inspect.isawaitable(out):
-                await out
-        except Exception:  # a broken progress consumer must not break the run
-            log.exception("event callback failed for %s", kind)
+        await emit(self.on_event, Event(
+            kind=kind, subject="run", subject_id=self.run_id, message=self.masker.mask(message), job=job,
+            status=status, done=self._finished_count, total=len(self.jobs)))
 
 
 def _sha256(path: Path) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from engine._owner import current_owner, owner_alive
+from engine._process import current_owner, owner_alive
 from engine.deploy.history import DeploymentHistory
 from engine.errors import ConflictError, NotFoundError, StoreError
 from engine.rollback.plans import RollbackPlan, RollbackStep

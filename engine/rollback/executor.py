@@ -30,7 +30,7 @@ from engine.deploy.operations import OpsContext, route, start_release, stop_inst
 from engine.deploy.strategies import Traffic
 from engine.deploy.targets.base import Instance, Release
 from engine.errors import CicdError, InputError
-from engine.pipeline.results import Event, EventCallback
+from engine.events import Event, EventCallback, emit
 from engine.rollback._journal import Journal
 from engine.rollback.plans import RollbackPlan, RollbackStep
 
@@ -93,22 +93,9 @@ class ExecContext:
     done: int = 0
 
     async def event(self, kind: str, message: str, step: str | None, status: str | None, data: dict[str, Any]) -> None:
-        if self.on_event is None:
-            return
-        result = self.on_event(
-            Event(
-                kind=kind,
-                run_id=self.execution_id,
-                message=message,
-                job=step,
-                status=status,
-                done=self.done,
-                total=len(self.plan.steps),
-                data=data,
-            )
-        )
-        if isinstance(result, Awaitable):
-            await result
+        await emit(self.on_event, Event(
+            kind=kind, subject="rollback", subject_id=self.execution_id, message=message, job=step, status=status,
+            done=self.done, total=len(self.plan.steps), data=data))
 
 
 Action = Callable[[ExecContext, RollbackStep], Awaitable[tuple[str, dict[str, Any]]]]

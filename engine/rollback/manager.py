@@ -11,16 +11,15 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
-import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
 
+from engine._clock import Clock, SystemClock
+from engine._sync import blocking
 from engine.deploy.config import Environment
-from engine.deploy.health import Clock, SystemClock
 from engine.deploy.history import DeploymentHistory, DeploymentRecord, ReleaseRecord
 from engine.deploy.operations import OpsContext
 from engine.deploy.orchestrator import DeploymentOrchestrator
@@ -28,7 +27,7 @@ from engine.deploy.routers.base import Router
 from engine.deploy.states import DeploymentStatus
 from engine.deploy.targets.base import COLORS, Instance, Release, Target, other_color
 from engine.errors import ConflictError, InputError, NotFoundError, WorldError
-from engine.pipeline.results import EventCallback
+from engine.events import EventCallback
 from engine.rollback._journal import Journal, owner_alive
 from engine.rollback._runbook import RunbookContext, render_runbook
 from engine.rollback.executor import ExecContext, RollbackExecution, StepResult, check_executable, run_plan
@@ -46,32 +45,6 @@ from engine.store.base import Row, Store
 
 __all__ = ["RollbackManager", "handle_rollback"]
 
-T = TypeVar("T")
-
-
-def _blocking(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-    """Run an async function to completion from sync code (in a thread of its own inside a loop)."""
-    try:
-        import sniffio
-
-        sniffio.current_async_library()
-    except Exception:  # noqa: BLE001 - no event loop here: run one
-        return anyio.run(lambda: fn(*args, **kwargs))
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["result"] = anyio.run(lambda: fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, name="rollback")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    result: T = box["result"]
-    return result
 
 
 def _verify_timeout(env: Environment) -> float:
@@ -256,7 +229,7 @@ class RollbackManager:
             ConflictError: the deployment is still in progress.
             TargetError: the target cannot say what runs now.
         """
-        return _blocking(self.acreate_rollback_plan, deployment_id, strategy, reason, to_version)
+        return blocking(self.acreate_rollback_plan, deployment_id, strategy, reason, to_version)
 
     def _layout(
         self,
@@ -540,4 +513,4 @@ def handle_rollback(
         finally:
             await manager.aclose()
 
-    return _blocking(work)
+    return blocking(work)

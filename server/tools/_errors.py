@@ -21,31 +21,23 @@ if TYPE_CHECKING:
 
 __all__ = ["mask_text", "secret_values", "tool_errors"]
 
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
 def secret_values(state: AppState | None, extra: Iterable[tuple[str, str]] = ()) -> list[str]:
     """Values that must never reach a client: the secrets file, secret-looking environment
     variables, and secret-looking variables of this call."""
+    from engine._secrets import read_secrets_file, secret_looking
+
     values: list[str] = []
-    if state is not None and state.settings.PIPELINE_SECRETS_FILE is not None:
-        try:
-            text = state.settings.PIPELINE_SECRETS_FILE.read_text(encoding="utf-8")
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            _, sep, value = line.partition("=")
-            if sep and value.strip():
-                values.append(value.strip())
-    for name, value in [*os.environ.items(), *extra]:
-        if _SECRET_NAME.search(name) and len(value) >= 4:
-            values.append(value)
+    if state is not None:
+        values.extend(v for v in read_secrets_file(state.settings.PIPELINE_SECRETS_FILE).values() if v)
+    values.extend(secret_looking([*os.environ.items(), *extra]))
     return values
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
-    from engine.pipeline.logs import Masker
+    from engine._secrets import Masker
 
     return _BEARER.sub(r"\1***", Masker(secrets).mask(text))
 

@@ -17,7 +17,7 @@ from server.trust import Level
 
 if TYPE_CHECKING:
     from engine.deploy.orchestrator import DeploymentResult
-    from engine.pipeline.results import Event
+    from engine.events import Event
     from server.app import AppState
 
 __all__ = ["SPECS", "deployment_environment", "present_deployment"]

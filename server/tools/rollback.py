@@ -22,7 +22,7 @@ from server.tools.runs import clip
 from server.trust import Level
 
 if TYPE_CHECKING:
-    from engine.pipeline.results import Event
+    from engine.events import Event
     from engine.rollback import RollbackExecution, RollbackManager, RollbackPlan
     from server.app import AppState
 

@@ -31,8 +31,9 @@ from server.tools._registry import ToolSpec
 from server.trust import Level
 
 if TYPE_CHECKING:
+    from engine.events import Event
     from engine.pipeline.manager import PipelineManager
-    from engine.pipeline.results import Event, PipelineRun
+    from engine.pipeline.results import PipelineRun
 
 __all__ = ["SPECS", "present_run"]
 

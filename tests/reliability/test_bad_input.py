@@ -59,7 +59,7 @@ def test_corpus_is_committed_and_large_enough() -> None:
 def test_the_files_the_corpus_mutates_are_valid(tmp_path: Path) -> None:
     """Each case breaks one thing of a valid file, so its refusal is for that thing."""
     from engine.deploy.config import load_deployment_config
-    from engine.pipeline.spec import load_pipeline
+    from engine.spec.model import load_pipeline
 
     gen = _generator()
     (tmp_path / "p.yaml").write_text(gen.OK)
@@ -116,7 +116,7 @@ def test_every_file_is_refused_in_a_child_process(corpus: dict[Path, str], tmp_p
 def test_positioned_problems_carry_line_and_field(corpus: dict[Path, str], tmp_path: Path) -> None:
     """Problems inside a parsed document name the line and the field, not just the file."""
     from engine.errors import SpecError
-    from engine.pipeline.spec import load_pipeline
+    from engine.spec.model import load_pipeline
 
     cases = ["unknown_job_field.yaml", "timeout_string.yaml", "cycle_two.yaml", "artifact_dotdot.yaml",
              "duplicate_key_job.yaml", "unknown_retry_field.yaml", "retry_bad_class.yaml"]

@@ -34,6 +34,7 @@ from typing import Annotated, ClassVar, Literal
 import anyio
 from pydantic import Field, model_validator
 
+from engine._process import group_alive, signal_group, start_time
 from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext
 from engine.errors import InputError, TargetError
 
@@ -102,18 +103,6 @@ class LocalTargetConfig(TargetConfig):
         return {"blue": list(self.ports), "green": [p + self.color_port_offset for p in self.ports]}
 
 
-def _proc_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (from /proc), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
-
-
 def _reap_exited() -> None:
     """Reap every child of ours that has exited: an instance that crashed (rather than being
     stopped) must not stay a zombie for the life of a long-running server, even if nobody asks
@@ -138,33 +127,8 @@ def _reap(pid: int) -> None:
 
 def _alive(pid: int, start: str | None) -> bool:
     _reap(pid)
-    now = _proc_start_time(pid)
+    now = start_time(pid)
     return now is not None and (start is None or now == start)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (non-zombie) process is in the group.
-
-    Zombies are ignored: they hold no port and no file, and an orphan's zombie waits for
-    whatever reaps orphans on this machine (which may be slow inside a container).
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[2] == str(pgid) and fields[0] != "Z":
-                return True
-    return False
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -337,7 +301,7 @@ class LocalTarget:
             alive=True,
             data={
                 "pgid": str(child.pid),
-                "start_time": _proc_start_time(child.pid) or "",
+                "start_time": start_time(child.pid) or "",
                 "log": str(log_path),
                 "release_dir": release_dir,
                 "command": command,
@@ -360,18 +324,17 @@ class LocalTarget:
 
     async def _kill(self, pid: int, start: str | None) -> None:
         _reap(pid)
-        now = _proc_start_time(pid)
+        now = start_time(pid)
         if start and now is not None and now != start:
             return  # the pid was recycled by an unrelated process: ours is long gone
-        if now is None and not _group_alive(pid):
+        if now is None and not group_alive(pid):
             return
         deadline = time.monotonic() + self.config.stop_timeout
         sig = signal.SIGTERM
         while True:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
+            signal_group(pid, sig)
             _reap(pid)
-            if not _alive(pid, start) and not _group_alive(pid):
+            if not _alive(pid, start) and not group_alive(pid):
                 return
             if time.monotonic() > deadline:
                 if sig == signal.SIGKILL:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.pipeline.executors.local import CommandResult, LocalExecutor, kill_group
+from engine.pipeline.executors.local import CommandResult, LocalExecutor
 
-__all__ = ["EXECUTORS", "CommandResult", "LocalExecutor", "kill_group"]
+__all__ = ["EXECUTORS", "CommandResult", "LocalExecutor"]
 
 EXECUTORS: dict[str, Callable[..., Any]] = {"local": LocalExecutor}

@@ -29,45 +29,14 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from engine._process import group_peak_rss_kb, signal_group
 from engine.pipeline.logs import LogWriter
 
-__all__ = ["CommandResult", "LocalExecutor", "kill_group"]
+__all__ = ["CommandResult", "LocalExecutor"]
 
 _DRAIN_AFTER_EXIT = 1.0   # seconds a background grandchild may keep writing after the shell exits
 _POLL = 0.1
 _SAMPLE_EVERY = (0.05, 0.2, 0.5, 1.0)  # seconds between memory samples: dense at first, then steady
-
-
-def group_peak_rss_kb(pgid: int) -> int:
-    """The largest peak resident set (VmHWM, KiB) of the live processes of a process group.
-
-    Why sample /proc rather than trust wait4's ru_maxrss: a child forked from this
-    (large) Python process carries our memory image until it execs, and the kernel
-    keeps that in ru_maxrss — every job would look as big as the engine. VmHWM is reset
-    at exec, so it measures the job's own programs.
-    """
-    peak = 0
-    try:
-        entries = os.scandir("/proc")
-    except OSError:
-        return 0
-    with entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-                if int(stat.rsplit(b")", 1)[1].split()[2]) != pgid:
-                    continue
-                with open(f"/proc/{entry.name}/status", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"VmHWM:"):
-                            peak = max(peak, int(line.split()[1]))
-                            break
-            except (OSError, ValueError, IndexError):
-                continue
-    return peak
 
 
 @dataclass(frozen=True)
@@ -78,17 +47,6 @@ class CommandResult:
     peak_rss_kb: int | None = None   # None: the job ended before its memory was first sampled
     infrastructure_error: str | None = None   # could not start/supervise the process
     signal: int | None = None       # killed by this signal
-
-
-def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
-    """Signal a whole process group; False when it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
 
 
 @functools.cache
@@ -173,12 +131,12 @@ class LocalExecutor:
         while flags["pgid"] is None and not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.005)
         pgid = flags["pgid"]
-        if not isinstance(pgid, int) or not kill_group(pgid, signal.SIGTERM):
+        if not isinstance(pgid, int) or not signal_group(pgid, signal.SIGTERM):
             return
         deadline = time.monotonic() + self.grace
         while not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.02)
-        kill_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         # The worker reaps the shell; wait briefly so no zombie outlives the job.
         deadline = time.monotonic() + 2.0
         while not finished.is_set() and time.monotonic() < deadline:
@@ -225,7 +183,7 @@ def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:
     else:
         status, usage = exited
     # Nothing of the job may outlive it: the group goes, whatever is left in it.
-    kill_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     proc.returncode = os.waitstatus_to_exitcode(status)
     code = proc.returncode
     log.flush()

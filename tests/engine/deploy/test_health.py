@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from engine._clock import FakeClock
 from engine.deploy.config import CommandCheck, HttpCheck, TcpCheck
 from engine.deploy.health import (
-    FakeClock,
     ProbeResult,
     probe_command,
     probe_http,

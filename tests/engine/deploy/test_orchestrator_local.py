@@ -15,7 +15,7 @@ import pytest
 from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment, deploy_artifacts
 from engine.deploy.history import DeploymentHistory
 from engine.errors import ConflictError, InputError
-from engine.pipeline.results import Event
+from engine.events import Event
 from tests.engine.deploy.helpers import APP_COMMAND, Prober, make_release, served_version
 from tests.engine.deploy.nginx_fixture import NginxServer, nginx_server, ports  # noqa: F401
 

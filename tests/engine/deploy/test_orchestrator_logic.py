@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine._clock import FakeClock
 from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment
-from engine.deploy.health import FakeClock
 from engine.deploy.history import DeploymentHistory
 from engine.deploy.routers.fake import FakeRouter
 from engine.deploy.targets.fake import FakeTarget

@@ -12,8 +12,8 @@ import yaml
 from engine.errors import InputError
 from engine.interop import export_pipeline, import_github_workflow, pipeline_data
 from engine.pipeline.manager import PipelineManager
-from engine.pipeline.spec import load_pipeline
 from engine.pipeline.states import RunStatus
+from engine.spec.model import load_pipeline
 
 PROJECTS = Path(__file__).resolve().parents[2] / "fixtures" / "projects"
 

@@ -10,8 +10,8 @@ import pytest
 from engine.errors import NotFoundError, SpecError
 from engine.interop import import_github_workflow, is_github_workflow, load_github_workflow, pipeline_data
 from engine.pipeline.manager import PipelineManager
-from engine.pipeline.spec import load_pipeline
 from engine.pipeline.states import JobStatus, RunStatus
+from engine.spec.model import load_pipeline
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 PROJECTS = Path(__file__).resolve().parents[2] / "fixtures" / "projects"

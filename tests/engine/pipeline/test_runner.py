@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from engine.errors import SpecError
+from engine.events import Event
 from engine.pipeline.manager import PipelineManager
-from engine.pipeline.results import Event
 from engine.pipeline.states import JobStatus, RunStatus
 
 

@@ -13,14 +13,14 @@ import anyio
 import httpx
 import pytest
 
+from engine._clock import FakeClock
 from engine.deploy import DeploymentOrchestrator, DeploymentStatus, Environment
-from engine.deploy.health import FakeClock
 from engine.deploy.routers.base import Backend
 from engine.deploy.routers.fake import FakeRouter
 from engine.deploy.targets.base import Instance
 from engine.deploy.targets.fake import FakeTarget
 from engine.errors import ConflictError, RouterError
-from engine.pipeline.results import Event
+from engine.events import Event
 from engine.rollback import RollbackManager
 from engine.store.sqlite import SQLiteStore
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.deploy import DeploymentStatus
 from engine.errors import InputError, NotFoundError
-from engine.pipeline.results import Event
+from engine.events import Event
 from engine.rollback import RollbackManager, handle_rollback
 from tests.engine.rollback.helpers import DEPLOYED_WITH, make_rigs
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ExpressionError
-from engine.pipeline.expr import parse_condition
+from engine.spec.expr import parse_condition
 
 NAMES = {"branch": "main", "event": "push", "matrix.py": "3.12", "PY": "python3", "count": "3"}
 OK = {"success": True, "failure": False, "always": True, "cancelled": False}

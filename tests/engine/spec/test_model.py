@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import NotFoundError, SpecError
-from engine.pipeline.spec import load_pipeline
+from engine.spec.model import load_pipeline
 
 ISSUE_EXAMPLE = """\
 name: main-build

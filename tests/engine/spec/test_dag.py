@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import CycleError
-from engine.pipeline import dag
+from engine.spec import dag
 
 
 def test_topological_order_puts_dependencies_first() -> None:

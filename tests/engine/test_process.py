@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 
-from engine._owner import current_owner, owner_alive, process_identity
+from engine._process import current_owner, owner_alive, process_identity
 
 
 def row(pid: int | None, host: str, start: str | None) -> dict[str, object]:

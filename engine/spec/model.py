@@ -29,9 +29,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ExpressionError, SpecError, SpecIssue
-from engine.pipeline import dag
-from engine.pipeline.expr import Condition, parse_condition
-from engine.pipeline.yamlpos import Positions, load_yaml
+from engine.spec import dag
+from engine.spec.expr import Condition, parse_condition
+from engine.spec.yamlpos import Positions, load_yaml
 
 __all__ = [
     "ArtifactsSpec",
