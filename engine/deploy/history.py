@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 from engine._process import current_owner, owner_alive
 from engine.deploy.states import DeploymentStatus, check_deployment_move
 from engine.deploy.targets.base import Instance
-from engine.errors import ConflictError, NotFoundError, StoreError
+from engine.errors import ConflictError, NotFoundError
 from engine.store.base import Row, Store
 
 __all__ = ["DeploymentHistory", "DeploymentRecord", "EnvironmentStore", "ReleaseRecord"]
@@ -165,9 +164,7 @@ class DeploymentHistory:
                     str(DeploymentStatus.PLANNED),
                 ),
             )
-        except StoreError as exc:
-            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise
+        except ConflictError:
             rollback = self.store.query_one(
                 "SELECT execution_id, deployment_id, owner_pid FROM rollback_executions"
                 " WHERE environment = ? AND status = 'running'",

@@ -8,14 +8,13 @@ says exactly which steps finished. An execution whose owner process is gone is r
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from engine._process import current_owner, owner_alive
 from engine.deploy.history import DeploymentHistory
-from engine.errors import ConflictError, NotFoundError, StoreError
+from engine.errors import ConflictError, NotFoundError
 from engine.rollback.plans import RollbackPlan, RollbackStep
 from engine.store.base import Row, Store
 
@@ -123,12 +122,8 @@ class Journal:
                     "INSERT INTO rollback_steps (execution_id, seq, name, action, environment) VALUES (?, ?, ?, ?, ?)",
                     [(execution_id, n, s.name, s.action, plan.environment) for n, s in enumerate(plan.steps)],
                 )
-        except sqlite3.IntegrityError:  # raised inside the transaction, as sqlite3 raised it
+        except ConflictError:
             raise self._conflict(plan.environment) from None
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise self._conflict(plan.environment) from None
-            raise
 
     def claim(self, execution_id: str, environment: str) -> None:
         """Take over an unfinished execution (failed, or running with its owner gone).
@@ -145,10 +140,8 @@ class Journal:
                 " WHERE execution_id = ? AND status = 'failed'",
                 (time.time(), pid, host, start, execution_id),
             )
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise self._conflict(environment) from None
-            raise
+        except ConflictError:
+            raise self._conflict(environment) from None
         if not changed:
             raise self._conflict(environment)
 

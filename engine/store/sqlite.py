@@ -1,8 +1,10 @@
-"""SQLite store: stdlib sqlite3, WAL, one connection per thread, migrations by number.
+"""SQLite store: stdlib sqlite3, WAL, one connection per thread, migrations by name.
 
 Writers take the lock up front (`BEGIN IMMEDIATE`) and wait for it (busy timeout);
 a writer that still finds the database locked retries with backoff, so concurrent
-runs, the server and the CLI never show "database is locked" to a user.
+runs, the server and the CLI never show "database is locked" to a user. sqlite3's
+errors are translated here and nowhere else: a constraint (or a trigger's RAISE(ABORT))
+that refuses a write is a `ConflictError`, any other failure a `StoreError`.
 """
 
 from __future__ import annotations
@@ -12,23 +14,27 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.errors import StoreError
+from engine.errors import ConflictError, StoreError
+from engine.store.base import Params, Row
 
 __all__ = ["SQLiteStore", "open_store"]
 
 _BUSY_TIMEOUT_MS = 30_000
 _LOCK_RETRIES = 8
+_T = TypeVar("_T")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
+    """(number, file name, script) of every SQLite migration, in order. The name recorded as
+    applied is the bare file name (as before the migrations moved under a dialect folder)."""
     found = []
-    for entry in resources.files("engine.store").joinpath("migrations").iterdir():
+    for entry in resources.files("engine.store").joinpath("migrations", "sqlite").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
@@ -40,8 +46,55 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _translate(exc: sqlite3.Error, doing: str) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(f"the state store refused the write, it conflicts with what is stored: {exc}")
+    return StoreError(f"{doing} failed: {exc}")
+
+
+def _rows(cur: sqlite3.Cursor) -> list[Row]:
+    if cur.description is None:
+        return []
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _one(cur: sqlite3.Cursor) -> Row | None:
+    row = cur.fetchone()
+    if row is None or cur.description is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+class _Transaction:
+    """The reads and writes of one open transaction (`SQLiteStore.transaction`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "store statement") from exc
+
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._run(lambda c: _rows(c.execute(sql, params)))
+
+    def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        return self._run(lambda c: _one(c.execute(sql, params)))
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._run(lambda c: c.execute(sql, params).rowcount)
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        return self._run(lambda c: c.executemany(sql, rows).rowcount)
+
+
 class SQLiteStore:
     """The embedded default store. Safe to share between threads and processes."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -60,7 +113,6 @@ class SQLiteStore:
                 conn = sqlite3.connect(
                     self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
                 )
-                conn.row_factory = sqlite3.Row
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -89,51 +141,52 @@ class SQLiteStore:
         self.close()
 
     # -- reads -------------------------------------------------------------------------------
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        rows: list[sqlite3.Row] = self._retry(lambda c: c.execute(sql, params).fetchall())
-        return rows
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._retry(lambda c: _rows(c.execute(sql, params)))
 
-    def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._retry(lambda c: c.execute(sql, params).fetchone())
-        return row
+    def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        return self._retry(lambda c: _one(c.execute(sql, params)))
 
-    def iterate(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Iterator[sqlite3.Row]:
+    def iterate(self, sql: str, params: Params = ()) -> Iterator[Row]:
         try:
-            yield from self._conn().execute(sql, params)
+            cur = self._conn().execute(sql, params)
+            cols = [d[0] for d in cur.description or ()]
+            for r in cur:
+                yield dict(zip(cols, r, strict=True))
         except sqlite3.Error as exc:
-            raise StoreError(f"store query failed: {exc}") from exc
+            raise _translate(exc, "store query") from exc
 
     # -- writes ------------------------------------------------------------------------------
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+    def execute(self, sql: str, params: Params = ()) -> int:
         def run(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                cur = conn.execute(sql, params)
+                count = conn.execute(sql, params).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if sql.lstrip()[:6].upper() == "INSERT":
-                return int(cur.lastrowid or 0)
-            return cur.rowcount
+            return count
 
-        result: int = self._retry(run)
-        return result
+        return self._retry(run)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        held = list(rows)  # a retry after "locked" must see them again
+
+        def run(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(sql, rows)
+                count = conn.executemany(sql, held).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            return count
 
-        self._retry(run)
+        return self._retry(run)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_Transaction]:
         conn = self._conn()
         for attempt in range(_LOCK_RETRIES):
             try:
@@ -144,7 +197,7 @@ class SQLiteStore:
                     raise StoreError(f"store transaction failed: {exc}") from exc
                 time.sleep(0.05 * 2**attempt)
         try:
-            yield conn
+            yield _Transaction(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -153,9 +206,9 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
-                raise StoreError(f"store commit failed: {exc}") from exc
+                raise _translate(exc, "store commit") from exc
 
-    def _retry(self, fn: Any) -> Any:
+    def _retry(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn()
         for attempt in range(_LOCK_RETRIES):
             try:
@@ -165,7 +218,7 @@ class SQLiteStore:
                     raise StoreError(f"store operation failed: {exc}") from exc
                 time.sleep(0.05 * 2**attempt)
             except sqlite3.Error as exc:
-                raise StoreError(f"store operation failed: {exc}") from exc
+                raise _translate(exc, "store operation") from exc
         raise AssertionError("unreachable")
 
     # -- schema ------------------------------------------------------------------------------
@@ -203,7 +256,7 @@ def _adopt_earlier_migrations(conn: sqlite3.Connection) -> None:
     for _number, name, sql in _migrations():
         created = re.findall(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", sql, flags=re.IGNORECASE)
         if created and all(t in tables for t in created):
-            conn.execute("INSERT OR IGNORE INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+            conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                          (name, time.time()))
 
 

@@ -66,7 +66,7 @@ class HealthCache:
 
     def _stamp(self, store: Store) -> tuple[Any, ...]:
         row = store.query_one(_FINGERPRINT)
-        return (*(tuple(row) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
+        return (*(tuple(row.values()) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
 
     def cached(self, store: Store, name: str | None, days: float) -> PipelineHealthOutput | None:
         """The stored report if it is still current (one small query), else None."""

@@ -70,7 +70,7 @@ def test_runs_in_threads(workspace: Path) -> None:
     with open_store(workspace) as store:
         assert store.query_one("SELECT COUNT(*) AS n FROM runs WHERE status = 'succeeded'")["n"] == 24
         assert store.query_one("SELECT COUNT(*) AS n FROM jobs")["n"] == 24 * 4
-        assert store.query_one("PRAGMA integrity_check")[0] == "ok"
+        assert store.query_one("PRAGMA integrity_check")["integrity_check"] == "ok"
 
 
 @pytest.mark.anyio
@@ -118,7 +118,7 @@ async def test_processes_server_and_cli_together(workspace: Path, make_server: M
     with open_store(workspace) as store:
         assert store.query_one("SELECT COUNT(*) AS n FROM runs WHERE status = 'succeeded'")["n"] == 4 * 4 + 4
         assert store.query_one("SELECT COUNT(*) AS n FROM tokens")["n"] == 8
-        assert store.query_one("PRAGMA integrity_check")[0] == "ok"
+        assert store.query_one("PRAGMA integrity_check")["integrity_check"] == "ok"
 
 
 def _pipeline_file(workspace: Path) -> str:
@@ -157,7 +157,7 @@ def test_writer_killed_mid_transaction_leaves_a_consistent_store(workspace: Path
         proc.wait()
         proc.stdout.close()
     with open_store(workspace) as store:
-        assert store.query_one("PRAGMA integrity_check")[0] == "ok"
+        assert store.query_one("PRAGMA integrity_check")["integrity_check"] == "ok"
         rows = store.query_one("SELECT COUNT(*) AS n FROM metrics WHERE name = 'crash.test'")["n"]
         # Whole transactions only: every one reported committed, and none half-written.
         assert rows % 50 == 0 and rows >= committed * 50

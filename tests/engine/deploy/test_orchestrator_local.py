@@ -316,7 +316,7 @@ async def test_progress_events_arrive_through_the_callback(
     kinds = [e.kind for e in events]
     assert kinds[0] == "deploy_started" and kinds[-1] == "deploy_finished"
     assert {"batch_started", "health_passed", "traffic_shifted"} <= set(kinds)
-    assert all(e.run_id == result.deployment_id for e in events)
+    assert all((e.subject, e.subject_id) == ("deployment", result.deployment_id) for e in events)
     stored = DeploymentHistory(orch.store).events(result.deployment_id)
     assert [e["kind"] for e in stored] == kinds
     assert all(s["status"] == "done" for s in DeploymentHistory(orch.store).steps(result.deployment_id))

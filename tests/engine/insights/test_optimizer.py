@@ -116,7 +116,7 @@ def test_record_metric_stores_and_refuses_mixed_units(tmp_path: Path) -> None:
     row = store.query_one(
         "SELECT ts, value, unit, pipeline, job, tags_json FROM metrics WHERE name = 'deploy.time'"
     )
-    assert row is not None and tuple(row) == (100.0, 12.5, "s", "web", None, '{"env": "prod"}')
+    assert row is not None and tuple(row.values()) == (100.0, 12.5, "s", "web", None, '{"env": "prod"}')
     with pytest.raises(InputError, match="recorded in 's'"):
         opt.record_metric("deploy.time", 300, "MB")
     with pytest.raises(InputError, match="unknown unit"):

@@ -168,7 +168,7 @@ def test_secrets_are_masked_in_logs_results_and_errors(manager: PipelineManager,
     assert "token=***" in text
     assert secret not in repr(run)
     for row in manager.store.query("SELECT * FROM runs"):
-        assert secret not in " ".join(str(v) for v in tuple(row))
+        assert secret not in " ".join(str(v) for v in tuple(row.values()))
     for path in (tmp_path / "ws").rglob("*"):
         if path.is_file() and path.suffix in (".log", ".json"):
             assert secret not in path.read_text(errors="replace")

@@ -1,4 +1,5 @@
-"""The SQLite store: migrations by name, old stores adopted, concurrent writers."""
+"""The SQLite store: migrations by name, old stores adopted, concurrent writers, plain rows, errors
+translated once (a refused write is a ConflictError)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
+from engine.errors import ConflictError, StoreError
 from engine.store.sqlite import SQLiteStore, _migrations, _statements
 
 
@@ -56,3 +60,57 @@ def test_concurrent_writers_never_see_database_is_locked(tmp_path: Path) -> None
         t.join()
     assert errors == []
     assert SQLiteStore(path).query_one("SELECT COUNT(*) AS n FROM metrics")["n"] == 800
+
+
+def test_a_store_from_before_the_dialect_folders_opens_without_rerunning_migrations(tmp_path: Path) -> None:
+    # The dump was taken from a store made when migrations lay directly under migrations/:
+    # the names it recorded are bare file names, and its tables (CREATE TABLE without IF NOT
+    # EXISTS) would refuse a second run of any migration.
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript((Path(__file__).parent / "data" / "store_before_dialects.sql").read_text())
+    conn.execute("PRAGMA user_version = 7")
+    before = dict(conn.execute("SELECT name, applied_at FROM schema_migrations").fetchall())
+    conn.close()
+    assert "0001_pipelines.sql" in before
+    store = SQLiteStore(path)
+    after = {r["name"]: r["applied_at"] for r in store.query("SELECT name, applied_at FROM schema_migrations")}
+    assert {name: after[name] for name in before} == before  # none applied again
+    assert set(after) == {name for _, name, _ in _migrations()}
+    assert store.query_one("SELECT spec_json FROM deploy_environments WHERE name = 'kept'") == {"spec_json": "{}"}
+
+
+def test_rows_are_plain_mappings_read_by_name(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    assert store.dialect == "sqlite"
+    store.executemany("INSERT INTO metrics (ts, name, value, unit) VALUES (?, ?, ?, ?)",
+                      [(1.0, "a", 1.5, "s"), (2.0, "b", 2.5, "s")])
+    rows = store.query("SELECT name, value FROM metrics ORDER BY ts")
+    assert rows == [{"name": "a", "value": 1.5}, {"name": "b", "value": 2.5}]
+    assert [dict(r) for r in store.iterate("SELECT name FROM metrics ORDER BY ts")] == [{"name": "a"}, {"name": "b"}]
+    assert store.query_one("SELECT name FROM metrics WHERE name = 'none'") is None
+    assert store.execute("UPDATE metrics SET unit = 'ms'") == 2
+
+
+def test_a_refused_write_is_a_conflict_and_keeps_nothing_of_its_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    env = "INSERT INTO deploy_environments (name, spec_json, updated_at) VALUES (?, '{}', 0)"
+    store.execute(env, ("prod",))
+    with pytest.raises(ConflictError, match="UNIQUE constraint failed: deploy_environments.name"):
+        store.execute(env, ("prod",))
+    with pytest.raises(ConflictError), store.transaction() as tx:
+        assert tx.execute(env, ("staging",)) == 1
+        assert tx.query_one("SELECT COUNT(*) AS n FROM deploy_environments") == {"n": 2}
+        tx.executemany(env, [("qa",), ("prod",)])
+    assert [r["name"] for r in store.query("SELECT name FROM deploy_environments")] == ["prod"]
+    with pytest.raises(StoreError, match="no such table"):
+        store.query("SELECT * FROM nowhere")
+
+
+def test_a_transaction_commits_when_its_block_ends(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.transaction() as tx:
+        tx.executemany("INSERT INTO metrics (ts, name, value, unit) VALUES (?, ?, ?, ?)",
+                       [(float(i), "m", float(i), "count") for i in range(3)])
+        assert [r["value"] for r in tx.query("SELECT value FROM metrics ORDER BY ts")] == [0.0, 1.0, 2.0]
+    assert SQLiteStore(tmp_path / "state.db").query_one("SELECT COUNT(*) AS n FROM metrics") == {"n": 3}
