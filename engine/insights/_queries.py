@@ -1,24 +1,31 @@
-"""The SQL edge of insights: every read of the store lives here.
+"""What insights reads from the store, as the summaries its reports are made of.
 
-Aggregates are computed inside SQLite (window functions for medians and nearest-rank
-p95, running sums for least-squares fits) so the number of rows read never becomes
-the size of a Python list; only per-job results and the few most recent runs' jobs
-come back. The definitions match `engine.insights._stats` (the tests check this).
-
-Units as stored: durations and CPU in seconds, resident memory in kB (reported in MB,
-1 MB = 1024 kB), artifact sizes in bytes.
+The SQL is in `engine.store.insights`; this module turns the raw figures it returns (counts,
+sums, values at ranks) into `Summary` and `Sums` with the definitions of `_stats`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from engine.insights._stats import Summary, Sums, percentile_rank
+from engine.store import insights as _repo
 from engine.store.base import Store
+from engine.store.insights import (
+    FAILED_RUN_STATES,
+    JobAggregate,
+    RecentJob,
+    RecentRun,
+    RetryLoss,
+    iterate_run_outcomes,
+    job_aggregates,
+    known_pipelines,
+    load_run,
+    pipeline_exists,
+    recent_runs,
+    retry_losses,
+    run_rows,
+)
 
 __all__ = [
     "FAILED_RUN_STATES",
@@ -26,9 +33,9 @@ __all__ = [
     "RecentJob",
     "RecentRun",
     "RetryLoss",
+    "iterate_run_outcomes",
     "job_aggregates",
     "job_metric_summaries",
-    "iterate_run_outcomes",
     "known_pipelines",
     "load_run",
     "pipeline_exists",
@@ -39,390 +46,28 @@ __all__ = [
     "trend_sums",
 ]
 
-# A run that ended in one of these counts against the success rate; a cancelled run
-# was stopped on purpose and counts neither way.
-FAILED_RUN_STATES = ("failed", "interrupted")
 
-_HOUR = 3600.0
-
-# metric -> (SQL expression over a jobs row, index walked in value order, rollup prefix, scale)
-_JOB_METRICS: dict[str, tuple[str, str, str, float]] = {
-    "duration": ("duration", "insights_jobs_duration", "dur", 1.0),
-    "cpu": ("cpu_user + cpu_system", "insights_jobs_cpu", "cpu", 1.0),
-    "memory": ("peak_rss_kb", "insights_jobs_mem", "mem", 1 / 1024),
-}
-
-
-def _first_full_hour(since: float) -> int:
-    return math.ceil(since / _HOUR)
-
-
-def _summary(n: int, total: float, squares: float, ranked: tuple[float, float, float, float]) -> Summary:
-    mean = total / n
-    stddev = math.sqrt(max(0.0, squares - total * total / n) / (n - 1)) if n > 1 else None
-    lo, median, p95, hi = ranked
-    return Summary(n, mean, median, p95, lo, hi, stddev)
-
-
-def _ranked(
-    store: Store, select: str, params: list[Any], n: int, scale: float
-) -> tuple[float, float, float, float]:
-    """min, median, p95 (nearest rank), max of n values, read in value order.
-
-    `select` ends in `ORDER BY <value> {order}`; the index it walks makes each read an
-    OFFSET into ordered entries, so memory stays flat and no sort happens."""
-
-    def at(order: str, offset: int, limit: int = 1) -> list[float]:
-        rows = store.query(select.format(order=order) + " LIMIT ? OFFSET ?", [*params, limit, offset])
-        return [float(r[0]) * scale for r in rows]
-
-    lo = at("ASC", 0)
-    hi = at("DESC", 0)
-    if not lo or not hi:  # rows vanished between the count and the read (a concurrent delete)
-        return (math.nan,) * 4
-    middle = at("ASC", (n - 1) // 2, 2 if n % 2 == 0 else 1) or hi
-    median = sum(middle) / len(middle)
-    p95 = at("DESC", max(0, n - percentile_rank(n, 0.95)))
-    return lo[0], median, (p95 or hi)[0], hi[0]
-
-
-def pipeline_exists(store: Store, pipeline: str) -> bool:
-    return (
-        store.query_one("SELECT 1 FROM pipelines WHERE name = ?", (pipeline,)) is not None
-        or store.query_one("SELECT 1 FROM runs WHERE pipeline = ? LIMIT 1", (pipeline,)) is not None
-    )
-
-
-def known_pipelines(store: Store) -> list[str]:
-    rows = store.query("SELECT name FROM pipelines UNION SELECT DISTINCT pipeline FROM runs ORDER BY 1")
-    return [r[0] for r in rows]
-
-
-@dataclass
-class _JobSums:
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    passed_on_retry: int = 0
-    queue_n: int = 0
-    queue_sum: float = 0.0
-    metric: dict[str, list[float]] = field(default_factory=dict)  # metric -> [n, sum, sum of squares]
-
-
-_SUM_COLUMNS = """started, succeeded, failed, passed_on_retry, queue_n, queue_sum,
-    dur_n, dur_sum, dur_sq, cpu_n, cpu_sum, cpu_sq, mem_n, mem_sum, mem_sq"""
-
-# The same contribution the triggers of 0003_insights.sql add up, for the rows of the
-# partial hour at the start of the window (the rollup only has whole hours).
-_RAW_SUMS = """
-SELECT name, COUNT(*) AS started, TOTAL(status = 'succeeded') AS succeeded,
-       TOTAL(status IN ('failed', 'timed_out')) AS failed,
-       TOTAL(status = 'succeeded' AND attempts > 1) AS passed_on_retry,
-       COUNT(queue_wait) AS queue_n, TOTAL(queue_wait) AS queue_sum,
-       COUNT(duration) AS dur_n, TOTAL(duration) AS dur_sum, TOTAL(duration * duration) AS dur_sq,
-       COUNT(cpu_user + cpu_system) AS cpu_n, TOTAL(cpu_user + cpu_system) AS cpu_sum,
-       TOTAL((cpu_user + cpu_system) * (cpu_user + cpu_system)) AS cpu_sq,
-       COUNT(peak_rss_kb) AS mem_n, TOTAL(peak_rss_kb / 1024.0) AS mem_sum,
-       TOTAL((peak_rss_kb / 1024.0) * (peak_rss_kb / 1024.0)) AS mem_sq
-  FROM jobs INDEXED BY jobs_by_pipeline
- WHERE pipeline = ? AND started_at >= ? AND started_at < ?
- GROUP BY name
-"""
-
-
-def _job_sums(store: Store, pipeline: str, since: float) -> dict[str, _JobSums]:
-    h0 = _first_full_hour(since)
-    rollup = store.query(
-        f"SELECT name, {', '.join(f'TOTAL({c.strip()}) AS {c.strip()}' for c in _SUM_COLUMNS.split(','))}"
-        " FROM insights_job_hours WHERE pipeline = ? AND hour >= ? GROUP BY name",
-        (pipeline, h0),
-    )
-    raw = store.query(_RAW_SUMS, (pipeline, since, h0 * _HOUR))
-    out: dict[str, _JobSums] = {}
-    for row in [*rollup, *raw]:
-        s = out.setdefault(row["name"], _JobSums())
-        s.started += int(row["started"])
-        s.succeeded += int(row["succeeded"])
-        s.failed += int(row["failed"])
-        s.passed_on_retry += int(row["passed_on_retry"])
-        s.queue_n += int(row["queue_n"])
-        s.queue_sum += float(row["queue_sum"])
-        for metric, (_, _, prefix, _) in _JOB_METRICS.items():
-            acc = s.metric.setdefault(metric, [0.0, 0.0, 0.0])
-            acc[0] += row[f"{prefix}_n"]
-            acc[1] += row[f"{prefix}_sum"]
-            acc[2] += row[f"{prefix}_sq"]
-    return {name: s for name, s in out.items() if s.started > 0}
+def _summary(f: _repo.MetricFigures) -> Summary:
+    mean = f.total / f.n
+    stddev = math.sqrt(max(0.0, f.squares - f.total * f.total / f.n) / (f.n - 1)) if f.n > 1 else None
+    return Summary(f.n, mean, f.median, f.p95, f.lo, f.hi, stddev)
 
 
 def job_metric_summaries(store: Store, pipeline: str, since: float) -> dict[str, dict[str, Summary]]:
     """metric (duration s, cpu s, memory MB) -> job -> summary, over jobs started since `since`."""
-    out: dict[str, dict[str, Summary]] = {m: {} for m in _JOB_METRICS}
-    for job, sums in sorted(_job_sums(store, pipeline, since).items()):
-        for metric, (expr, index, _, scale) in _JOB_METRICS.items():
-            n, total, squares = sums.metric[metric]
-            count = round(n)
-            if count <= 0:
-                continue
-            select = (
-                f"SELECT {expr} FROM jobs INDEXED BY {index}"
-                f" WHERE pipeline = ? AND name = ? AND {expr} IS NOT NULL AND started_at >= ?"
-                f" ORDER BY {expr} {{order}}"
-            )
-            ranked = _ranked(store, select, [pipeline, job, since], count, scale)
-            out[metric][job] = _summary(count, total, squares, ranked)
-    return out
+    figures = _repo.job_metric_figures(store, pipeline, since, percentile_rank)
+    return {metric: {job: _summary(f) for job, f in jobs.items()} for metric, jobs in figures.items()}
 
 
 def run_metric_summaries(store: Store, pipeline: str, since: float) -> dict[str, Summary]:
     """Whole-run summaries: duration of succeeded runs (s), CPU summed over a run's jobs (s),
     the largest job peak memory in a run (MB)."""
-    sources = {
-        "duration": (
-            "runs INDEXED BY insights_runs_duration",
-            "duration",
-            "pipeline = ? AND status = 'succeeded' AND duration IS NOT NULL AND created_at >= ?",
-        ),
-        "cpu": (
-            "insights_run_totals INDEXED BY insights_run_cpu",
-            "cpu_seconds",
-            "pipeline = ? AND cpu_seconds IS NOT NULL AND started_at >= ?",
-        ),
-        "memory": (
-            "insights_run_totals INDEXED BY insights_run_mem",
-            "peak_rss_mb",
-            "pipeline = ? AND peak_rss_mb IS NOT NULL AND started_at >= ?",
-        ),
-    }
-    out: dict[str, Summary] = {}
-    for metric, (table, col, where) in sources.items():
-        row = store.query_one(
-            f"SELECT COUNT({col}), TOTAL({col}), TOTAL({col} * {col}) FROM {table} WHERE {where}",
-            (pipeline, since),
-        )
-        assert row is not None  # an aggregate always yields a row
-        n = int(row[0])
-        if n == 0:
-            continue
-        select = f"SELECT {col} FROM {table} WHERE {where} ORDER BY {col} {{order}}"
-        out[metric] = _summary(n, row[1], row[2], _ranked(store, select, [pipeline, since], n, 1.0))
-    return out
-
-
-@dataclass(frozen=True)
-class JobAggregate:
-    job: str
-    runs: int  # times the job started in the window
-    succeeded: int
-    failed: int  # failed or timed out
-    passed_on_retry: int  # succeeded with more than one attempt
-    queue_wait_mean: float | None  # seconds
-    queue_wait_total: float  # seconds
-
-
-def job_aggregates(store: Store, pipeline: str, since: float) -> list[JobAggregate]:
-    return [
-        JobAggregate(
-            job,
-            s.started,
-            s.succeeded,
-            s.failed,
-            s.passed_on_retry,
-            s.queue_sum / s.queue_n if s.queue_n else None,
-            s.queue_sum,
-        )
-        for job, s in sorted(_job_sums(store, pipeline, since).items())
-    ]
-
-
-@dataclass(frozen=True)
-class RetryLoss:
-    job: str
-    retried_runs: int  # runs in which the job needed more than one attempt
-    seconds_lost: float  # sum of the durations of the attempts that were retried
-
-
-def retry_losses(store: Store, pipeline: str, since: float) -> list[RetryLoss]:
-    rows = store.query(
-        """
-        SELECT j.name AS job, COUNT(DISTINCT j.run_id) AS runs, TOTAL(a.duration) AS lost
-          FROM jobs j INDEXED BY insights_jobs_retried
-          JOIN attempts a ON a.run_id = j.run_id AND a.job = j.name AND a.attempt < j.attempts
-         WHERE j.pipeline = ? AND j.started_at >= ? AND j.attempts > 1
-         GROUP BY j.name ORDER BY lost DESC, job
-        """,
-        (pipeline, since),
-    )
-    return [RetryLoss(r["job"], r["runs"], r["lost"]) for r in rows]
+    return {m: _summary(f) for m, f in _repo.run_metric_figures(store, pipeline, since, percentile_rank).items()}
 
 
 def trend_sums(store: Store, pipeline: str, since: float) -> tuple[Sums, float]:
     """Least-squares sums of succeeded runs' durations (s) against days since `since`.
 
-    Returns (sums, day_span); one pass over a covering index, nothing kept."""
-    row = store.query_one(
-        """
-        SELECT COUNT(*) AS n, TOTAL(d) AS sd, TOTAL(y) AS sy, TOTAL(d * d) AS sdd, TOTAL(y * y) AS syy,
-               TOTAL(d * y) AS sdy, MAX(d) - MIN(d) AS dspan
-          FROM (SELECT duration AS y, (created_at - :since) / 86400.0 AS d
-                  FROM runs INDEXED BY insights_runs_trend
-                 WHERE pipeline = :p AND status = 'succeeded' AND created_at >= :since
-                   AND duration IS NOT NULL)
-        """,
-        {"p": pipeline, "since": since},
-    )
-    assert row is not None  # an aggregate always yields a row
-    sums = Sums(int(row["n"]), row["sd"], row["sy"], row["sdd"], row["sdy"], row["syy"])
-    return sums, float(row["dspan"] or 0.0)
-
-
-@dataclass
-class RecentJob:
-    name: str
-    stage: str
-    status: str
-    needs: tuple[str, ...]
-    ready_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    duration: float | None  # seconds, all attempts
-    queue_wait: float | None  # seconds
-    attempts: int
-    last_attempt: float | None  # seconds, the final attempt alone
-    reason: str | None
-    cpu_seconds: float | None = None
-    peak_rss_kb: int | None = None
-    exit_code: int | None = None
-    artifacts: dict[str, str] = field(default_factory=dict)  # path -> sha256
-    artifact_bytes: int = 0
-    attempt_spans: list[tuple[int, str, float, float | None]] = field(default_factory=list)
-
-    @property
-    def wall(self) -> float | None:
-        """Seconds the job held its place in the schedule (first start to last finish)."""
-        if self.started_at is not None and self.finished_at is not None:
-            return max(0.0, self.finished_at - self.started_at)
-        return self.duration
-
-
-@dataclass
-class RecentRun:
-    run_id: str
-    pipeline: str
-    status: str
-    reason: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    duration: float | None
-    max_workers: int | None
-    spec: dict[str, Any] | None
-    jobs: dict[str, RecentJob]  # in the order they started
-
-
-def run_rows(
-    store: Store,
-    pipeline: str | None,
-    since: float | None = None,
-    *,
-    limit: int | None = None,
-    statuses: Sequence[str] | None = None,
-) -> list[Any]:
-    """Run rows, newest first."""
-    where: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    if pipeline is not None:
-        where.append("pipeline = ?")
-        params.append(pipeline)
-    if since is not None:
-        where.append("created_at >= ?")
-        params.append(since)
-    if statuses:
-        where.append(f"status IN ({','.join('?' * len(statuses))})")
-        params.extend(statuses)
-    sql = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY created_at DESC"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return store.query(sql, params)
-
-
-def load_run(store: Store, row: Any) -> RecentRun:
-    """A run with its jobs, their attempts and their artifacts (one run: few rows)."""
-    run_id = row["run_id"]
-    jobs: dict[str, RecentJob] = {}
-    for j in store.query(
-        "SELECT * FROM jobs WHERE run_id = ? ORDER BY started_at IS NULL, started_at, name", (run_id,)
-    ):
-        jobs[j["name"]] = RecentJob(
-            name=j["name"],
-            stage=j["stage"],
-            status=j["status"],
-            needs=tuple(json.loads(j["needs_json"])),
-            ready_at=j["ready_at"],
-            started_at=j["started_at"],
-            finished_at=j["finished_at"],
-            duration=j["duration"],
-            queue_wait=j["queue_wait"],
-            attempts=j["attempts"],
-            last_attempt=None,
-            reason=j["reason"],
-            cpu_seconds=None if j["cpu_user"] is None else j["cpu_user"] + (j["cpu_system"] or 0.0),
-            peak_rss_kb=j["peak_rss_kb"],
-            exit_code=j["exit_code"],
-        )
-    for a in store.query(
-        "SELECT job, attempt, status, started_at, finished_at, duration FROM attempts"
-        " WHERE run_id = ? ORDER BY job, attempt",
-        (run_id,),
-    ):
-        job = jobs.get(a["job"])
-        if job is None:
-            continue
-        job.attempt_spans.append((a["attempt"], a["status"], a["started_at"], a["finished_at"]))
-        if a["duration"] is not None:
-            job.last_attempt = a["duration"]
-    for art in store.query("SELECT job, path, sha256, size FROM artifacts WHERE run_id = ?", (run_id,)):
-        job = jobs.get(art["job"])
-        if job is not None:
-            job.artifacts[art["path"]] = art["sha256"]
-            job.artifact_bytes += art["size"]
-    spec = None
-    if row["spec_json"]:
-        try:
-            spec = json.loads(row["spec_json"])
-        except ValueError:
-            spec = None
-    return RecentRun(
-        run_id=run_id,
-        pipeline=row["pipeline"],
-        status=row["status"],
-        reason=row["reason"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration=row["duration"],
-        max_workers=row["max_workers"],
-        spec=spec,
-        jobs=jobs,
-    )
-
-
-def recent_runs(
-    store: Store, pipeline: str, since: float, *, limit: int, statuses: Sequence[str] | None = None
-) -> list[RecentRun]:
-    """The newest `limit` runs in the window, fully loaded, newest first."""
-    return [load_run(store, row) for row in run_rows(store, pipeline, since, limit=limit, statuses=statuses)]
-
-
-def iterate_run_outcomes(
-    store: Store, pipeline: str, since: float
-) -> Iterator[tuple[str, float, float | None]]:
-    """(status, created_at, finished_at) of finished runs in the window, oldest first (streamed)."""
-    for row in store.iterate(
-        "SELECT status, created_at, finished_at FROM runs"
-        " WHERE pipeline = ? AND created_at >= ?"
-        " AND status IN ('succeeded', 'failed', 'interrupted', 'cancelled')"
-        " ORDER BY created_at",
-        (pipeline, since),
-    ):
-        yield row[0], row[1], row[2]
+    Returns (sums, day_span)."""
+    t = _repo.trend_figures(store, pipeline, since)
+    return Sums(t.n, t.sx, t.sy, t.sxx, t.sxy, t.syy), t.day_span

@@ -27,6 +27,7 @@ from engine.insights._stats import fit_line, sums_of
 from engine.insights.models import HealthReport, RunReport
 from engine.insights.monitor import PipelineMonitor
 from engine.store import Store
+from engine.store import insights as insights_repo
 
 __all__ = ["TrendPoint", "gantt_svg", "health_table", "render_report", "trend_svg"]
 
@@ -298,7 +299,7 @@ def render_report(
     now = time.time() if now is None else now
     run: RecentRun | None = None
     if run_id is not None:
-        row = store.query_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = insights_repo.run(store, run_id)
         if row is None or (pipeline is not None and row["pipeline"] != pipeline):
             raise NotFoundError(f"no run {run_id!r}" + (f" of pipeline {pipeline}" if pipeline else ""))
         run = _queries.load_run(store, row)

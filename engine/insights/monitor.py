@@ -12,6 +12,7 @@ from engine.insights.models import HealthReport, LastRun, PipelineHealth, Pipeli
 from engine.insights.optimizer import _resolve_store, flaky_jobs, trend_of
 from engine.settings import Settings
 from engine.store import Store
+from engine.store import insights as insights_repo
 
 __all__ = ["PipelineMonitor"]
 
@@ -127,7 +128,7 @@ class PipelineMonitor:
         if limit < 1:
             raise InputError(f"limit must be at least 1, got {limit}")
         if run_id is not None:
-            row = self.store.query_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            row = insights_repo.run(self.store, run_id)
             if row is None or (pipeline_name is not None and row["pipeline"] != pipeline_name):
                 where = f" of pipeline {pipeline_name}" if pipeline_name else ""
                 raise NotFoundError(f"no run {run_id!r}{where}")

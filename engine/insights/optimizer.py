@@ -36,6 +36,7 @@ from engine.insights.models import (
 )
 from engine.settings import Settings, resolve_settings
 from engine.store import Store, open_store
+from engine.store import insights as insights_repo
 
 __all__ = [
     "KNOWN_UNITS",
@@ -143,27 +144,15 @@ class PipelineOptimizer:
         for key, tag in tags.items():
             if not isinstance(key, str) or not isinstance(tag, str | int | float | bool):
                 raise InputError(f"metric {name}: tag {key!r} must map a name to a string or number")
-        prior = self.store.query_one(
-            "SELECT unit FROM metrics WHERE name = ? AND unit != ? LIMIT 1", (name, unit)
-        )
+        prior = insights_repo.metric_unit(self.store, name, unit)
         if prior is not None:
             raise InputError(
-                f"metric {name} is recorded in {prior['unit']!r}; refusing {unit!r} (units never mix)"
+                f"metric {name} is recorded in {prior!r}; refusing {unit!r} (units never mix)"
             )
         columns = {k: str(tags.pop(k)) if k in tags else None for k in _COLUMN_TAGS}
-        return self.store.execute(
-            "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (
-                self._now() if ts is None else ts,
-                name,
-                float(value),
-                unit,
-                columns["pipeline"],
-                columns["run_id"],
-                columns["job"],
-                json.dumps(tags, sort_keys=True),
-            ),
+        return insights_repo.record_metric(
+            self.store, self._now() if ts is None else ts, name, float(value), unit,
+            columns["pipeline"], columns["run_id"], columns["job"], json.dumps(tags, sort_keys=True),
         )
 
     # -- analysis ----------------------------------------------------------------------------
@@ -177,12 +166,7 @@ class PipelineOptimizer:
         return self._now() - float(time_range) * 86400.0
 
     def _run_counts(self, pipeline: str, since: float) -> dict[str, int]:
-        rows = self.store.query(
-            "SELECT status, COUNT(*) FROM runs INDEXED BY insights_runs_trend"
-            " WHERE pipeline = ? AND created_at >= ? GROUP BY status ORDER BY status",
-            (pipeline, since),
-        )
-        return {r[0]: int(r[1]) for r in rows}
+        return insights_repo.run_status_counts(self.store, pipeline, since)
 
     def _empty(self, pipeline: str, time_range: float, since: float) -> PerformanceAnalysis | None:
         if not _queries.pipeline_exists(self.store, pipeline):

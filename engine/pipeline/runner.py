@@ -525,7 +525,7 @@ class Runner:
                     records.append(ArtifactRecord(job=plan.name, path=rel, stored_path=str(target),
                                                   size=target.stat().st_size, sha256=digest))
         if records:
-            self.store.executemany(  # type: ignore[attr-defined]
+            self.store.executemany(
                 "INSERT OR REPLACE INTO artifacts (run_id, job, path, stored_path, size, sha256) VALUES (?,?,?,?,?,?)",
                 [(self.run_id, r.job, r.path, r.stored_path, r.size, r.sha256) for r in records],
             )
@@ -592,7 +592,7 @@ class Runner:
             ]
             if res.peak_rss_mb is not None:
                 rows.append(("job.peak_rss", res.peak_rss_mb, "MB"))
-            self.store.executemany(  # type: ignore[attr-defined]
+            self.store.executemany(
                 _INSERT_METRIC,
                 [(now, n, v, u, self.plan.name, self.run_id, res.name, tags) for n, v, u in rows],
             )

@@ -125,4 +125,4 @@ def test_record_metric_stores_and_refuses_mixed_units(tmp_path: Path) -> None:
         opt.record_metric("x", float("nan"), "s")
     with pytest.raises(InputError, match="metric name"):
         opt.record_metric("bad name!", 1, "s")
-    assert store.query_one("SELECT COUNT(*) FROM metrics")[0] == 1  # type: ignore[index]
+    assert store.query_one("SELECT COUNT(*) AS n FROM metrics") == {"n": 1}

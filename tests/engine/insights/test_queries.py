@@ -143,11 +143,11 @@ def test_rollups_follow_updates_and_deletes(store: SQLiteStore) -> None:
     assert (agg["a"].runs, agg["a"].succeeded, agg["a"].passed_on_retry) == (1, 1, 1)
     assert (agg["b"].failed, agg["b"].succeeded) == (1, 0)
     totals = store.query_one("SELECT cpu_seconds, peak_rss_mb FROM insights_run_totals WHERE run_id = 'r1'")
-    assert totals is not None and tuple(totals) == pytest.approx((2.5, 4.0))
+    assert totals is not None and tuple(totals.values()) == pytest.approx((2.5, 4.0))
     store.execute("DELETE FROM runs WHERE run_id = 'r1'")  # cascades to the jobs
     assert _queries.job_metric_summaries(store, "p", since) == {"duration": {}, "cpu": {}, "memory": {}}
     assert _queries.job_aggregates(store, "p", since) == []
-    assert store.query_one("SELECT COUNT(*) FROM insights_run_totals")[0] == 0  # type: ignore[index]
+    assert store.query_one("SELECT COUNT(*) AS n FROM insights_run_totals") == {"n": 0}
 
 
 def test_run_level_summaries(store: SQLiteStore) -> None:
