@@ -1,4 +1,5 @@
-"""Deployment records in the store: deployments, their events and steps, and live releases.
+"""Deployment records: deployments, their events and steps, and live releases, read and
+written through the deployments repository (`engine.store.deployments`, where the SQL is).
 
 The rollback code reads the same tables: `live_release` (what serves now, verified) and
 `verified_releases` (every version that was verified live, newest first).
@@ -14,9 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine._process import current_owner, owner_alive
-from engine.deploy.states import DeploymentStatus, check_deployment_move
+from engine.deploy.states import (
+    DeploymentStatus,
+    ExecutionStatus,
+    check_deployment_move,
+    check_execution_move,
+)
 from engine.deploy.targets.base import Instance
 from engine.errors import ConflictError, NotFoundError
+from engine.store import deployments as repo
 from engine.store.base import Row, Store
 
 __all__ = ["DeploymentHistory", "DeploymentRecord", "EnvironmentStore", "ReleaseRecord"]
@@ -89,51 +96,39 @@ class DeploymentHistory:
 
     # -- deployments ----------------------------------------------------------------------------
     def create(self, rec: DeploymentRecord) -> None:
-        self.store.execute(
-            "INSERT INTO deployments (deployment_id, name, service, environment, version, previous_version,"
-            " strategy, strategy_options_json, artifacts_json, rollback_on_failure, status, target_kind,"
-            " run_id,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                rec.deployment_id,
-                rec.name,
-                rec.service,
-                rec.environment,
-                rec.version,
-                rec.previous_version,
-                rec.strategy,
-                json.dumps(rec.strategy_options, default=str),
-                json.dumps(rec.artifacts),
-                int(rec.rollback_on_failure),
-                str(rec.status),
-                rec.target_kind,
-                rec.run_id,
-                rec.created_at,
-            ),
+        repo.create(
+            self.store,
+            {
+                "deployment_id": rec.deployment_id,
+                "name": rec.name,
+                "service": rec.service,
+                "environment": rec.environment,
+                "version": rec.version,
+                "previous_version": rec.previous_version,
+                "strategy": rec.strategy,
+                "strategy_options_json": json.dumps(rec.strategy_options, default=str),
+                "artifacts_json": json.dumps(rec.artifacts),
+                "rollback_on_failure": int(rec.rollback_on_failure),
+                "status": str(rec.status),
+                "target_kind": rec.target_kind,
+                "run_id": rec.run_id,
+                "created_at": rec.created_at,
+            },
         )
 
     def get(self, deployment_id: str) -> DeploymentRecord:
         """Raises: NotFoundError: no deployment with that id."""
-        row = self.store.query_one("SELECT * FROM deployments WHERE deployment_id = ?", (deployment_id,))
+        row = repo.get(self.store, deployment_id)
         if row is None:
             raise NotFoundError(f"no deployment {deployment_id!r}")
         return DeploymentRecord.from_row(row)
 
     def latest_by_name(self, name: str) -> DeploymentRecord | None:
-        row = self.store.query_one(
-            "SELECT * FROM deployments WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", (name,)
-        )
+        row = repo.latest_by_name(self.store, name)
         return DeploymentRecord.from_row(row) if row else None
 
     def recent(self, environment: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
-        if environment is None:
-            rows = self.store.query("SELECT * FROM deployments ORDER BY created_at DESC LIMIT ?", (limit,))
-        else:
-            rows = self.store.query(
-                "SELECT * FROM deployments WHERE environment = ? ORDER BY created_at DESC LIMIT ?",
-                (environment, limit),
-            )
-        return [DeploymentRecord.from_row(r) for r in rows]
+        return [DeploymentRecord.from_row(r) for r in repo.recent(self.store, environment, limit)]
 
     def begin(self, deployment_id: str, previous_version: str | None, before: Sequence[Instance]) -> None:
         """planned -> in_progress, taking the environment's deployment lock.
@@ -146,30 +141,19 @@ class DeploymentHistory:
         rec = self.get(deployment_id)
         check_deployment_move(rec.name, rec.status, DeploymentStatus.IN_PROGRESS)
         self.clear_stale(rec.environment)
-        now = time.time()
-        pid, host, identity = current_owner()
         try:
-            self.store.execute(
-                "UPDATE deployments SET status = ?, started_at = ?, previous_version = ?, before_json = ?,"
-                " owner_pid = ?, owner_host = ?, owner_start = ? WHERE deployment_id = ? AND status = ?",
-                (
-                    str(DeploymentStatus.IN_PROGRESS),
-                    now,
-                    previous_version,
-                    json.dumps([i.to_json() for i in before]),
-                    pid,
-                    host,
-                    identity,
-                    deployment_id,
-                    str(DeploymentStatus.PLANNED),
-                ),
+            repo.begin(
+                self.store,
+                deployment_id,
+                previous_version=previous_version,
+                before_json=json.dumps([i.to_json() for i in before]),
+                owner=current_owner(),
+                started_at=time.time(),
+                from_status=str(DeploymentStatus.PLANNED),
+                to_status=str(DeploymentStatus.IN_PROGRESS),
             )
         except ConflictError:
-            rollback = self.store.query_one(
-                "SELECT execution_id, deployment_id, owner_pid FROM rollback_executions"
-                " WHERE environment = ? AND status = 'running'",
-                (rec.environment,),
-            )
+            rollback = repo.running_execution(self.store, rec.environment)
             if rollback is not None:
                 raise ConflictError(
                     f"environment {rec.environment!r} is busy: rollback {rollback['execution_id']} (of deployment "
@@ -186,10 +170,7 @@ class DeploymentHistory:
             ) from None
 
     def active(self, environment: str) -> DeploymentRecord | None:
-        row = self.store.query_one(
-            "SELECT * FROM deployments WHERE environment = ? AND status IN ('in_progress', 'rolling_back')",
-            (environment,),
-        )
+        row = repo.active(self.store, environment)
         return DeploymentRecord.from_row(row) if row else None
 
     def recover_interrupted(self) -> list[str]:
@@ -200,33 +181,23 @@ class DeploymentHistory:
         (nor holds its environment's lock) until the next deployment there; `begin` still does the
         same for its environment. Returns the deployment ids it closed.
         """
-        rows = self.store.query(
-            "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
-            " WHERE status IN ('in_progress', 'rolling_back')"
-        )
-        return [row["deployment_id"] for row in rows if self._close_if_orphaned(row)]
+        return [row["deployment_id"] for row in repo.active_deployments(self.store) if self._close_if_orphaned(row)]
 
     def clear_stale(self, environment: str) -> None:
         """Release the environment's locks held by processes of this host that are gone: a
         deployment left in progress is closed (see `recover_interrupted`), a rollback execution
         left running becomes `failed` (and so resumable), as the rollback journal does."""
-        row = self.store.query_one(
-            "SELECT deployment_id, status, owner_pid, owner_host, owner_start FROM deployments"
-            " WHERE environment = ? AND status IN ('in_progress', 'rolling_back')",
-            (environment,),
-        )
-        if row is not None:
+        for row in repo.active_deployments(self.store, environment):
             self._close_if_orphaned(row)
-        rollback = self.store.query_one(
-            "SELECT execution_id, owner_pid, owner_host, owner_start FROM rollback_executions"
-            " WHERE environment = ? AND status = 'running'",
-            (environment,),
-        )
+        rollback = repo.running_execution(self.store, environment)
         if rollback is not None and rollback["owner_host"] == socket.gethostname() and not owner_alive(rollback):
-            self.store.execute(
-                "UPDATE rollback_executions SET status = 'failed', error = ?"
-                " WHERE execution_id = ? AND status = 'running'",
-                (f"interrupted: the process {rollback['owner_pid']} running it is gone", rollback["execution_id"]),
+            repo.fail_execution(
+                self.store,
+                rollback["execution_id"],
+                from_status=str(ExecutionStatus.RUNNING),
+                to_status=str(check_execution_move(rollback["execution_id"], ExecutionStatus.RUNNING,
+                                                   ExecutionStatus.FAILED)),
+                error=f"interrupted: the process {rollback['owner_pid']} running it is gone",
             )
 
     def _close_if_orphaned(self, row: Row) -> bool:
@@ -234,16 +205,15 @@ class DeploymentHistory:
             return False  # another machine's deployment: not ours to judge
         if owner_alive(row):
             return False  # its owner still runs
-        new = DeploymentStatus.FAILURE if row["status"] == "in_progress" else DeploymentStatus.ROLLBACK_FAILED
-        self.store.execute(
-            "UPDATE deployments SET status = ?, reason = ?, finished_at = ? WHERE deployment_id = ? AND status = ?",
-            (
-                str(new),
-                f"interrupted: the deploying process {row['owner_pid']} is gone",
-                time.time(),
-                row["deployment_id"],
-                row["status"],
-            ),
+        old = DeploymentStatus(row["status"])
+        new = DeploymentStatus.FAILURE if old == DeploymentStatus.IN_PROGRESS else DeploymentStatus.ROLLBACK_FAILED
+        repo.close_orphan(
+            self.store,
+            row["deployment_id"],
+            from_status=str(old),
+            to_status=str(check_deployment_move(row["deployment_id"], old, new)),
+            reason=f"interrupted: the deploying process {row['owner_pid']} is gone",
+            finished_at=time.time(),
         )
         return True
 
@@ -270,70 +240,45 @@ class DeploymentHistory:
             DeploymentStatus.ROLLED_BACK,
             DeploymentStatus.ROLLBACK_FAILED,
         )
-        sets = ["status = ?"]
-        params: list[Any] = [str(new)]
+        fields: dict[str, Any] = {"status": str(new)}
         if reason is not None:
-            sets.append("reason = ?")
-            params.append(reason)
+            fields["reason"] = reason
         if instances is not None:
-            sets.append("instances_json = ?")
-            params.append(json.dumps([i.to_json() for i in instances]))
+            fields["instances_json"] = json.dumps([i.to_json() for i in instances])
         if final:
-            sets += ["finished_at = ?", "duration = ?"]
-            params += [now, now - (rec.started_at or now)]
-        self.store.execute(
-            f"UPDATE deployments SET {', '.join(sets)} WHERE deployment_id = ?", (*params, deployment_id)
-        )
+            fields["finished_at"] = now
+            fields["duration"] = now - (rec.started_at or now)
+        repo.update(self.store, deployment_id, fields)
         return self.get(deployment_id)
+
+    def set_outcome(self, deployment_id: str, reason: str | None, instances: Sequence[Instance]) -> None:
+        """Record why a deployment ended as it did and what runs, without moving its status."""
+        repo.update(self.store, deployment_id, {
+            "reason": reason, "instances_json": json.dumps([i.to_json() for i in instances])})
 
     # -- events and steps -----------------------------------------------------------------------
     def add_event(self, deployment_id: str, kind: str, message: str, data: dict[str, Any]) -> None:
-        self.store.execute(
-            "INSERT INTO deployment_events (deployment_id, ts, kind, message, data_json) VALUES (?, ?, ?, ?, ?)",
-            (deployment_id, time.time(), kind, message, json.dumps(data, default=str)),
-        )
+        repo.add_event(self.store, deployment_id, time.time(), kind, message, json.dumps(data, default=str))
 
     def events(self, deployment_id: str) -> list[dict[str, Any]]:
-        rows = self.store.query(
-            "SELECT ts, kind, message, data_json FROM deployment_events WHERE deployment_id = ? ORDER BY id",
-            (deployment_id,),
-        )
         return [
             {"ts": r["ts"], "kind": r["kind"], "message": r["message"], "data": json.loads(r["data_json"])}
-            for r in rows
+            for r in repo.events(self.store, deployment_id)
         ]
 
     def save_plan(self, deployment_id: str, steps: Sequence[tuple[str, str]], start: int = 0) -> None:
         """Record planned steps as seq start, start+1, ... (a restore plan follows the deploy plan)."""
-        with self.store.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO deployment_steps (deployment_id, seq, kind, description) VALUES (?, ?, ?, ?)",
-                [(deployment_id, start + i, kind, desc) for i, (kind, desc) in enumerate(steps)],
-            )
+        repo.save_steps(self.store, deployment_id, [(start + i, kind, desc) for i, (kind, desc) in enumerate(steps)])
 
     def replace_plan(self, deployment_id: str, steps: Sequence[tuple[str, str]]) -> None:
         """Record a changed plan in place of the one saved before it ran (no step has run yet)."""
-        with self.store.transaction() as conn:
-            conn.execute("DELETE FROM deployment_steps WHERE deployment_id = ?", (deployment_id,))
-            conn.executemany(
-                "INSERT INTO deployment_steps (deployment_id, seq, kind, description) VALUES (?, ?, ?, ?)",
-                [(deployment_id, i, kind, desc) for i, (kind, desc) in enumerate(steps)],
-            )
+        repo.replace_steps(self.store, deployment_id, [(i, kind, desc) for i, (kind, desc) in enumerate(steps)])
 
     def step(self, deployment_id: str, seq: int, status: str, detail: str | None = None) -> None:
-        col = "started_at" if status == "running" else "finished_at"
-        self.store.execute(
-            f"UPDATE deployment_steps SET status = ?, {col} = ?, detail = COALESCE(?, detail)"
-            " WHERE deployment_id = ? AND seq = ?",
-            (status, time.time(), detail, deployment_id, seq),
-        )
+        repo.set_step(self.store, deployment_id, seq, status, time.time(), detail)
 
     def steps(self, deployment_id: str) -> list[dict[str, Any]]:
-        rows = self.store.query(
-            "SELECT seq, kind, description, status, detail FROM deployment_steps WHERE deployment_id = ? ORDER BY seq",
-            (deployment_id,),
-        )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in repo.steps(self.store, deployment_id)]
 
     # -- releases -------------------------------------------------------------------------------
     def mark_live(
@@ -346,56 +291,28 @@ class DeploymentHistory:
         how: str,
     ) -> None:
         """Record `version` as live and verified healthy in the environment."""
-        now = time.time()
-        arts = json.dumps(list(artifacts))
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO releases"
-                " (environment, service, version, deployment_id, artifacts_json, verified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, service) DO UPDATE SET"
-                " version = excluded.version, deployment_id = excluded.deployment_id,"
-                " artifacts_json = excluded.artifacts_json, verified_at = excluded.verified_at",
-                (environment, service, version, deployment_id, arts, now),
-            )
-            conn.execute(
-                "INSERT INTO release_history"
-                " (environment, service, version, deployment_id, artifacts_json, how,"
-                " verified_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (environment, service, version, deployment_id, arts, how, now),
-            )
+        repo.mark_live(
+            self.store, environment, service, version, deployment_id, json.dumps(list(artifacts)), how, time.time()
+        )
 
     def live_release(self, environment: str, service: str) -> ReleaseRecord | None:
-        row = self.store.query_one(
-            "SELECT * FROM releases WHERE environment = ? AND service = ?", (environment, service)
-        )
-        if row is None:
-            return None
-        return ReleaseRecord(
-            row["environment"],
-            row["service"],
-            row["version"],
-            row["deployment_id"],
-            json.loads(row["artifacts_json"]),
-            row["verified_at"],
-        )
+        row = repo.live_release(self.store, environment, service)
+        return None if row is None else _release(row)
 
     def verified_releases(self, environment: str, service: str, limit: int = 50) -> list[ReleaseRecord]:
         """Versions that were verified live here, newest first (a version may appear more than once)."""
-        rows = self.store.query(
-            "SELECT * FROM release_history WHERE environment = ? AND service = ? ORDER BY id DESC LIMIT ?",
-            (environment, service, limit),
-        )
-        return [
-            ReleaseRecord(
-                r["environment"],
-                r["service"],
-                r["version"],
-                r["deployment_id"],
-                json.loads(r["artifacts_json"]),
-                r["verified_at"],
-            )
-            for r in rows
-        ]
+        return [_release(r) for r in repo.verified_releases(self.store, environment, service, limit)]
+
+
+def _release(row: Row) -> ReleaseRecord:
+    return ReleaseRecord(
+        row["environment"],
+        row["service"],
+        row["version"],
+        row["deployment_id"],
+        json.loads(row["artifacts_json"]),
+        row["verified_at"],
+    )
 
 
 def _env_json(spec: dict[str, Any]) -> str:
@@ -409,16 +326,11 @@ class EnvironmentStore:
         self.store = store
 
     def save(self, name: str, spec: dict[str, Any], source_path: str | None) -> None:
-        self.store.execute(
-            "INSERT INTO deploy_environments (name, spec_json, source_path, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,"
-            " source_path = excluded.source_path, updated_at = excluded.updated_at",
-            (name, _env_json(spec), source_path, time.time()),
-        )
+        repo.save_environment(self.store, name, _env_json(spec), source_path, time.time())
 
     def load(self, name: str) -> dict[str, Any] | None:
-        row = self.store.query_one("SELECT spec_json FROM deploy_environments WHERE name = ?", (name,))
-        return json.loads(row["spec_json"]) if row else None
+        spec = repo.environment_spec(self.store, name)
+        return None if spec is None else dict(json.loads(spec))
 
     def names(self) -> list[str]:
-        return [r["name"] for r in self.store.query("SELECT name FROM deploy_environments ORDER BY name")]
+        return repo.environment_names(self.store)

@@ -526,10 +526,7 @@ class DeploymentOrchestrator:
         self.history.move(run.rec.deployment_id, new, reason=run.mask(reason), instances=instances)
 
     def _set_reason(self, run: _Run, reason: str, live: dict[str, Instance]) -> None:
-        self.store.execute(
-            "UPDATE deployments SET reason = ?, instances_json = ? WHERE deployment_id = ?",
-            (run.mask(reason), json.dumps([i.to_json() for i in live.values()]), run.rec.deployment_id),
-        )
+        self.history.set_outcome(run.rec.deployment_id, run.mask(reason), list(live.values()))
 
     def _finish_abruptly(self, run: _Run, exc: BaseException) -> None:
         try:

@@ -1,4 +1,7 @@
-"""The deployment state machine: one table; an illegal move raises InvalidTransition.
+"""The state machines of the environment lock's two holders, deployments and rollback
+executions: one table each; an illegal move raises InvalidTransition.
+
+Deployments:
 
     planned -> in_progress -> success
                            -> failure -> rolling_back -> rolled_back
@@ -8,6 +11,14 @@
 `failure` is final when there is nothing to roll back to (or rollback is off). A deployment
 refused before it changed anything (a failing pre-deploy hook) goes planned -> in_progress ->
 failure too: its reason says nothing was changed.
+
+Rollback executions (a `RollbackManager` running a plan; recorded `running` when it starts):
+
+    running -> completed
+            -> failed -> running   (resumed: the journal says which steps are done)
+
+Both live here because both hold the environment lock, and `deploy` releases a lock a dead
+rollback left (running -> failed) without importing `rollback`.
 """
 
 from __future__ import annotations
@@ -16,7 +27,14 @@ from enum import StrEnum
 
 from engine.errors import InvalidTransition
 
-__all__ = ["DEPLOYMENT_TRANSITIONS", "DeploymentStatus", "check_deployment_move"]
+__all__ = [
+    "DEPLOYMENT_TRANSITIONS",
+    "EXECUTION_TRANSITIONS",
+    "DeploymentStatus",
+    "ExecutionStatus",
+    "check_deployment_move",
+    "check_execution_move",
+]
 
 
 class DeploymentStatus(StrEnum):
@@ -58,4 +76,28 @@ def check_deployment_move(deployment: str, old: DeploymentStatus, new: Deploymen
     """
     if new not in DEPLOYMENT_TRANSITIONS[old]:
         raise InvalidTransition(f"deployment {deployment!r}: {old} -> {new} is not allowed")
+    return new
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    ExecutionStatus.RUNNING: frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED}),
+    ExecutionStatus.FAILED: frozenset({ExecutionStatus.RUNNING}),
+    ExecutionStatus.COMPLETED: frozenset(),
+}
+
+
+def check_execution_move(execution: str, old: ExecutionStatus, new: ExecutionStatus) -> ExecutionStatus:
+    """Return `new` if the table allows old -> new.
+
+    Raises:
+        InvalidTransition: the move is not in the table.
+    """
+    if new not in EXECUTION_TRANSITIONS[old]:
+        raise InvalidTransition(f"rollback execution {execution!r}: {old} -> {new} is not allowed")
     return new

@@ -1,4 +1,6 @@
-"""Rollback plans, executions and the per-step journal in the store (migration 0005).
+"""Rollback plans, executions and the per-step journal, kept through the rollbacks repository
+(`engine.store.rollbacks`, where the SQL is). Execution status moves are checked against
+`engine.deploy.states.EXECUTION_TRANSITIONS`.
 
 Every step is written before it runs (`running`, attempt n) and after (`done` or `failed`, with
 its duration and what it touched), so a process that dies mid-rollback leaves a journal that
@@ -9,71 +11,62 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from engine._process import current_owner, owner_alive
 from engine.deploy.history import DeploymentHistory
+from engine.deploy.states import ExecutionStatus, check_execution_move
 from engine.errors import ConflictError, NotFoundError
-from engine.rollback.plans import RollbackPlan, RollbackStep
+from engine.rollback.plans import RollbackPlan
+from engine.store import deployments as deployments_repo
+from engine.store import rollbacks as repo
 from engine.store.base import Row, Store
 
 __all__ = ["Journal", "owner_alive"]
 
 
 class Journal:
-    """Store access for the rollback package. All SQL of the area lives here."""
+    """Store access for the rollback package."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     # -- plans ----------------------------------------------------------------------------------
     def save_plan(self, plan: RollbackPlan) -> None:
-        self.store.execute(
-            "INSERT INTO rollback_plans (plan_id, deployment_id, environment, service, strategy, from_version,"
-            " to_version, reason, executable, estimated_duration, estimate_basis, created_at, plan_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                plan.plan_id,
-                plan.deployment_id,
-                plan.environment,
-                plan.service,
-                str(plan.strategy),
-                plan.from_version,
-                plan.to_version,
-                plan.reason,
-                int(plan.executable),
-                plan.estimated_duration,
-                plan.estimate_basis,
-                plan.created_at,
-                plan.model_dump_json(),
-            ),
+        repo.save_plan(
+            self.store,
+            {
+                "plan_id": plan.plan_id,
+                "deployment_id": plan.deployment_id,
+                "environment": plan.environment,
+                "service": plan.service,
+                "strategy": str(plan.strategy),
+                "from_version": plan.from_version,
+                "to_version": plan.to_version,
+                "reason": plan.reason,
+                "executable": int(plan.executable),
+                "estimated_duration": plan.estimated_duration,
+                "estimate_basis": plan.estimate_basis,
+                "created_at": plan.created_at,
+                "plan_json": plan.model_dump_json(),
+            },
         )
 
     def get_plan(self, plan_id: str) -> RollbackPlan:
         """Raises: NotFoundError: no plan with that id."""
-        row = self.store.query_one("SELECT plan_json FROM rollback_plans WHERE plan_id = ?", (plan_id,))
-        if row is None:
+        text = repo.plan_json(self.store, plan_id)
+        if text is None:
             raise NotFoundError(f"no rollback plan {plan_id!r}")
-        return RollbackPlan.model_validate_json(row["plan_json"])
+        return RollbackPlan.model_validate_json(text)
 
     def plans_for(self, deployment_id: str) -> list[RollbackPlan]:
         """The plans made for a deployment, newest first."""
-        rows = self.store.query(
-            "SELECT plan_json FROM rollback_plans WHERE deployment_id = ? ORDER BY created_at DESC, rowid DESC",
-            (deployment_id,),
-        )
-        return [RollbackPlan.model_validate_json(r["plan_json"]) for r in rows]
+        return [RollbackPlan.model_validate_json(text) for text in repo.plans_json(self.store, deployment_id)]
 
     def measured(self, environment: str, per_action: int = 20) -> dict[str, list[float]]:
         """Durations of the last `per_action` completed steps of each action in the environment."""
-        rows = self.store.query(
-            "SELECT action, duration FROM rollback_steps WHERE environment = ? AND status = 'done'"
-            " AND duration IS NOT NULL ORDER BY finished_at DESC LIMIT 2000",
-            (environment,),
-        )
         out: dict[str, list[float]] = {}
-        for r in rows:
+        for r in repo.step_durations(self.store, environment):
             got = out.setdefault(r["action"], [])
             if len(got) < per_action:
                 got.append(float(r["duration"]))
@@ -90,11 +83,7 @@ class Journal:
                 f"environment {environment!r} is busy: deployment {deploying.name!r} ({deploying.deployment_id}, "
                 f"{deploying.service} {deploying.version}) is {deploying.status}; wait for it to finish"
             )
-        row = self.store.query_one(
-            "SELECT execution_id, deployment_id, owner_pid FROM rollback_executions"
-            " WHERE environment = ? AND status = 'running'",
-            (environment,),
-        )
+        row = deployments_repo.running_execution(self.store, environment)
         who = f"{row['execution_id']} (deployment {row['deployment_id']}, pid {row['owner_pid']})" if row else "another"
         return ConflictError(f"environment {environment!r} is busy: rollback {who} is running; wait for it")
 
@@ -112,16 +101,17 @@ class Journal:
         pid, host, start = self._owner()
         self.release_stale(plan.environment)
         try:
-            with self.store.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO rollback_executions (execution_id, plan_id, deployment_id, environment, status,"
-                    " started_at, owner_pid, owner_host, owner_start) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                    (execution_id, plan.plan_id, plan.deployment_id, plan.environment, time.time(), pid, host, start),
-                )
-                conn.executemany(
-                    "INSERT INTO rollback_steps (execution_id, seq, name, action, environment) VALUES (?, ?, ?, ?, ?)",
-                    [(execution_id, n, s.name, s.action, plan.environment) for n, s in enumerate(plan.steps)],
-                )
+            repo.new_execution(
+                self.store,
+                execution_id=execution_id,
+                plan_id=plan.plan_id,
+                deployment_id=plan.deployment_id,
+                environment=plan.environment,
+                status=str(ExecutionStatus.RUNNING),
+                started_at=time.time(),
+                owner=(pid, host, start),
+                steps=[(s.name, s.action) for s in plan.steps],
+            )
         except ConflictError:
             raise self._conflict(plan.environment) from None
 
@@ -134,11 +124,13 @@ class Journal:
         self.release_stale(environment)
         pid, host, start = self._owner()
         try:
-            changed = self.store.execute(
-                "UPDATE rollback_executions SET status = 'running', runs = runs + 1, started_at = ?,"
-                " finished_at = NULL, owner_pid = ?, owner_host = ?, owner_start = ?, error = NULL, failed_step = NULL"
-                " WHERE execution_id = ? AND status = 'failed'",
-                (time.time(), pid, host, start, execution_id),
+            changed = repo.claim_execution(
+                self.store,
+                execution_id,
+                from_status=str(ExecutionStatus.FAILED),
+                to_status=str(check_execution_move(execution_id, ExecutionStatus.FAILED, ExecutionStatus.RUNNING)),
+                started_at=time.time(),
+                owner=(pid, host, start),
             )
         except ConflictError:
             raise self._conflict(environment) from None
@@ -148,55 +140,49 @@ class Journal:
     def finish(
         self, execution_id: str, status: str, duration: float, failed_step: str | None = None, error: str | None = None
     ) -> None:
-        self.store.execute(
-            "UPDATE rollback_executions SET status = ?, finished_at = ?, duration = ?, failed_step = ?, error = ?"
-            " WHERE execution_id = ?",
-            (status, time.time(), duration, failed_step, error, execution_id),
+        """running -> completed | failed.
+
+        Raises:
+            InvalidTransition: `status` is not a state a running execution may end in.
+        """
+        new = check_execution_move(execution_id, ExecutionStatus.RUNNING, ExecutionStatus(status))
+        repo.finish_execution(
+            self.store,
+            execution_id,
+            from_status=str(ExecutionStatus.RUNNING),
+            to_status=str(new),
+            finished_at=time.time(),
+            duration=duration,
+            failed_step=failed_step,
+            error=error,
         )
 
     def execution(self, execution_id: str) -> Row:
         """Raises: NotFoundError: no such execution."""
-        row = self.store.query_one("SELECT * FROM rollback_executions WHERE execution_id = ?", (execution_id,))
+        row = repo.execution(self.store, execution_id)
         if row is None:
             raise NotFoundError(f"no rollback execution {execution_id!r}")
         return row
 
     def latest_execution(self, plan_id: str) -> Row | None:
-        return self.store.query_one(
-            "SELECT * FROM rollback_executions WHERE plan_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
-            (plan_id,),
-        )
+        return repo.latest_execution(self.store, plan_id)
 
     # -- the journal ----------------------------------------------------------------------------
     def step_started(self, execution_id: str, seq: int, attempt: int) -> None:
-        self.store.execute(
-            "UPDATE rollback_steps SET status = 'running', attempts = ?, started_at = ?, finished_at = NULL,"
-            " duration = NULL WHERE execution_id = ? AND seq = ?",
-            (attempt, time.time(), execution_id, seq),
-        )
+        repo.step_started(self.store, execution_id, seq, attempt, time.time())
 
     def step_finished(
         self, execution_id: str, seq: int, status: str, duration: float, detail: str, result: dict[str, Any]
     ) -> None:
-        self.store.execute(
-            "UPDATE rollback_steps SET status = ?, finished_at = ?, duration = ?, detail = ?, result_json = ?"
-            " WHERE execution_id = ? AND seq = ?",
-            (status, time.time(), duration, detail, json.dumps(result, default=str), execution_id, seq),
+        repo.step_finished(
+            self.store, execution_id, seq, status=status, finished_at=time.time(), duration=duration, detail=detail,
+            result_json=json.dumps(result, default=str),
         )
 
     def steps(self, execution_id: str) -> list[dict[str, Any]]:
-        rows = self.store.query(
-            "SELECT seq, name, action, status, attempts, started_at, finished_at, duration, detail, result_json"
-            " FROM rollback_steps WHERE execution_id = ? ORDER BY seq",
-            (execution_id,),
-        )
         out = []
-        for r in rows:
+        for r in repo.steps(self.store, execution_id):
             d = dict(r)
             d["result"] = json.loads(d.pop("result_json") or "{}")
             out.append(d)
         return out
-
-
-def step_names(steps: Sequence[RollbackStep]) -> list[str]:
-    return [s.name for s in steps]
