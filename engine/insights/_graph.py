@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from engine.errors import CycleError
+from engine.spec import dag
 
 __all__ = [
     "Schedule",
@@ -55,35 +56,20 @@ def _deps(tasks: Mapping[str, Task], task: Task) -> list[str]:
 
 
 def _topological(tasks: Mapping[str, Task]) -> list[str]:
-    order: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
+    """The jobs in dependency order, by the pipeline language's own sort (`spec.dag`).
 
-    for root in tasks:
-        if state.get(root) == 2:
-            continue
-        stack: list[tuple[str, list[str]]] = [(root, _deps(tasks, tasks[root]))]
-        path = [root]
-        state[root] = 1
-        while stack:
-            node, pending = stack[-1]
-            if pending:
-                dep = pending.pop()
-                if state.get(dep) == 1:
-                    raise CycleError([*path[path.index(dep) :], dep])
-                if state.get(dep) != 2:
-                    state[dep] = 1
-                    path.append(dep)
-                    stack.append((dep, _deps(tasks, tasks[dep])))
-            else:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-                order.append(node)
-    return order
+    Raises:
+        CycleError: the graph has a cycle.
+    """
+    return dag.topological_order({name: _deps(tasks, task) for name, task in tasks.items()})
 
 
 def critical_path(tasks: Mapping[str, Task]) -> tuple[float, list[str]]:
     """The longest chain of dependencies by duration (seconds), with unlimited workers.
+
+    Ties go to the greater job name, and a zero-length dependency stays on the path, so the
+    answer does not depend on the order jobs are listed or sorted in (`spec.dag.critical_path`
+    keeps the first it meets and leaves zero-length work out: it is not used for reports).
 
     Raises:
         CycleError: the graph has a cycle.

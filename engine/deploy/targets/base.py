@@ -82,10 +82,10 @@ router (nginx runs on the engine's machine for local, docker and ssh targets).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -101,10 +101,24 @@ __all__ = [
     "TargetConfig",
     "TargetContext",
     "TargetFactory",
+    "color_ports",
     "other_color",
 ]
 
 COLORS = ("blue", "green")
+_Color = TypeVar("_Color", bound=str)
+
+
+def color_ports(
+    ports: Sequence[int], chosen: Mapping[_Color, Sequence[int]] | None, offset: int
+) -> dict[str, list[int]]:
+    """The ports of each colour: `chosen` (a target's `color_ports`) as given, a colour left out
+    having none (the target says which setting to add when that colour is wanted); without it,
+    blue on `ports` and green on `ports` + `offset`."""
+    if chosen is not None:
+        named = {str(color): list(p) for color, p in chosen.items()}
+        return {color: named.get(color, []) for color in COLORS}
+    return {"blue": list(ports), "green": [p + offset for p in ports]}
 
 
 def other_color(color: str | None) -> str:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import anyio.to_thread
 from pydantic import Field, field_validator, model_validator
 
-from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext
+from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext, color_ports
 from engine.errors import InputError, TargetError
 
 __all__ = ["LABEL", "DockerTarget", "DockerTargetConfig"]
@@ -96,11 +96,8 @@ class DockerTargetConfig(TargetConfig):
         return self
 
     def colors(self) -> dict[str, list[int]]:
-        """The ports of each colour: `color_ports`, or `ports` and `ports` + `color_port_offset`."""
-        if self.color_ports is not None:
-            chosen = {str(color): ports for color, ports in self.color_ports.items()}
-            return {"blue": chosen.get("blue", []), "green": chosen.get("green", [])}
-        return {"blue": list(self.ports), "green": [p + self.color_port_offset for p in self.ports]}
+        """The ports of each colour (see `color_ports`)."""
+        return color_ports(self.ports, self.color_ports, self.color_port_offset)
 
 
 def _docker_name(text: str) -> str:

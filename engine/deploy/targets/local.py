@@ -35,7 +35,7 @@ import anyio
 from pydantic import Field, model_validator
 
 from engine._process import group_alive, signal_group, start_time
-from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext
+from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext, color_ports
 from engine.errors import InputError, TargetError
 
 __all__ = ["LocalTarget", "LocalTargetConfig"]
@@ -95,12 +95,8 @@ class LocalTargetConfig(TargetConfig):
         return self
 
     def colors(self) -> dict[str, list[int]]:
-        if self.color_ports is not None:
-            missing = {"blue", "green"} - set(self.color_ports)
-            if missing:
-                raise ValueError(f"color_ports: needs both blue and green (missing {sorted(missing)[0]})")
-            return {c: list(p) for c, p in self.color_ports.items()}
-        return {"blue": list(self.ports), "green": [p + self.color_port_offset for p in self.ports]}
+        """The ports of each colour (see `color_ports`)."""
+        return color_ports(self.ports, self.color_ports, self.color_port_offset)
 
 
 def _reap_exited() -> None:
@@ -160,6 +156,11 @@ class LocalTarget:
             if color not in colors:
                 raise InputError(f"local target: unknown colour {color!r} (blue or green)")
             ports = colors[color]
+            if not ports:
+                raise InputError(
+                    f"local target of environment {self.context.environment!r}: set target.color_ports.{color} "
+                    f"(ports, one instance each)"
+                )
         return [Instance(service=service, slot=str(p), host=self.config.host, port=p, color=color) for p in ports]
 
     def _release_dir(self, service: str, version: str) -> Path:

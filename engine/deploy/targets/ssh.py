@@ -44,7 +44,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext
+from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext, color_ports
 from engine.errors import InputError, TargetError
 
 __all__ = ["SSHHost", "SSHTarget", "SSHTargetConfig", "batch_failed", "host_batches"]
@@ -180,12 +180,8 @@ class SSHTargetConfig(TargetConfig):
         return self
 
     def colors(self) -> dict[str, list[int]]:
-        if self.color_ports is not None:
-            missing = {"blue", "green"} - set(self.color_ports)
-            if missing:
-                raise ValueError(f"color_ports: needs both blue and green (missing {sorted(missing)[0]})")
-            return {c: list(p) for c, p in self.color_ports.items()}
-        return {"blue": list(self.ports), "green": [p + self.color_port_offset for p in self.ports]}
+        """The ports of each colour (see `color_ports`)."""
+        return color_ports(self.ports, self.color_ports, self.color_port_offset)
 
 
 # -- the target ----------------------------------------------------------------------------------
