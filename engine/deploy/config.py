@@ -30,7 +30,6 @@ __all__ = [
     "TcpCheck",
     "check_release_names",
     "load_deployment_config",
-    "parse_router_config",
     "parse_target_config",
 ]
 
@@ -249,19 +248,6 @@ def parse_target_config(raw: Any) -> TargetConfig:
     """
     try:
         model: TargetConfig = _registry_model(TARGETS, raw, "target")
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    return model
-
-
-def parse_router_config(raw: Any) -> RouterConfig:
-    """Validate a `router:` mapping by its kind's model.
-
-    Raises:
-        InputError: unknown kind or invalid settings (the message names the field).
-    """
-    try:
-        model: RouterConfig = _registry_model(ROUTERS, raw, "router")
     except ValueError as exc:
         raise InputError(str(exc)) from None
     return model

@@ -30,7 +30,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,6 @@ def _masker_for(env: Environment) -> Masker:
     for hook in (*env.pre_deploy_hooks, *env.post_deploy_hooks):
         values += secret_looking(hook.env)
     return Masker(values)
-
-
-TargetFactoryFn = Callable[[Environment, TargetContext], Target]
-RouterFactoryFn = Callable[[Environment, TargetContext], Router | None]
 
 
 class DeploymentOrchestrator:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from engine.store._sql import insert
 from engine.store.base import Row, Store
 
 __all__ = [
@@ -49,11 +50,7 @@ _ACTIVE = ("in_progress", "rolling_back")
 # -- deployments ------------------------------------------------------------------------------
 def create(store: Store, values: Mapping[str, Any]) -> None:
     """Insert a deployment row (column -> value)."""
-    cols = list(values)
-    store.execute(
-        f"INSERT INTO deployments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        [values[c] for c in cols],
-    )
+    insert(store, "deployments", values)
 
 
 def get(store: Store, deployment_id: str) -> Row | None:

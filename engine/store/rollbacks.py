@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.store._sql import insert
 from engine.store.base import Row, Store
 
 __all__ = [
@@ -31,11 +32,7 @@ __all__ = [
 # -- plans ------------------------------------------------------------------------------------
 def save_plan(store: Store, values: Mapping[str, Any]) -> None:
     """Insert a plan row (column -> value, `plan_json` the whole plan)."""
-    cols = list(values)
-    store.execute(
-        f"INSERT INTO rollback_plans ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        [values[c] for c in cols],
-    )
+    insert(store, "rollback_plans", values)
 
 
 def plan_json(store: Store, plan_id: str) -> str | None:
