@@ -39,22 +39,22 @@ import anyio
 import httpx
 
 from engine._clock import Clock, SystemClock
-from engine._process import signal_group
 from engine._secrets import Masker, secret_looking
 from engine._sync import blocking
+from engine.deploy._environments import Environments
+from engine.deploy._hooks import run_hooks
 from engine.deploy.config import (
     Environment,
     Hook,
     check_release_names,
     load_deployment_config,
-    parse_target_config,
 )
-from engine.deploy.history import DeploymentHistory, DeploymentRecord, EnvironmentStore
+from engine.deploy.history import DeploymentHistory, DeploymentRecord
 from engine.deploy.operations import OpsContext, execute_plan, restore_version, stop_instances
-from engine.deploy.routers.base import ROUTERS, Router
+from engine.deploy.routers.base import Router
 from engine.deploy.states import DeploymentStatus
 from engine.deploy.strategies import STRATEGIES, Plan, Start, describe, parse_options, plan, without_slots
-from engine.deploy.targets.base import COLORS, TARGETS, Instance, Release, Target, TargetContext
+from engine.deploy.targets.base import COLORS, Instance, Release, Target
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
 from engine.events import Event, EventCallback, emit
 from engine.settings import Settings, resolve_settings
@@ -134,49 +134,27 @@ class DeploymentOrchestrator:
             store = open_store(self.workspace)
         self.store = store
         self.history = DeploymentHistory(store)
-        self.env_store = EnvironmentStore(store)
+        self._environments = Environments(store, self.settings, targets=targets, routers=routers)
         self.clock: Clock = clock or SystemClock()
         self._http = http
-        self._targets: dict[str, Target] = dict(targets or {})
-        self._routers: dict[str, Router | None] = dict(routers or {})
-        self._injected = set(self._targets) | set(self._routers)
-        self.environments: dict[str, Environment] = {}
         self.config_path = Path(config_path).resolve() if config_path is not None else None
         if self.config_path is not None:
             for env in load_deployment_config(self.config_path).environments:
                 self.register_environment(env, source_path=str(self.config_path))
 
     # -- environments ---------------------------------------------------------------------------
+    @property
+    def environments(self) -> dict[str, Environment]:
+        """The environments known to this orchestrator so far, by name."""
+        return self._environments.by_name
+
     def register_environment(self, environment: Environment, *, source_path: str | None = None) -> Environment:
         """Add (or replace) an environment; it is also saved so other processes can use it by name."""
-        self.environments[environment.name] = environment
-        if environment.name not in self._injected:
-            self._targets.pop(environment.name, None)  # re-registered: build its target afresh
-            self._routers.pop(environment.name, None)
-        self.env_store.save(environment.name, environment.model_dump(mode="json"), source_path)
-        return environment
+        return self._environments.register(environment, source_path=source_path)
 
     def get_environment(self, name: str) -> Environment:
         """Raises: NotFoundError: no environment of that name here or in the store."""
-        env = self.environments.get(name)
-        if env is None:
-            spec = self.env_store.load(name)
-            if spec is None:
-                known = sorted(set(self.environments) | set(self.env_store.names()))
-                raise NotFoundError(f"no environment {name!r} (known: {', '.join(known) or 'none'})")
-            env = Environment.model_validate(spec)
-            self.environments[name] = env
-        return env
-
-    def _context(self, env: Environment) -> TargetContext:
-        return TargetContext(
-            environment=env.name,
-            state_dir=self.workspace / "deploy" / env.name,
-            host=env.host,
-            port=env.port,
-            user=env.user,
-            docker_registry=env.docker_registry,
-        )
+        return self._environments.get(name)
 
     def target_for(self, env: Environment) -> Target:
         """The environment's target (built from the registry on first use).
@@ -184,25 +162,10 @@ class DeploymentOrchestrator:
         Raises:
             InputError: the environment names no usable target.
         """
-        if env.name not in self._targets:
-            config = env.target
-            if config is None:
-                try:
-                    config = parse_target_config({"kind": self.settings.DEPLOY_TARGET})
-                except InputError as exc:
-                    raise InputError(
-                        f"environment {env.name!r} has no `target:` and the default DEPLOY_TARGET="
-                        f"{self.settings.DEPLOY_TARGET} needs settings: {exc}"
-                    ) from None
-            self._targets[env.name] = TARGETS[config.kind](config, self._context(env))
-        return self._targets[env.name]
+        return self._environments.target_for(env)
 
     def router_for(self, env: Environment) -> Router | None:
-        if env.name not in self._routers:
-            self._routers[env.name] = (
-                ROUTERS[env.router.kind](env.router, self._context(env)) if env.router is not None else None
-            )
-        return self._routers[env.name]
+        return self._environments.router_for(env)
 
     # -- deployments ----------------------------------------------------------------------------
     def create_deployment(
@@ -538,24 +501,19 @@ class DeploymentOrchestrator:
     async def _hooks(self, run: _Run, env: Environment, hooks: Sequence[Hook], phase: str) -> str | None:
         """Run hooks in order; the first failure's description, or None."""
         rec = run.rec
-        for i, hook in enumerate(hooks):
-            extra = {
-                "DEPLOY_ID": rec.deployment_id,
-                "DEPLOY_NAME": rec.name,
-                "DEPLOY_SERVICE": rec.service,
-                "DEPLOY_ENVIRONMENT": env.name,
-                "DEPLOY_VERSION": rec.version,
-                "DEPLOY_PREVIOUS_VERSION": rec.previous_version or "",
-            }
-            await self._emit(run, "hook_started", f"{phase} hook {i + 1}: {hook.command}", {"phase": phase})
-            code, out = await _run_hook(hook, {**os.environ, **hook.env, **extra}, hook.cwd or str(self.workspace))
-            if code != 0:
-                what = "timed out" if code is None else f"exited {code}"
-                msg = f"{phase} hook {i + 1} ({hook.command!r}) {what}: {out.strip()[-500:]}".rstrip(": ")
-                await self._emit(run, "hook_failed", msg, {"phase": phase, "exit_code": code})
-                return msg
-            await self._emit(run, "hook_passed", f"{phase} hook {i + 1} passed", {"phase": phase})
-        return None
+        deploy_env = {
+            "DEPLOY_ID": rec.deployment_id,
+            "DEPLOY_NAME": rec.name,
+            "DEPLOY_SERVICE": rec.service,
+            "DEPLOY_ENVIRONMENT": env.name,
+            "DEPLOY_VERSION": rec.version,
+            "DEPLOY_PREVIOUS_VERSION": rec.previous_version or "",
+        }
+
+        async def emit_hook(kind: str, message: str, data: dict[str, Any]) -> None:
+            await self._emit(run, kind, message, data)
+
+        return await run_hooks(hooks, phase, deploy_env, str(self.workspace), emit_hook)
 
     async def _emit(self, run: _Run, kind: str, message: str, data: dict[str, Any]) -> None:
         message = run.masker.mask(message)
@@ -586,45 +544,9 @@ class DeploymentOrchestrator:
         return self.history.recent(environment, limit)
 
     async def aclose(self) -> None:
-        for target in self._targets.values():
-            await target.close()
-        for router in self._routers.values():
-            if router is not None:
-                await router.close()
+        await self._environments.aclose()
         if self._owns_store:
             self.store.close()
-
-
-async def _run_hook(hook: Hook, env: dict[str, str], cwd: str) -> tuple[int | None, str]:
-    """Run one hook command; (exit code or None on timeout, output)."""
-    import signal
-    import subprocess
-
-    Path(cwd).mkdir(parents=True, exist_ok=True)
-    proc = await anyio.open_process(
-        ["/bin/sh", "-c", hook.command],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    out = bytearray()
-    try:
-        with anyio.fail_after(hook.timeout):
-            async with proc:
-                if proc.stdout is not None:
-                    async for chunk in proc.stdout:
-                        out += chunk
-                        del out[:-8000]
-                await proc.wait()
-    except TimeoutError:
-        signal_group(proc.pid, signal.SIGKILL)
-        with anyio.CancelScope(shield=True):
-            await proc.wait()
-        return None, out.decode("utf-8", "replace")
-    return proc.returncode, out.decode("utf-8", "replace")
 
 
 def manage_deployments(
