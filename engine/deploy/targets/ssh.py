@@ -17,8 +17,9 @@ restart `command` from the release directory in its own session; `stop` signals 
 group (TERM, then KILL after `stop_timeout`).
 
 Host keys are checked against `known_hosts` with paramiko's RejectPolicy: an unknown or
-changed host key is refused, never trusted on first use. Paramiko calls block, so they run in
-worker threads; `_on_host` is the one place paramiko and socket errors become `TargetError`.
+changed host key is refused, never trusted on first use. The sessions (`_ssh_session`) are
+the one place paramiko and socket errors become `TargetError`; the shell run on the hosts is
+in `_ssh_scripts`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import secrets
 import shlex
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +44,8 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.deploy.targets import _ssh_scripts as scripts
+from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions
 from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext, color_ports
 from engine.errors import InputError, TargetError
 
@@ -195,6 +197,10 @@ class _Host:
     def label(self) -> str:
         return self.spec.label
 
+    @property
+    def endpoint(self) -> SSHEndpoint:
+        return SSHEndpoint(self.spec.label, self.spec.host, self.spec.port, self.user)
+
 
 class SSHTarget:
     """Services on SSH hosts. See the module docstring."""
@@ -211,8 +217,10 @@ class SSHTarget:
         self._hosts = {
             s.label: _Host(s, s.user or user, s.deploy_path or config.deploy_path or "") for s in specs
         }
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._sessions = SSHSessions(
+            known_hosts=config.known_hosts, key_file=config.key_file, connect_timeout=config.connect_timeout,
+            command_timeout=config.command_timeout,
+        )
         # Hosts whose preparation of a version failed within max_fail_percentage: label -> versions.
         self.failed_hosts: dict[str, dict[str, str]] = {}
 
@@ -223,77 +231,12 @@ class SSHTarget:
         except KeyError:
             raise TargetError(f"ssh: no host {label!r} in environment {self.context.environment!r}") from None
 
-    def _connect(self, host: _Host) -> Any:
-        import paramiko
-
-        with self._lock:
-            client = self._clients.get(host.label)
-            transport = client.get_transport() if client is not None else None
-            if transport is not None and transport.is_active():
-                return client
-            known = self.config.known_hosts.expanduser()
-            client = paramiko.SSHClient()
-            if known.is_file():
-                client.load_host_keys(str(known))
-            # Never trust on first use: a host whose key is not in known_hosts is refused.
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect(
-                host.spec.host, port=host.spec.port, username=host.user,
-                key_filename=str(self.config.key_file.expanduser()) if self.config.key_file else None,
-                look_for_keys=self.config.key_file is None, allow_agent=self.config.key_file is None,
-                timeout=self.config.connect_timeout, banner_timeout=self.config.connect_timeout,
-                auth_timeout=self.config.connect_timeout,
-            )
-            self._clients[host.label] = client
-            return client
-
-    def _forget(self, label: str) -> None:
-        with self._lock:
-            client = self._clients.pop(label, None)
-        if client is not None:
-            client.close()
-
     async def _on_host(self, host: _Host, what: str, fn: Callable[[Any], T]) -> T:
         """Run `fn(client)` for `host` in a worker thread; paramiko and socket errors become TargetError."""
-        import paramiko
-
-        def run() -> T:
-            try:
-                return fn(self._connect(host))
-            except TargetError as exc:  # a remote command failed: say where and while doing what
-                raise TargetError(f"ssh {host.label}: {what}: {exc}") from exc
-            except paramiko.BadHostKeyException as exc:
-                self._forget(host.label)
-                raise TargetError(
-                    f"ssh {host.label}: {what}: the host key does not match {self.config.known_hosts} "
-                    f"(got {exc.key.get_name()} {exc.key.get_base64()[:24]}...); refusing to connect"
-                ) from exc
-            except paramiko.SSHException as exc:
-                self._forget(host.label)
-                text = str(exc)
-                if "not found in known_hosts" in text:
-                    raise TargetError(
-                        f"ssh {host.label}: {what}: its host key is not in {self.config.known_hosts}; an "
-                        f"unknown host is refused, never trusted on first use (verify its fingerprint and "
-                        f"add it, e.g. ssh-keyscan -p {host.spec.port} {host.spec.host})"
-                    ) from exc
-                raise TargetError(f"ssh {host.label}: {what}: {text or type(exc).__name__}") from exc
-            except OSError as exc:  # refused, unreachable, timed out, SFTP I/O
-                self._forget(host.label)
-                raise TargetError(f"ssh {host.label}: {what}: {exc}") from exc
-
-        return await anyio.to_thread.run_sync(run)
+        return await self._sessions.on_host(host.endpoint, what, fn)
 
     def _exec(self, client: Any, command: str, *, check: bool = True) -> tuple[int, str, str]:
-        stdin, stdout, stderr = client.exec_command(command, timeout=self.config.command_timeout)
-        stdin.close()
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
-        code = int(stdout.channel.recv_exit_status())
-        if check and code != 0:
-            detail = (err or out).strip()[-800:]
-            raise TargetError(f"remote command failed (exit {code}): {detail or command[:200]}")
-        return code, out, err
+        return self._sessions.exec(client, command, check=check)
 
     # -- layout -----------------------------------------------------------------------------------
     def _paths(self, host: _Host, service: str, version: str | None = None) -> dict[str, str]:
@@ -441,15 +384,11 @@ class SSHTarget:
 
         def work(client: Any) -> None:
             q = {k: shlex.quote(v) for k, v in paths.items()}
-            prune = self._prune_script(paths, _safe(release.version))
+            prune = scripts.prune(q, _safe(release.version), self.config.keep_releases)
             # A release directory is re-used only when it was made from the same bytes (a version
             # rebuilt with other content is uploaded again); a re-used one is touched so that
             # pruning counts it as recent (a rollback re-prepares an old version).
-            _, out, _ = self._exec(client, (
-                f"if grep -qF {shlex.quote(digest)} {q['release']}/.release.json 2>/dev/null; then "
-                f"touch {q['release']} && {prune} && echo reused; "
-                f"else mkdir -p {q['releases']} {q['run']} {q['logs']}; fi"
-            ))
+            _, out, _ = self._exec(client, scripts.check_reusable(q, digest, prune))
             if out.strip().endswith("reused"):
                 return
             token = secrets.token_hex(4)
@@ -464,34 +403,10 @@ class SSHTarget:
                     f.write(json.dumps(meta))
             finally:
                 sftp.close()
-            qs, qu = shlex.quote(staging), shlex.quote(upload)
-            # Unpack beside the final place and rename: a release directory is whole or absent.
-            self._exec(client, (
-                # A directory of the same version with other bytes is moved aside, not deleted:
-                # instances started from it keep their working directory.
-                f"if mkdir {qs} && tar -xf {qu} -C {qs} && mv {qu}.json {qs}/.release.json && rm -f {qu} "
-                f"&& {{ [ ! -e {q['release']} ] || mv -T {q['release']} "
-                f"{shlex.quote(posixpath.join(paths['releases'], f'.replaced-{token}'))}; }} "
-                f"&& mv -T {qs} {q['release']}; then {prune}; "
-                f"else rc=$?; rm -rf {qs} {qu} {qu}.json; exit $rc; fi"
-            ))
+            replaced = posixpath.join(paths["releases"], f".replaced-{token}")
+            self._exec(client, scripts.unpack(q, staging, upload, replaced, prune))
 
         await self._on_host(host, f"preparing {release.service} {release.version}", work)
-
-    def _prune_script(self, paths: dict[str, str], keep: str) -> str:
-        """Shell that keeps the newest `keep_releases` releases, `keep`, what `current` names, and any in use."""
-        q = {k: shlex.quote(v) for k, v in paths.items()}
-        return (
-            f"{{ cd {q['releases']} && {{ "
-            f"used=\"{keep} $(basename \"$(readlink {q['current']})\" 2>/dev/null) "
-            f"$(cat {q['run']}/*.release 2>/dev/null)\"; "
-            f"ls -1t | tail -n +{self.config.keep_releases + 1} | while read -r d; do "
-            "case \" $used \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done; "
-            # a moved-aside directory goes once no process works in it any more
-            "for d in .replaced-*; do [ -d \"$d\" ] || continue; "
-            "for c in /proc/[0-9]*/cwd; do readlink \"$c\"; done 2>/dev/null | grep -qF \"/${d}\" "
-            "|| rm -rf -- \"$d\"; done; true; }; }"
-        )
 
     # -- start / stop -----------------------------------------------------------------------------
     async def start(self, release: Release, slot: Instance) -> Instance:
@@ -550,19 +465,10 @@ class SSHTarget:
             tmp_link = posixpath.join(paths["root"], f".current-{secrets.token_hex(4)}")
             # The record is written by the launcher itself, with the pid spliced in where "@pid" stands.
             before, _, after = json.dumps(replace(inst, ref="@pid").to_json()).partition('"@pid"')
-            launcher = (
-                f"set -e; mkdir -p {q['run']} {q['logs']}; "
-                # atomic switch: readers see the old or the new link, never none
-                f"ln -sfn {shlex.quote(posixpath.join('releases', _safe(release.version)))} {shlex.quote(tmp_link)}; "
-                f"mv -T {shlex.quote(tmp_link)} {q['current']}; "
-                f"echo {shlex.quote(_safe(release.version))} > {q['release_file']}; "
-                f"cd {q['release']}; "
-                f"printf '%s\\n' {shlex.quote('--- start ' + release.version + ': ' + command)} >> {q['log']}; "
-                f"env {exports} setsid sh -c {shlex.quote(command)} "
-                f"</dev/null >>{q['log']} 2>&1 & "
-                f"pid=$!; echo $pid > {q['pid_file']}.tmp; mv {q['pid_file']}.tmp {q['pid_file']}; "
-                f"printf '%s\"%s\"%s' {shlex.quote(before)} \"$pid\" {shlex.quote(after)} > {q['json_file']}.tmp; "
-                f"mv {q['json_file']}.tmp {q['json_file']}; echo $pid"
+            launcher = scripts.launch(
+                q, link_target=posixpath.join("releases", _safe(release.version)), tmp_link=tmp_link,
+                release_name=_safe(release.version), banner=f"--- start {release.version}: {command}",
+                exports=exports, command=command, record_before=before, record_after=after,
             )
             _, out, _ = self._exec(client, launcher)
             pid = out.strip().splitlines()[-1] if out.strip() else ""
@@ -574,12 +480,7 @@ class SSHTarget:
 
     def _read_slot(self, client: Any, files: dict[str, str], extra: str = "") -> tuple[Instance | None, str]:
         """The slot's record with `alive` from its process, in one round trip; and what `extra` printed."""
-        script = (
-            f"cat {shlex.quote(files['json_file'])} 2>/dev/null; echo; p=$(cat {shlex.quote(files['pid_file'])} "
-            "2>/dev/null); s=$(sed 's/.*) //' /proc/${p:-none}/stat 2>/dev/null | cut -d' ' -f1); "
-            f"echo \"@state ${{s:-gone}}\"; {extra or 'true'}"
-        )
-        _, out, _ = self._exec(client, script)
+        _, out, _ = self._exec(client, scripts.read_slot(files["json_file"], files["pid_file"], extra))
         record, _, rest = out.partition("\n@state ")
         state, _, tail = rest.partition("\n")
         if not record.strip():
@@ -604,21 +505,7 @@ class SSHTarget:
         def work(client: Any) -> None:
             q = {k: shlex.quote(v) for k, v in files.items()}
             ticks = max(1, int(self.config.stop_timeout * 10))
-            # One round trip: the pid recorded for the slot wins; when the slot records another
-            # instance than ours, ours is gone already and the slot is left alone.
-            script = (
-                f"p=$(cat {q['pid_file']} 2>/dev/null); want={shlex.quote(instance.ref or '')}; "
-                "if [ -n \"$want\" ] && [ -n \"$p\" ] && [ \"$p\" != \"$want\" ]; then exit 0; fi; "
-                "p=${p:-$want}; "
-                "alive() { s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "
-                "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; "
-                "case \"$p\" in ''|*[!0-9]*) ;; *) "
-                "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; "
-                f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
-                "if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; sleep 0.2; fi; "
-                "if alive; then echo \"pid $p survives SIGKILL\" >&2; exit 1; fi;; esac; "
-                f"rm -f {q['pid_file']} {q['json_file']} {q['release_file']}"
-            )
+            script = scripts.stop(q, instance.ref or "", ticks)
             self._exec(client, script)
 
         await self._on_host(host, f"stopping {instance.service} on {instance.slot}", work)
@@ -635,14 +522,7 @@ class SSHTarget:
             paths = self._paths(host, service)
 
             def work(client: Any) -> list[Instance]:
-                q = shlex.quote(paths["run"])
-                # One round trip: each record, then the state of the process its pid file names.
-                _, out, _ = self._exec(client, (
-                    f"for f in {q}/*.json; do [ -f \"$f\" ] || continue; cat \"$f\"; echo; "
-                    "p=$(cat \"${f%.json}.pid\" 2>/dev/null); "
-                    "s=$(sed 's/.*) //' /proc/${p:-none}/stat 2>/dev/null | cut -d' ' -f1); "
-                    "echo \"@state ${s:-gone}\"; done; true"
-                ))
+                _, out, _ = self._exec(client, scripts.list_instances(paths["run"]))
                 records = []
                 pending: Instance | None = None
                 for line in out.splitlines():
@@ -694,10 +574,7 @@ class SSHTarget:
             q = {k: shlex.quote(v) for k, v in paths.items()}
 
             def work(client: Any, q: dict[str, str] = q) -> list[str]:
-                _, text, _ = self._exec(
-                    client, f"basename \"$(readlink {q['current']})\" 2>/dev/null || echo; ls -1 {q['releases']} "
-                            "2>/dev/null; true"
-                )
+                _, text, _ = self._exec(client, scripts.list_releases(q))
                 return text.splitlines()
 
             out[host.label] = await self._on_host(host, f"listing releases of {service}", work)
@@ -710,14 +587,11 @@ class SSHTarget:
         if not log or not label or label not in self._hosts:
             return ""
         try:
-            client = self._connect(self._hosts[label])
-            _, out, _ = self._exec(client, f"tail -c {int(max_bytes)} {shlex.quote(log)}", check=False)
+            client = self._sessions.client(self._hosts[label].endpoint)
+            _, out, _ = self._exec(client, scripts.tail(log, max_bytes), check=False)
         except Exception:  # noqa: BLE001 - a diagnostic read must never mask the real failure
             return ""
         return out
 
     async def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        self._sessions.close()
