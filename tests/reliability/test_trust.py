@@ -92,7 +92,7 @@ class World:
                       for t in ("runs", "jobs", "deployments", "rollback_plans", "rollback_executions",
                                 "release_history")}
             run = store.query_one("SELECT status, cancel_requested FROM runs WHERE run_id = ?", (self.running_run,))
-        return {**counts, "run": tuple(run), "markers": sorted(p.name for p in self.markers.iterdir()),
+        return {**counts, "run": tuple(run.values()), "markers": sorted(p.name for p in self.markers.iterdir()),
                 "serving": served_version(self.port)}
 
     def audit(self) -> list[tuple[str, str, str]]:
