@@ -84,6 +84,15 @@ class _Transaction:
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
         return self._run(lambda c: _one(c.execute(sql, params)))
 
+    def iterate(self, sql: str, params: Params = ()) -> Iterator[Row]:
+        try:
+            cur = self._conn.execute(sql, params)
+            cols = [d[0] for d in cur.description or ()]
+            for r in cur:
+                yield dict(zip(cols, r, strict=True))
+        except sqlite3.Error as exc:
+            raise _translate(exc, "store query") from exc
+
     def execute(self, sql: str, params: Params = ()) -> int:
         return self._run(lambda c: c.execute(sql, params).rowcount)
 

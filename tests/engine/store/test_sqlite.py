@@ -113,4 +113,5 @@ def test_a_transaction_commits_when_its_block_ends(tmp_path: Path) -> None:
         tx.executemany("INSERT INTO metrics (ts, name, value, unit) VALUES (?, ?, ?, ?)",
                        [(float(i), "m", float(i), "count") for i in range(3)])
         assert [r["value"] for r in tx.query("SELECT value FROM metrics ORDER BY ts")] == [0.0, 1.0, 2.0]
+        assert [r["value"] for r in tx.iterate("SELECT value FROM metrics ORDER BY ts DESC")] == [2.0, 1.0, 0.0]
     assert SQLiteStore(tmp_path / "state.db").query_one("SELECT COUNT(*) AS n FROM metrics") == {"n": 3}
