@@ -167,30 +167,24 @@ class SQLiteStore:
 
     # -- writes ------------------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                count = conn.execute(sql, params).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return count
-
-        return self._retry(run)
+        return self._write(lambda c: c.execute(sql, params).rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         held = list(rows)  # a retry after "locked" must see them again
+        return self._write(lambda c: c.executemany(sql, held).rowcount)
 
-        def run(conn: sqlite3.Connection) -> int:
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`fn` in a write transaction of its own, retried while the database is locked."""
+
+        def run(conn: sqlite3.Connection) -> _T:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                count = conn.executemany(sql, held).rowcount
+                result = fn(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return count
+            return result
 
         return self._retry(run)
 
