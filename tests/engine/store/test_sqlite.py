@@ -115,3 +115,11 @@ def test_a_transaction_commits_when_its_block_ends(tmp_path: Path) -> None:
         assert [r["value"] for r in tx.query("SELECT value FROM metrics ORDER BY ts")] == [0.0, 1.0, 2.0]
         assert [r["value"] for r in tx.iterate("SELECT value FROM metrics ORDER BY ts DESC")] == [2.0, 1.0, 0.0]
     assert SQLiteStore(tmp_path / "state.db").query_one("SELECT COUNT(*) AS n FROM metrics") == {"n": 3}
+
+
+def test_every_migration_lives_under_its_dialect() -> None:
+    # The SQLite store reads migrations/sqlite/ only: a script left directly under migrations/
+    # would never be applied.
+    root = Path(__file__).resolve().parents[3] / "engine" / "store" / "migrations"
+    assert sorted(p.name for p in root.glob("*.sql")) == []
+    assert {p.name for p in (root / "sqlite").glob("*.sql")} == {name for _, name, _ in _migrations()}
