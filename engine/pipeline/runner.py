@@ -1,4 +1,4 @@
-"""The scheduler: runs a PipelinePlan's job graph for real and records everything.
+"""The scheduler: runs a PipelinePlan's job graph and records everything.
 
 Theory of operation. Every job is one task in an anyio task group; a job task waits
 on the completion events of its dependencies, decides from their outcome (and its
@@ -6,19 +6,25 @@ on the completion events of its dependencies, decides from their outcome (and it
 `max_workers` tokens) and runs its attempts. A job therefore starts the moment its
 last dependency finishes and a worker is free — no polling, no stage barriers.
 
+Running a job: its workspace is filled (`_workspace`), its commands are interpolated
+into a `JobCommand` and handed to the executor its `runs_on:` names (`executors`); the
+runner knows nothing of shells, hosts or processes. The executor's recovery record is
+stored with the job so that a later start can have that executor kill what is left.
+
 Stopping: cancel_run, fail_fast, the pipeline timeout and cancellation of the caller
 all cancel the task group's scope; each job task catches the cancellation, records the
 outcome that `stop_reason` names (running → cancelled/timed_out, waiting → skipped),
-and the executor kills the job's process group on the way out.
+and the executor kills the job's commands on the way out. A job's timeout cancels only
+its own attempt. Timers, retry backoff and the cancel-flag poll run on the injected
+`Clock`, so their logic is testable on virtual time.
 
-Everything is written to the store as it happens (run, job, attempt rows, metrics),
-so a crash leaves a record that the next start marks `interrupted`.
+Everything is written to the store as it happens (`_records`: run, job, attempt rows,
+metrics), so a crash leaves a record that the next start marks `interrupted`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import shlex
@@ -43,9 +49,8 @@ from engine.spec.model import JobPlan, PipelinePlan
 from engine.store import runs
 from engine.store.base import Store
 
-__all__ = ["RunPaths", "Runner", "safe_name"]
+__all__ = ["Runner"]
 
-log = logging.getLogger(__name__)
 
 _CANCEL_POLL = 0.5
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")

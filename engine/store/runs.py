@@ -226,7 +226,7 @@ def mark_interrupted(store: Store, run_id: str, *, status: str, job_status: str,
 
 # -- jobs -----------------------------------------------------------------------------------------
 
-def update_job(store: Store, run_id: str, name: str, **fields: Any) -> None:
+def update_job(store: Store, run_id: str, name: str, /, **fields: Any) -> None:
     """Set some of a job's columns (names from JOB_COLUMNS).
 
     Raises:
