@@ -166,7 +166,8 @@ class PipelineManager:
 
         Raises:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
-            InputError: a secret has no value, or a variable name is invalid.
+            InputError: a secret has no value, a variable name is invalid, or PIPELINE_EXECUTOR names
+                no registered executor.
         """
         plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
@@ -193,14 +194,15 @@ class PipelineManager:
         run_id = run_id or _new_run_id()
         workers = max_workers or plan.spec.max_workers or self.max_workers
         masker = Masker(secret_values.values())
-        runs.insert_run(self.store, run_id, pipeline=plan.name, status=RunStatus.QUEUED.value, created_at=time.time(),
-                        variables=masker.mask_obj(merged), context=context,  # type: ignore[arg-type]
-                        spec_path=plan.spec_path, spec_json=plan.spec_json(), max_workers=workers)
         root = self.workspace / "runs" / run_id
         paths = RunPaths(root=root, artifacts=self.settings.artifact_root / run_id / "artifacts")
+        # Built before the run is recorded: an unknown executor kind refuses the run, it does not strand it.
         runner = Runner(plan, run_id=run_id, store=self.store, paths=paths, max_workers=workers,
                         variables=merged, secrets=secret_values, context=context, on_event=on_event,
                         executor=self.executor, default_executor=self.settings.PIPELINE_EXECUTOR)
+        runs.insert_run(self.store, run_id, pipeline=plan.name, status=RunStatus.QUEUED.value, created_at=time.time(),
+                        variables=masker.mask_obj(merged), context=context,  # type: ignore[arg-type]
+                        spec_path=plan.spec_path, spec_json=plan.spec_json(), max_workers=workers)
         self._active[run_id] = runner
         try:
             return await runner.run()

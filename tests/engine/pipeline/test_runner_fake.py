@@ -23,7 +23,7 @@ import pytest
 from engine.errors import InputError, SpecError
 from engine.pipeline._workspace import RunPaths
 from engine.pipeline.executors import EXECUTORS, FakeExecutor, FakeOutcome, make_executor
-from engine.pipeline.manager import recover_interrupted
+from engine.pipeline.manager import PipelineManager, recover_interrupted
 from engine.pipeline.results import PipelineRun
 from engine.pipeline.runner import Runner
 from engine.pipeline.states import JobStatus, RunStatus
@@ -330,3 +330,18 @@ def test_an_unknown_executor_is_refused_at_load_with_the_known_kinds() -> None:
 
 def test_the_spec_and_the_registry_know_the_same_executors() -> None:
     assert set(EXECUTORS) == set(EXECUTOR_KINDS)
+
+
+def test_an_unknown_default_executor_refuses_the_run_before_it_is_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "nowhere")
+    manager = PipelineManager(tmp_path / "ws")
+    with pytest.raises(InputError, match="unknown executor kind 'nowhere' \\(known: local\\)"):
+        manager.run_pipeline(pipeline(job("a")))
+    assert manager.list_runs() == []
+
+
+def test_a_manager_runs_every_job_on_the_executor_it_was_given(tmp_path: Path) -> None:
+    fake = FakeExecutor({"b": FakeOutcome(exit_code=2)})
+    run = PipelineManager(tmp_path / "ws", executor=fake).run_pipeline(pipeline(job("a"), job("b", depends_on=["a"])))
+    assert statuses(run) == {"a": "succeeded", "b": "failed"} and fake.started == ["a", "b"]
