@@ -316,10 +316,6 @@ class PipelineManager:
         except ValueError as exc:
             raise InputError(str(exc)) from exc
 
-    def failed_log_tails(self, run_id: str, lines: int = 20) -> dict[str, LogSlice]:
-        """The last lines of every failed or timed-out job of a run."""
-        return {name: self.read_log(run_id, name, tail=lines) for name in runs.failed_job_names(self.store, run_id)}
-
 
 def _is_file(path: Path) -> bool:
     """Path.is_file, False for a name the OS refuses (too long, ...) rather than an OSError."""

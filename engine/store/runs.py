@@ -19,7 +19,6 @@ __all__ = [
     "Metric",
     "NewJob",
     "cancel_requested",
-    "failed_job_names",
     "finish_run",
     "get_run",
     "insert_run",
@@ -248,13 +247,6 @@ def run_jobs(store: Store, run_id: str) -> list[Row]:
 
 def job_names(store: Store, run_id: str) -> list[str]:
     return [r["name"] for r in store.query("SELECT name FROM jobs WHERE run_id = ? ORDER BY seq", (run_id,))]
-
-
-def failed_job_names(store: Store, run_id: str) -> list[str]:
-    """The run's failed and timed-out jobs, in plan order."""
-    rows = store.query("SELECT name FROM jobs WHERE run_id = ? AND status IN ('failed', 'timed_out') ORDER BY seq",
-                       (run_id,))
-    return [r["name"] for r in rows]
 
 
 def job_log_path(store: Store, run_id: str, job: str) -> str | None:

@@ -58,7 +58,8 @@ def test_jobs_keep_plan_order_log_paths_and_registration(store: Store) -> None:
     assert runs.job_log_path(store, "r2", "a-second") is None
     runs.update_job(store, "r1", "m-third", status="failed")
     runs.update_job(store, "r1", "z-first", status="timed_out")
-    assert runs.failed_job_names(store, "r1") == ["z-first", "m-third"]
+    assert [(r["name"], r["status"]) for r in runs.run_jobs(store, "r1")] == [
+        ("z-first", "timed_out"), ("a-second", "pending"), ("m-third", "failed")]
     assert not runs.pipeline_registered(store, "p")
     runs.save_pipeline(store, "p", source_path="/a.yaml", spec_json="{}", updated_at=1.0)
     runs.save_pipeline(store, "p", source_path="/b.yaml", spec_json="{}", updated_at=2.0)
