@@ -42,6 +42,7 @@ from engine.events import Event, EventCallback, emit
 from engine.pipeline._records import RunRecords
 from engine.pipeline._workspace import RunPaths, collect_artifacts, prepare_workspace, safe_name
 from engine.pipeline.executors import CommandResult, Executor, JobCommand, make_executor
+from engine.pipeline.executors.base import OnStart
 from engine.pipeline.logs import LogWriter
 from engine.pipeline.results import JobResult, PipelineRun
 from engine.pipeline.states import JobStatus, RunStatus, check_job_move, check_run_move
@@ -344,7 +345,7 @@ class Runner:
         return self._executors[plan.runs_on or self._default_executor]
 
     async def _attempt(self, executor: Executor, command: JobCommand, writer: LogWriter,
-                       on_start: Any) -> CommandResult | None:
+                       on_start: OnStart) -> CommandResult | None:
         """One run of the job's commands on its executor; None when the job's timeout stopped it."""
         timeout = command.timeout
         if not timeout:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.pipeline.executors.base import (
     EXECUTORS,
     CommandResult,
@@ -25,3 +27,7 @@ __all__ = [
     "RecoveryRecord",
     "make_executor",
 ]
+
+if TYPE_CHECKING:  # both implement the protocol (checked by mypy)
+    _local: Executor = LocalExecutor()
+    _fake: Executor = FakeExecutor()
