@@ -317,6 +317,17 @@ async def test_recovery_asks_the_recorded_executor_to_kill_what_was_left(
     assert runs.run_jobs(store, "dead")[0]["status"] == "cancelled"
 
 
+def test_recovery_of_a_job_on_an_executor_this_process_lacks_still_marks_the_run(store: Store) -> None:
+    runs.insert_run(store, "dead", pipeline="t", status="running", created_at=1.0, variables={}, context={},
+                    spec_path=None, spec_json="{}", max_workers=1)
+    runs.start_run(store, "dead", pipeline="t", status="running", started_at=2.0, owner=(2**22 + 7, "", None),
+                   jobs=[runs.NewJob("j", "s", "j", {}, [], "running", False, "/nowhere.log", "plugin")])
+    store.execute("UPDATE runs SET owner_host = NULL")
+    runs.update_job(store, "dead", "j", recovery_json="{}")
+    assert recover_interrupted(store) == ["dead"]
+    assert runs.run_jobs(store, "dead")[0]["status"] == "cancelled"
+
+
 def test_an_unknown_executor_is_refused_at_load_with_the_known_kinds() -> None:
     text = "name: t\nsource: null\nstages:\n  - name: s\n    jobs:\n      - name: a\n        commands: [x]\n" \
            "        runs_on: somewhere-else\n"
