@@ -301,10 +301,17 @@ async def test_the_runner_hands_over_interpolated_commands_and_records_the_execu
     assert "hello" in Path(run.jobs["m[py=3.12]"].log_path or "").read_text()
 
 
-async def test_recovery_asks_the_recorded_executor_to_kill_what_was_left(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def registered_fake() -> Iterator[FakeExecutor]:
     fake = FakeExecutor()
-    monkeypatch.setitem(EXECUTORS._entries, "fake", lambda: fake)   # type: ignore[attr-defined]
+    EXECUTORS.register("fake", lambda: fake)
+    yield fake
+    EXECUTORS.unregister("fake")
+
+
+async def test_recovery_asks_the_recorded_executor_to_kill_what_was_left(
+        store: Store, registered_fake: FakeExecutor) -> None:
+    fake = registered_fake
     runs.insert_run(store, "dead", pipeline="t", status="queued", created_at=1.0, variables={}, context={},
                     spec_path=None, spec_json="{}", max_workers=1)
     runs.start_run(store, "dead", pipeline="t", status="running", started_at=2.0, owner=(2**22 + 7, "", None),
