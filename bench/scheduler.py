@@ -7,7 +7,9 @@
    makespan / critical path. Goal: <= 1.02 (+50 ms).
 3. One job printing 1 GiB: the engine process's peak RSS (VmHWM). Goal: < 150 MB.
 
-    python3 bench/scheduler.py [--workers N] [--repeat K] [--skip-big]
+    python3 bench/scheduler.py [--workers N] [--repeat K] [--skip-big] [--quick]
+
+`--quick` is one repetition without the 1 GiB job: a check that nothing got slower, in seconds.
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="--repeat 1 --skip-big")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.skip_big = 1, True
     if not shutil.which("make"):
         sys.exit("GNU make is needed for the baseline (apt-get install make)")
     results = {"make_ratio": bench_make_ratio(args.workers, args.repeat),

@@ -1,4 +1,8 @@
-"""`cicd-mcp` command line: run pipelines, list runs, read logs (and the server's commands)."""
+"""The engine's command line: run pipelines, list runs, read logs, plus the insights and interop commands.
+
+`build_parser()` is what the `cicd-mcp` entry point extends with the server's commands; the
+engine itself never imports the server.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from engine.errors import CicdError, InputError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _STATUS_MARK = {
     "succeeded": "ok", "failed": "FAIL", "timed_out": "TIMEOUT", "cancelled": "CANCEL", "skipped": "skip",
@@ -21,7 +25,7 @@ _STATUS_MARK = {
 }
 
 # Other packages add their subcommands here: module -> function(subparsers).
-_EXTENSIONS = ("server.cli", "engine.insights.cli", "engine.interop.cli")
+_EXTENSIONS = ("engine.insights.cli", "engine.interop.cli")
 
 
 def _parse_vars(items: Sequence[str]) -> dict[str, str]:
@@ -130,12 +134,13 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     if args.tail is None and args.grep is None:
         from pathlib import Path
 
-        row = manager.store.query_one("SELECT log_path FROM jobs WHERE run_id = ? AND name = ?",
-                                      (args.run_id, args.job))
-        if row is None:
+        from engine.store import runs
+
+        log_path = runs.job_log_path(manager.store, args.run_id, args.job)
+        if log_path is None:
             manager.read_log(args.run_id, args.job)  # raises NotFoundError with the known jobs
             return 1
-        path = Path(row["log_path"])
+        path = Path(log_path)
         if path.exists():
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 16), b""):

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=1024,
         description="How many jobs run at once.",
     )
+    PIPELINE_EXECUTOR: str = Field(
+        default="local", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors).",
+    )
     PIPELINE_SECRETS_FILE: Path | None = Field(
         default=None, description="A KEY=VALUE file that secrets are read from when not in the environment."
     )

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from engine.build._models import BuildPlan, BuildStep, Finding
 from engine.errors import InputError
+from engine.spec.model import LANGUAGES
 
 __all__ = ["BUILDERS", "Builder", "detect_language", "get_builder"]
 
@@ -545,6 +546,9 @@ BUILDERS: dict[str, Callable[[], Builder[Any]]] = {
     "go": GoBuilder,
     "rust": RustBuilder,
 }
+# The pipeline language checks `language:` against its own list (it must not import the builders).
+if set(BUILDERS) != LANGUAGES:  # pragma: no cover - a builder added on one side only
+    raise RuntimeError(f"engine.spec.model.LANGUAGES {sorted(LANGUAGES)} and the builders {sorted(BUILDERS)} differ")
 
 
 def get_builder(language: str) -> Builder[Any]:

@@ -16,10 +16,13 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from engine._process import signal_group
+import anyio
+
+from engine._process import signal_group, terminate_group
 from engine.errors import ExecutorError
 
 __all__ = ["LogWriter", "ProcessOutcome", "run_streamed"]
@@ -79,19 +82,9 @@ class ProcessOutcome:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole group, then SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, _KILL_GRACE), (signal.SIGKILL, None)):
-        if not signal_group(proc.pid, sig):
-            return
-        if grace is None:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; its children may not be. One more SIGKILL for them.
-        signal_group(proc.pid, signal.SIGKILL)
-        return
+    """SIGTERM the whole group, SIGKILL what is left after a grace period, reap the leader."""
+    # The one group killer (engine._process) is async; this thread gets a loop of its own for it.
+    anyio.run(partial(terminate_group, proc.pid, grace=_KILL_GRACE, gone=lambda: proc.poll() is not None))
     proc.wait()
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import InputError
-from engine.interop.github import (
+from engine.interop.github_export import export_github_actions
+from engine.interop.github_import import (
     WorkflowImport,
-    export_github_actions,
     import_github_workflow,
     is_github_workflow,
     load_github_workflow,

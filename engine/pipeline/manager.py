@@ -6,7 +6,6 @@ import json
 import os
 import re
 import secrets as _secrets
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -14,23 +13,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine._process import group_is_session, owner_alive, signal_group
+from engine._process import owner_alive
 from engine._secrets import SECRET_NAME, Masker, read_secrets_file
 from engine._sync import blocking
 from engine.errors import InputError, NotFoundError, SpecError, SpecIssue
 from engine.events import EventCallback
-from engine.pipeline.executors import LocalExecutor
+from engine.pipeline._workspace import RunPaths, safe_name
+from engine.pipeline.executors import Executor, make_executor
 from engine.pipeline.logs import LogSlice, read_log_slice
 from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
-from engine.pipeline.runner import Runner, RunPaths, safe_name
-from engine.pipeline.states import JobStatus, RunStatus
+from engine.pipeline.runner import Runner
+from engine.pipeline.states import JobStatus, RunStatus, check_run_move
 from engine.settings import Settings, resolve_settings
 from engine.spec.model import VAR_RE, PipelinePlan, load_pipeline
-from engine.store import Store, open_store
+from engine.store import Store, open_store, runs
 
-__all__ = ["Pipeline", "PipelineManager", "recover_interrupted", "run_pipeline"]
+__all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
 
-Pipeline = PipelinePlan
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
@@ -41,34 +40,27 @@ def _new_run_id() -> str:
 def recover_interrupted(store: Store) -> list[str]:
     """Mark runs whose runner process died as `interrupted` and kill what they left running.
 
-    Returns the run ids it marked.
+    Each job that was running left its executor's name and recovery record; that executor
+    kills what the record names. Returns the run ids it marked.
     """
     marked: list[str] = []
-    for row in store.query("SELECT * FROM runs WHERE status IN ('queued', 'running')"):
+    executors: dict[str, Executor] = {}
+    for row in runs.unfinished_runs(store):
         if owner_alive(row):
             continue
         run_id = row["run_id"]
+        status = check_run_move(run_id, RunStatus(row["status"]), RunStatus.INTERRUPTED)
         why = f"interrupted: the runner process (pid {row['owner_pid']}) is gone"
-        for job in store.query("SELECT name, pgid FROM jobs WHERE run_id = ? AND pgid IS NOT NULL", (run_id,)):
-            pgid = int(job["pgid"])
-            if group_is_session(pgid):
-                signal_group(pgid, signal.SIGKILL)
-        now = time.time()
-        with store.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = ?, reason = ?, finished_at = COALESCE(finished_at, ?), pgid = NULL "
-                "WHERE run_id = ? AND status IN ('pending', 'running', 'retrying')",
-                (JobStatus.CANCELLED.value, why, now, run_id),
-            )
-            conn.execute(
-                "UPDATE attempts SET status = 'interrupted', finished_at = COALESCE(finished_at, ?) "
-                "WHERE run_id = ? AND status = 'running'", (now, run_id),
-            )
-            conn.execute(
-                "UPDATE runs SET status = ?, reason = ?, finished_at = ?, "
-                "duration = ? - COALESCE(started_at, created_at) WHERE run_id = ?",
-                (RunStatus.INTERRUPTED.value, why, now, now, run_id),
-            )
+        for _job, kind, record in runs.job_recovery_records(store, run_id):
+            kind = kind or "local"
+            if kind not in executors:
+                try:
+                    executors[kind] = make_executor(kind)
+                except InputError:   # an executor this process does not have (a plugin, a test's fake)
+                    continue
+            executors[kind].recover(record)
+        runs.mark_interrupted(store, run_id, status=status.value, job_status=JobStatus.CANCELLED.value, reason=why,
+                              now=time.time())
         marked.append(run_id)
     return marked
 
@@ -93,8 +85,10 @@ class PipelineManager:
 
     def __init__(
         self, workspace_dir: str | os.PathLike[str] | None = None, *, settings: Settings | None = None,
-        store: Store | None = None, max_workers: int | None = None, executor: LocalExecutor | None = None,
+        store: Store | None = None, max_workers: int | None = None, executor: Executor | None = None,
     ) -> None:
+        """`executor` runs every job when given (a fake, in tests); otherwise each job's `runs_on:`
+        picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none."""
         self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -106,7 +100,7 @@ class PipelineManager:
 
     # -- pipelines --------------------------------------------------------------------------
     def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
-                        skip_unsupported: bool = False) -> Pipeline:
+                        skip_unsupported: bool = False) -> PipelinePlan:
         """Load and check a pipeline (file path, YAML text or mapping) and register it by name.
 
         A GitHub Actions workflow file is imported (engine.interop); its jobs that cannot
@@ -117,18 +111,12 @@ class PipelineManager:
             NotFoundError: the file does not exist.
         """
         plan = self._load(source, skip_unsupported)
-        self.store.execute(
-            "INSERT INTO pipelines (name, source_path, spec_json, updated_at) VALUES (?,?,?,?) "
-            "ON CONFLICT (name) DO UPDATE SET source_path = excluded.source_path, spec_json = excluded.spec_json, "
-            "updated_at = excluded.updated_at",
-            (plan.name, plan.spec_path, plan.spec_json(), time.time()),
-        )
+        runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
+                           updated_at=time.time())
         return plan
 
     def list_pipelines(self) -> list[str]:
-        names = {r["name"] for r in self.store.query("SELECT name FROM pipelines")}
-        names |= {r["pipeline"] for r in self.store.query("SELECT DISTINCT pipeline FROM runs")}
-        return sorted(names)
+        return runs.pipeline_names(self.store)
 
     def _load(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
               ) -> PipelinePlan:
@@ -139,7 +127,7 @@ class PipelineManager:
             return load_pipeline(text)
         path = Path(text)
         if _is_file(path):
-            from engine.interop.github import is_github_workflow, load_github_workflow, pipeline_data
+            from engine.interop import is_github_workflow, load_github_workflow, pipeline_data
 
             if is_github_workflow(path):
                 spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
@@ -150,11 +138,12 @@ class PipelineManager:
         return self._by_name(text)
 
     def _by_name(self, name: str) -> PipelinePlan:
-        row = self.store.query_one("SELECT source_path, spec_json FROM pipelines WHERE name = ?", (name,))
-        if row is not None:
-            if row["source_path"] and Path(row["source_path"]).is_file():
-                return load_pipeline(Path(row["source_path"]))  # the file may have changed: reload it
-            return load_pipeline(json.loads(row["spec_json"]))
+        registered = runs.registered_pipeline(self.store, name)
+        if registered is not None:
+            source_path, spec_json = registered
+            if source_path and Path(source_path).is_file():
+                return load_pipeline(Path(source_path))  # the file may have changed: reload it
+            return load_pipeline(json.loads(spec_json))
         config = self.settings.PIPELINE_CONFIG_PATH
         if config is not None:
             config = Path(config).expanduser()
@@ -180,7 +169,8 @@ class PipelineManager:
 
         Raises:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
-            InputError: a secret has no value, or a variable name is invalid.
+            InputError: a secret has no value, a variable name is invalid, or PIPELINE_EXECUTOR names
+                no registered executor.
         """
         plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
@@ -207,17 +197,15 @@ class PipelineManager:
         run_id = run_id or _new_run_id()
         workers = max_workers or plan.spec.max_workers or self.max_workers
         masker = Masker(secret_values.values())
-        self.store.execute(
-            "INSERT INTO runs (run_id, pipeline, status, created_at, variables_json, context_json, spec_path, "
-            "spec_json, max_workers) VALUES (?,?,?,?,?,?,?,?,?)",
-            (run_id, plan.name, RunStatus.QUEUED.value, time.time(), json.dumps(masker.mask_obj(merged)),
-             json.dumps(context), plan.spec_path, plan.spec_json(), workers),
-        )
         root = self.workspace / "runs" / run_id
         paths = RunPaths(root=root, artifacts=self.settings.artifact_root / run_id / "artifacts")
+        # Built before the run is recorded: an unknown executor kind refuses the run, it does not strand it.
         runner = Runner(plan, run_id=run_id, store=self.store, paths=paths, max_workers=workers,
                         variables=merged, secrets=secret_values, context=context, on_event=on_event,
-                        executor=self.executor or LocalExecutor())
+                        executor=self.executor, default_executor=self.settings.PIPELINE_EXECUTOR)
+        runs.insert_run(self.store, run_id, pipeline=plan.name, status=RunStatus.QUEUED.value, created_at=time.time(),
+                        variables=masker.mask_obj(merged), context=context,  # type: ignore[arg-type]
+                        spec_path=plan.spec_path, spec_json=plan.spec_json(), max_workers=workers)
         self._active[run_id] = runner
         try:
             return await runner.run()
@@ -259,17 +247,16 @@ class PipelineManager:
         row = self._run_row(run_id)
         if RunStatus(row["status"]).finished:
             return False
-        self.store.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+        runs.request_cancel(self.store, run_id)
         runner = self._active.get(run_id)
         if runner is not None:
             runner.cancel("cancelled on request (cancel_run)")
         return True
 
     def _run_row(self, run_id: str) -> Any:
-        row = self.store.query_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = runs.get_run(self.store, run_id)
         if row is None:
-            recent = [r["run_id"] for r in self.store.query(
-                "SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 5")]
+            recent = runs.recent_run_ids(self.store, 5)
             raise NotFoundError(f"no run {run_id!r}; most recent runs: " + (", ".join(recent) or "none"))
         return row
 
@@ -283,29 +270,18 @@ class PipelineManager:
         return self._to_run(row)
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50, status: str | None = None) -> list[PipelineRun]:
-        sql, params = "SELECT * FROM runs", list[Any]()
-        where = []
-        if pipeline:
-            where.append("pipeline = ?")
-            params.append(pipeline)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(max(1, min(int(limit), 1000)))
-        return [self._to_run(r, with_jobs=False) for r in self.store.query(sql, params)]
+        rows = runs.list_runs(self.store, pipeline=pipeline, status=status, limit=max(1, min(int(limit), 1000)))
+        return [self._to_run(r, with_jobs=False) for r in rows]
 
     def _to_run(self, row: Any, *, with_jobs: bool = True) -> PipelineRun:
         jobs: dict[str, JobResult] = {}
         if with_jobs:
             arts: dict[str, list[ArtifactRecord]] = {}
-            for a in self.store.query("SELECT * FROM artifacts WHERE run_id = ? ORDER BY job, path", (row["run_id"],)):
+            for a in runs.run_artifacts(self.store, row["run_id"]):
                 arts.setdefault(a["job"], []).append(
                     ArtifactRecord(job=a["job"], path=a["path"], stored_path=a["stored_path"], size=a["size"],
                                    sha256=a["sha256"]))
-            for j in self.store.query("SELECT * FROM jobs WHERE run_id = ? ORDER BY rowid", (row["run_id"],)):
+            for j in runs.run_jobs(self.store, row["run_id"]):
                 cpu = None if j["cpu_user"] is None else (j["cpu_user"] or 0) + (j["cpu_system"] or 0)
                 jobs[j["name"]] = JobResult(
                     name=j["name"], stage=j["stage"], status=JobStatus(j["status"]), attempts=j["attempts"],
@@ -332,21 +308,16 @@ class PipelineManager:
             InputError: grep is not a valid regular expression.
         """
         self._run_row(run_id)
-        row = self.store.query_one("SELECT log_path FROM jobs WHERE run_id = ? AND name = ?", (run_id, job))
-        if row is None:
-            names = [r["name"] for r in self.store.query("SELECT name FROM jobs WHERE run_id = ?", (run_id,))]
-            raise NotFoundError(f"run {run_id} has no job {job!r}; jobs: " + ", ".join(names))
-        path = Path(row["log_path"] or (self.workspace / "runs" / run_id / "logs" / f"{safe_name(job)}.log"))
+        log_path = runs.job_log_path(self.store, run_id, job)
+        if log_path is None:
+            names = runs.job_names(self.store, run_id)
+            if job not in names:
+                raise NotFoundError(f"run {run_id} has no job {job!r}; jobs: " + ", ".join(names))
+        path = Path(log_path or (self.workspace / "runs" / run_id / "logs" / f"{safe_name(job)}.log"))
         try:
             return read_log_slice(path, job, tail=tail, grep=grep, max_lines=max_lines, max_bytes=max_bytes)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
-
-    def failed_log_tails(self, run_id: str, lines: int = 20) -> dict[str, LogSlice]:
-        """The last lines of every failed or timed-out job of a run."""
-        rows = self.store.query(
-            "SELECT name FROM jobs WHERE run_id = ? AND status IN ('failed', 'timed_out') ORDER BY rowid", (run_id,))
-        return {r["name"]: self.read_log(run_id, r["name"], tail=lines) for r in rows}
 
 
 def _is_file(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""The scheduler: runs a PipelinePlan's job graph for real and records everything.
+"""The scheduler: runs a PipelinePlan's job graph and records everything.
 
 Theory of operation. Every job is one task in an anyio task group; a job task waits
 on the completion events of its dependencies, decides from their outcome (and its
@@ -6,28 +6,28 @@ on the completion events of its dependencies, decides from their outcome (and it
 `max_workers` tokens) and runs its attempts. A job therefore starts the moment its
 last dependency finishes and a worker is free — no polling, no stage barriers.
 
+Running a job: its workspace is filled (`_workspace`), its commands are interpolated
+into a `JobCommand` and handed to the executor its `runs_on:` names (`executors`); the
+runner knows nothing of shells, hosts or processes. The executor's recovery record is
+stored with the job so that a later start can have that executor kill what is left.
+
 Stopping: cancel_run, fail_fast, the pipeline timeout and cancellation of the caller
 all cancel the task group's scope; each job task catches the cancellation, records the
 outcome that `stop_reason` names (running → cancelled/timed_out, waiting → skipped),
-and the executor kills the job's process group on the way out.
+and the executor kills the job's commands on the way out. A job's timeout cancels only
+its own attempt. Timers, retry backoff and the cancel-flag poll run on the injected
+`Clock`, so their logic is testable on virtual time.
 
-Everything is written to the store as it happens (run, job, attempt rows, metrics),
-so a crash leaves a record that the next start marks `interrupted`.
+Everything is written to the store as it happens (`_records`: run, job, attempt rows,
+metrics), so a crash leaves a record that the next start marks `interrupted`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import glob
-import hashlib
-import json
-import logging
 import os
 import re
 import shlex
-import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,58 +35,26 @@ from typing import Any
 
 import anyio
 
-from engine._process import current_owner
+from engine._clock import Clock, SystemClock
 from engine._secrets import Masker
 from engine.errors import CicdError
 from engine.events import Event, EventCallback, emit
-from engine.pipeline.executors import LocalExecutor
+from engine.pipeline._records import RunRecords
+from engine.pipeline._workspace import RunPaths, collect_artifacts, prepare_workspace, safe_name
+from engine.pipeline.executors import CommandResult, Executor, JobCommand, make_executor
+from engine.pipeline.executors.base import OnStart
 from engine.pipeline.logs import LogWriter
-from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
-from engine.pipeline.states import JobStatus, RunStatus, check_job_move
+from engine.pipeline.results import JobResult, PipelineRun
+from engine.pipeline.states import JobStatus, RunStatus, check_job_move, check_run_move
 from engine.spec.model import JobPlan, PipelinePlan
+from engine.store import runs
 from engine.store.base import Store
 
-__all__ = ["DEFAULT_SOURCE_EXCLUDES", "RunPaths", "Runner", "safe_name"]
+__all__ = ["Runner"]
 
-log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE_EXCLUDES = (
-    ".git", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-    ".cicd", "*.pyc",
-)
-_DEFAULT_IGNORE = shutil.ignore_patterns(*DEFAULT_SOURCE_EXCLUDES)
 _CANCEL_POLL = 0.5
-_INSERT_METRIC = (
-    "INSERT INTO metrics (ts, name, value, unit, pipeline, run_id, job, tags_json) VALUES (?,?,?,?,?,?,?,?)"
-)
-_SHELL_SYNTAX = re.compile(r"""[\n;&|<>()$`\\'"*?\[\]#~=%{}!^]""")
-_SHELL_BUILTINS = frozenset({
-    "cd", "export", "set", "unset", "source", ".", "eval", "exec", "exit", "alias", "ulimit", "umask", "trap",
-    "wait", "read", "shift", "return", "break", "continue", "local", "declare", "typeset", "readonly",
-    "if", "then", "else", "fi", "for", "while", "until", "do", "done", "case", "esac", "function", "time",
-})
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-
-
-def safe_name(name: str) -> str:
-    """A job name as a file name (matrix values may hold any character)."""
-    return re.sub(r"[^A-Za-z0-9_.=,\[\]\-]", "_", name)[:200]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path           # <workspace>/runs/<run_id>
-    artifacts: Path      # <artifact root>/<run_id>/artifacts
-
-    @property
-    def workspace_root(self) -> Path:
-        return self.root.parent.parent
-
-    def job_dir(self, job: str) -> Path:
-        return self.root / "jobs" / safe_name(job)
-
-    def log(self, job: str) -> Path:
-        return self.root / "logs" / f"{safe_name(job)}.log"
 
 
 @dataclass
@@ -94,7 +62,6 @@ class _JobState:
     plan: JobPlan
     result: JobResult
     done: anyio.Event = field(default_factory=anyio.Event)
-    pgid: int | None = None
 
 
 class Runner:
@@ -103,9 +70,15 @@ class Runner:
     def __init__(
         self, plan: PipelinePlan, *, run_id: str, store: Store, paths: RunPaths, max_workers: int,
         variables: Mapping[str, str], secrets: Mapping[str, str], context: Mapping[str, str],
-        on_event: EventCallback | None = None, executor: LocalExecutor | None = None,
-        extra_env: Mapping[str, str] | None = None,
+        on_event: EventCallback | None = None, executor: Executor | None = None,
+        default_executor: str = "local", extra_env: Mapping[str, str] | None = None, clock: Clock | None = None,
     ) -> None:
+        """`executor` runs every job when given; otherwise each job's `runs_on:` (default:
+        `default_executor`) names its kind in the EXECUTORS registry.
+
+        Raises:
+            InputError: a job names an executor kind that is not registered.
+        """
         self.plan = plan
         self.run_id = run_id
         self.store = store
@@ -116,8 +89,15 @@ class Runner:
         self.context = dict(context)
         self.masker = Masker(self.secrets.values())
         self.on_event = on_event
-        self.executor = executor or LocalExecutor()
-        self.executor.set_capacity(max_workers)
+        self.clock: Clock = clock or SystemClock()
+        self.records = RunRecords(store, run_id, plan.name, self.masker)
+        self._executors: dict[str, Executor] = {}
+        for p in plan.jobs.values():
+            kind = p.runs_on or default_executor
+            if kind not in self._executors:
+                self._executors[kind] = executor or make_executor(kind)
+                self._executors[kind].set_capacity(max_workers)
+        self._default_executor = default_executor
         self.extra_env = dict(extra_env or {})
         self.jobs = {
             n: _JobState(p, JobResult(name=n, stage=p.stage, status=JobStatus.PENDING,
@@ -129,7 +109,7 @@ class Runner:
         self._base_env = {**os.environ, **self.extra_env}
         self.stop_reason: tuple[JobStatus, str] | None = None
         self.run_status = RunStatus.QUEUED
-        self.created_at = time.time()
+        self.created_at = self.clock.time()
         self.started_at: float | None = None
         self._finished_count = 0
         self._scope: anyio.CancelScope | None = None
@@ -177,7 +157,7 @@ class Runner:
         return self.result()
 
     def result(self) -> PipelineRun:
-        finished = time.time() if self.run_status.finished else None
+        finished = self.clock.time() if self.run_status.finished else None
         return PipelineRun(
             run_id=self.run_id, pipeline=self.plan.name, status=self.run_status,
             jobs={n: s.result for n, s in self.jobs.items()}, created_at=self.created_at,
@@ -193,16 +173,15 @@ class Runner:
             await state.done.wait()
 
     async def _pipeline_timer(self, timeout: float, scope: anyio.CancelScope) -> None:
-        await anyio.sleep(timeout)
+        await self.clock.sleep(timeout)
         if self.stop_reason is None:
             self.stop_reason = (JobStatus.TIMED_OUT, f"the pipeline timed out after {timeout:g}s")
         scope.cancel()
 
     async def _watch_cancel_flag(self, scope: anyio.CancelScope) -> None:
         while True:
-            await anyio.sleep(_CANCEL_POLL)
-            row = self.store.query_one("SELECT cancel_requested FROM runs WHERE run_id = ?", (self.run_id,))
-            if row is not None and row["cancel_requested"]:
+            await self.clock.sleep(_CANCEL_POLL)
+            if self.records.cancel_requested():
                 self.cancel("cancelled on request (cancel_run)")
                 return
 
@@ -216,7 +195,7 @@ class Runner:
             if skip is not None:
                 await self._finish_job(state, JobStatus.SKIPPED, skip)
                 return
-            ready_at = time.time()
+            ready_at = self.clock.time()
             async with limiter:
                 await self._run_job(state, ready_at)
             if (self.plan.spec.fail_fast and state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)
@@ -254,27 +233,25 @@ class Runner:
 
     async def _run_job(self, state: _JobState, ready_at: float) -> None:
         plan, res = state.plan, state.result
-        started = time.time()
+        started = self.clock.time()
         res.started_at = started
         res.queue_wait = max(0.0, started - ready_at)
         self._move(state, JobStatus.RUNNING)
-        workspace = self.paths.job_dir(plan.name) / "workspace"
+        workspace = self.paths.workspace(plan.name)
         writer = LogWriter(self.paths.log(plan.name), self.masker)
+        executor = self._executor(plan)
         cpu_user = cpu_sys = 0.0
         peak: int | None = None
         try:
-            self._job_row(plan.name, status=res.status, ready_at=ready_at, started_at=started,
-                          queue_wait=res.queue_wait)
+            self.records.job(plan.name, status=res.status, ready_at=ready_at, started_at=started,
+                             queue_wait=res.queue_wait)
             await self._emit("job_started", f"{plan.name} started", job=plan.name, status="running")
             try:
-                self._prepare_workspace(plan, workspace)
+                inherited = [a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
+                prepare_workspace(workspace, source=self.plan.source_dir, state_root=self.paths.workspace_root,
+                                  inherited=inherited, working_directory=plan.working_directory)
             except OSError as exc:
-                why = str(exc) if len(str(exc)) < 500 else str(exc)[:500] + "..."
-                writer.note(f"could not prepare the workspace: {why}")
-                res.attempts = 1
-                self._attempt_row(plan.name, 1, "failed", "infrastructure", why, started, None, None)
-                await self._finish_job(state, JobStatus.FAILED,
-                                       self.masker.mask(f"could not prepare the job workspace: {why}"))
+                await self._infrastructure_failure(state, writer, exc, started)
                 return
             env = self._job_env(plan, workspace)
             cwd = workspace / plan.working_directory if plan.working_directory else workspace
@@ -286,34 +263,35 @@ class Runner:
                     res.attempts = 1
                     await self._finish_job(state, JobStatus.FAILED, self.masker.mask(str(exc)))
                     return
-            script = self._script(plan)
-            argv = self._direct_argv(plan)
+            values = self._values(plan)
+            command = JobCommand(job=plan.name, commands=tuple(_interpolate(c, values, None) for c in plan.commands),
+                                 env=env, cwd=cwd, workspace=workspace, shell=plan.shell, timeout=plan.timeout)
+            try:
+                await executor.prepare(command)
+            except (OSError, CicdError) as exc:
+                await self._infrastructure_failure(state, writer, exc, started)
+                return
             retry = plan.retry
             attempt = 0
             status, reason = JobStatus.FAILED, None
             while True:
                 attempt += 1
                 res.attempts = attempt
-                a_start = time.time()
+                a_start = self.clock.time()
                 writer.note(f"attempt {attempt} of {retry.max + 1}")
 
-                def remember(pgid: int, name: str = plan.name) -> None:
-                    self.jobs[name].pgid = pgid
-                    self._job_row(name, pgid=pgid)
+                def remember(record: dict[str, Any], name: str = plan.name, kind: str = executor.name) -> None:
+                    self.records.job_running_on(name, kind, record)
 
-                with anyio.move_on_after(plan.timeout if plan.timeout else float("inf")) as timer:
-                    if argv is not None:
-                        writer.feed(f"$ {shlex.join(argv)}\n".encode())
-                    result = await self.executor.run(script, cwd=cwd, env=env, log=writer, shell=plan.shell, argv=argv,
-                                                     on_start=remember)
-                a_end = time.time()
-                if not timer.cancelled_caught:
+                result = await self._attempt(executor, command, writer, remember)
+                a_end = self.clock.time()
+                if result is not None:
                     cpu_user += result.cpu_user
                     cpu_sys += result.cpu_system
                     if result.peak_rss_kb is not None:
                         peak = max(peak or 0, result.peak_rss_kb)
                     res.exit_code = result.exit_code
-                if timer.cancelled_caught:
+                if result is None:
                     klass, status, reason = "timeout", JobStatus.TIMED_OUT, f"timed out after {plan.timeout:g}s"
                     writer.note(f"timed out after {plan.timeout:g}s; the job's processes were killed")
                 elif result.infrastructure_error:
@@ -327,18 +305,17 @@ class Runner:
                     if result.signal:
                         reason += f" (killed by signal {result.signal})"
                     writer.note(reason)
-                self._attempt_row(plan.name, attempt, status.value, klass, reason, a_start, a_end,
-                                  None if timer.cancelled_caught else result)
+                self.records.attempt(plan.name, attempt, status.value, klass, reason, a_start, a_end, result)
                 if klass is None:
                     break
                 if klass in retry.when and attempt <= retry.max:
                     delay = retry.backoff * (2 ** (attempt - 1))
                     self._move(state, JobStatus.RETRYING)
-                    self._job_row(plan.name, status=res.status, attempts=attempt)
+                    self.records.job(plan.name, status=res.status, attempts=attempt)
                     writer.note(f"retrying in {delay:g}s ({klass})")
                     await self._emit("job_retrying", f"{plan.name} attempt {attempt} failed ({reason}); "
                                                      f"retrying in {delay:g}s", job=plan.name, status="retrying")
-                    await anyio.sleep(delay)
+                    await self.clock.sleep(delay)
                     self._move(state, JobStatus.RUNNING)
                     continue
                 break
@@ -349,7 +326,9 @@ class Runner:
                 status, reason = await self._deploy(plan, cwd, writer)
             if status == JobStatus.SUCCEEDED and plan.artifacts:
                 try:
-                    res.artifacts = self._collect_artifacts(plan, cwd)
+                    res.artifacts = collect_artifacts(plan.name, plan.artifacts, cwd,
+                                                      self.paths.artifacts / safe_name(plan.name))
+                    self.records.artifacts(res.artifacts)
                 except OSError as exc:
                     status, reason = JobStatus.FAILED, f"could not collect artifacts: {exc}"
                     writer.note(reason)
@@ -361,6 +340,34 @@ class Runner:
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
             writer.close()
+
+    def _executor(self, plan: JobPlan) -> Executor:
+        return self._executors[plan.runs_on or self._default_executor]
+
+    async def _attempt(self, executor: Executor, command: JobCommand, writer: LogWriter,
+                       on_start: OnStart) -> CommandResult | None:
+        """One run of the job's commands on its executor; None when the job's timeout stopped it."""
+        timeout = command.timeout
+        if not timeout:
+            return await executor.run(command, writer, on_start)
+        result: CommandResult | None = None
+        async with anyio.create_task_group() as tg:
+            async def timer() -> None:
+                await self.clock.sleep(timeout)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            result = await executor.run(command, writer, on_start)
+            tg.cancel_scope.cancel()
+        return result
+
+    async def _infrastructure_failure(self, state: _JobState, writer: LogWriter, exc: Exception,
+                                      started: float) -> None:
+        why = str(exc) if len(str(exc)) < 500 else str(exc)[:500] + "..."
+        writer.note(f"could not prepare the workspace: {why}")
+        state.result.attempts = 1
+        self.records.attempt(state.plan.name, 1, "failed", "infrastructure", why, started, None, None)
+        await self._finish_job(state, JobStatus.FAILED, self.masker.mask(f"could not prepare the job workspace: {why}"))
 
     async def _stop_job(self, state: _JobState) -> None:
         """Record the outcome of a job the run stopped (cancel, fail fast, pipeline timeout)."""
@@ -377,32 +384,7 @@ class Runner:
         for state in self.jobs.values():
             await self._stop_job(state)
 
-    # -- workspace, env, artifacts ---------------------------------------------------------
-    def _prepare_workspace(self, plan: JobPlan, workspace: Path) -> None:
-        if workspace.exists():  # a re-run of the same job id
-            shutil.rmtree(workspace)
-        src = self.plan.source_dir
-        if src is not None:
-            shutil.copytree(src, workspace, symlinks=True, ignore=self._source_ignore)
-        else:
-            workspace.mkdir(parents=True)
-        # Artifacts of every job this one depends on (directly or not), at their relative paths.
-        for dep in self._ancestors(plan.name):
-            for art in self.jobs[dep].result.artifacts:
-                dest = workspace / art.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(art.stored_path, dest)
-        if plan.working_directory:
-            (workspace / plan.working_directory).mkdir(parents=True, exist_ok=True)
-
-    def _source_ignore(self, directory: str, names: list[str]) -> set[str]:
-        """What not to copy from the source: tool caches, and the engine's own state when it lives inside."""
-        ignored = set(_DEFAULT_IGNORE(directory, names))
-        state = self.paths.workspace_root.resolve()
-        if state.is_relative_to(Path(directory).resolve()):
-            ignored.update(n for n in names if (Path(directory) / n).resolve() == state)
-        return ignored
-
+    # -- env, deploy, builds ----------------------------------------------------------------
     def _ancestors(self, name: str) -> list[str]:
         seen: dict[str, None] = {}
         todo = list(self.jobs[name].plan.needs)
@@ -473,101 +455,15 @@ class Runner:
         commands = [shlex.join(argv) for argv in standard_build_commands(plan.language or "auto", project)]
         return dataclasses.replace(plan, commands=commands)
 
-    def _direct_argv(self, plan: JobPlan) -> list[str] | None:
-        """The argv of a job that is one simple command (no shell syntax at all), else None.
-
-        Like make, such a command is executed without a shell: a shell costs several
-        milliseconds per job, which dominates short jobs. Anything with quoting, variables,
-        globs, redirections, operators or a shell builtin keeps the shell.
-        """
-        if len(plan.commands) != 1:
-            return None
-        text = _interpolate(plan.commands[0], self._values(plan), None).strip()
-        if not text or _SHELL_SYNTAX.search(text):
-            return None
-        argv = text.split()
-        if argv[0] in _SHELL_BUILTINS or shutil.which(argv[0]) is None and "/" not in argv[0]:
-            return None
-        return argv
-
-    def _script(self, plan: JobPlan) -> str:
-        values = self._values(plan)
-        lines = []
-        for cmd in plan.commands:
-            text = _interpolate(cmd, values, None)
-            echo = text if len(text) < 2000 else text[:2000] + "..."
-            lines.append(f"printf '%s\\n' {_sh_quote('$ ' + echo.splitlines()[0] if echo else '$')}")
-            lines.append(text)
-        return "\n".join(lines) + "\n"
-
-    def _collect_artifacts(self, plan: JobPlan, cwd: Path) -> list[ArtifactRecord]:
-        dest_root = self.paths.artifacts / safe_name(plan.name)
-        root = cwd.resolve()
-        records: list[ArtifactRecord] = []
-        seen: set[str] = set()
-        for pattern in plan.artifacts:
-            # The root may hold glob characters itself (matrix job names have brackets).
-            for match in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)):
-                p = Path(match)
-                files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []
-                for f in files:
-                    real = f.resolve()
-                    if not real.is_relative_to(root):
-                        continue  # a symlink pointing out of the workspace is not collected
-                    rel = (f if f.is_relative_to(root) else real).relative_to(root).as_posix()
-                    if rel in seen or any(fnmatch.fnmatch(part, "__pycache__") for part in Path(rel).parts):
-                        continue
-                    seen.add(rel)
-                    target = dest_root / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(real, target)
-                    digest = _sha256(target)
-                    records.append(ArtifactRecord(job=plan.name, path=rel, stored_path=str(target),
-                                                  size=target.stat().st_size, sha256=digest))
-        if records:
-            self.store.executemany(
-                "INSERT OR REPLACE INTO artifacts (run_id, job, path, stored_path, size, sha256) VALUES (?,?,?,?,?,?)",
-                [(self.run_id, r.job, r.path, r.stored_path, r.size, r.sha256) for r in records],
-            )
-        return records
-
     # -- recording --------------------------------------------------------------------------
     def _record_start(self) -> None:
-        self.started_at = time.time()
-        self.run_status = RunStatus.RUNNING
-        pid, host, identity = current_owner()
-        with self.store.transaction() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ? "
-                "WHERE run_id = ?",
-                (RunStatus.RUNNING.value, self.started_at, pid, host, identity,
-                 self.run_id),
-            )
-            conn.executemany(
-                "INSERT INTO jobs (run_id, name, pipeline, stage, base_name, matrix_json, needs_json, status, "
-                "allow_failure, log_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(self.run_id, n, self.plan.name, s.plan.stage, s.plan.base_name, json.dumps(s.plan.matrix),
-                  json.dumps(s.plan.needs), JobStatus.PENDING.value, int(s.plan.allow_failure),
-                  str(self.paths.log(n))) for n, s in self.jobs.items()],
-            )
-
-    def _job_row(self, name: str, **fields: Any) -> None:
-        if not fields:
-            return
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        values = [v.value if isinstance(v, JobStatus) else v for v in fields.values()]
-        self.store.execute(f"UPDATE jobs SET {cols} WHERE run_id = ? AND name = ?", (*values, self.run_id, name))
-
-    def _attempt_row(self, job: str, attempt: int, status: str, klass: str | None, reason: str | None,
-                     started: float, finished: float | None, result: Any) -> None:
-        self.store.execute(
-            "INSERT OR REPLACE INTO attempts (run_id, job, attempt, status, failure_class, reason, started_at, "
-            "finished_at, duration, exit_code, cpu_user, cpu_system, peak_rss_kb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (self.run_id, job, attempt, status, klass, self.masker.mask(reason) if reason else None, started,
-             finished, (finished - started) if finished else None,
-             getattr(result, "exit_code", None), getattr(result, "cpu_user", None),
-             getattr(result, "cpu_system", None), getattr(result, "peak_rss_kb", None)),
-        )
+        self.run_status = check_run_move(self.run_id, self.run_status, RunStatus.RUNNING)
+        self.started_at = self.clock.time()
+        self.records.started(self.started_at, [
+            runs.NewJob(name=n, stage=st.plan.stage, base_name=st.plan.base_name, matrix=st.plan.matrix,
+                        needs=st.plan.needs, status=JobStatus.PENDING.value, allow_failure=st.plan.allow_failure,
+                        log_path=str(self.paths.log(n)), executor=self._executor(st.plan).name)
+            for n, st in self.jobs.items()])
 
     def _move(self, state: _JobState, new: JobStatus) -> None:
         state.result.status = check_job_move(state.plan.name, state.result.status, new)
@@ -578,24 +474,11 @@ class Runner:
             return
         self._move(state, status)
         res.reason = reason
-        now = time.time()
+        now = self.clock.time()
         res.finished_at = now
         if res.started_at is not None:
             res.duration = now - res.started_at
-        self._job_row(res.name, status=status, reason=reason, finished_at=now, duration=res.duration,
-                      attempts=res.attempts, pgid=None, **usage)
-        if res.started_at is not None:
-            tags = json.dumps({"stage": res.stage, "status": status.value})
-            rows = [
-                ("job.duration", res.duration or 0.0, "s"), ("job.queue_wait", res.queue_wait or 0.0, "s"),
-                ("job.cpu_seconds", res.cpu_seconds or 0.0, "s"), ("job.attempts", float(res.attempts), "count"),
-            ]
-            if res.peak_rss_mb is not None:
-                rows.append(("job.peak_rss", res.peak_rss_mb, "MB"))
-            self.store.executemany(
-                _INSERT_METRIC,
-                [(now, n, v, u, self.plan.name, self.run_id, res.name, tags) for n, v, u in rows],
-            )
+        self.records.job_finished(res, now, usage)
         self._finished_count += 1
         state.done.set()
         kind = "job_skipped" if status == JobStatus.SKIPPED else "job_finished"
@@ -617,22 +500,11 @@ class Runner:
             status = RunStatus.SUCCEEDED
         else:
             status = RunStatus.FAILED
-        self.run_status = status
-        finished = time.time()
+        self.run_status = check_run_move(self.run_id, self.run_status, status)
+        finished = self.clock.time()
         duration = finished - (self.started_at or finished)
         reason = self._reason()
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE runs SET status = ?, finished_at = ?, duration = ?, reason = ? WHERE run_id = ?",
-                         (status.value, finished, duration, reason, self.run_id))
-            metrics = [(finished, "run.duration", duration, "s", self.plan.name, self.run_id, None,
-                        json.dumps({"status": status.value}))]
-            for stage, (start, end) in self._stage_spans().items():
-                metrics.append((finished, "stage.duration", end - start, "s", self.plan.name, self.run_id, None,
-                                json.dumps({"stage": stage})))
-            conn.executemany(
-                _INSERT_METRIC,
-                metrics,
-            )
+        self.records.finished(status, finished, duration, reason, self._stage_spans())
         await self._emit("run_finished", f"run {self.run_id} {status.value} in {duration:.1f}s"
                                          + (f": {reason}" if reason else ""), status=status.value)
 
@@ -664,14 +536,6 @@ class Runner:
             status=status, done=self._finished_count, total=len(self.jobs)))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1024 * 1024), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _interpolate(text: str, values: Mapping[str, str], env: Mapping[str, str] | None) -> str:
     """Replace ${NAME} with a variable or matrix value; unknown names are left for the shell."""
     def sub(m: re.Match[str]) -> str:
@@ -686,6 +550,3 @@ def _interpolate(text: str, values: Mapping[str, str], env: Mapping[str, str] | 
 
     return _VAR_REF.sub(sub, text)
 
-
-def _sh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"

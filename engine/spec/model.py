@@ -34,6 +34,8 @@ from engine.spec.expr import Condition, parse_condition
 from engine.spec.yamlpos import Positions, load_yaml
 
 __all__ = [
+    "EXECUTOR_KINDS",
+    "LANGUAGES",
     "ArtifactsSpec",
     "DefaultsSpec",
     "DeploySpec",
@@ -54,6 +56,10 @@ _NAME = re.compile(NAME_RE)
 VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_MATRIX_JOBS = 256
 MAX_JOBS = 5000
+LANGUAGES = frozenset({"go", "javascript", "python", "rust"})
+"""Languages whose standard build a `language:` job runs (engine.build has one builder for each)."""
+EXECUTOR_KINDS = frozenset({"local"})
+"""Executors a job may name in `runs_on:` (engine.pipeline.executors.EXECUTORS has one factory for each)."""
 FailureClass = Literal["failure", "timeout", "infrastructure"]
 Scalar = str | int | float | bool
 
@@ -121,7 +127,7 @@ class JobSpec(_Model):
     artifacts: ArtifactsSpec | None = None
     working_directory: str | None = None
     shell: Literal["bash", "sh"] | None = None
-    runs_on: Literal["local"] = "local"
+    runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR.")
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -131,12 +137,17 @@ class JobSpec(_Model):
             raise ValueError("a job needs commands (or a language whose standard build it runs)")
         if not self.commands and self.language and self.language != "auto":
             # Checked here, not when the job starts: an unknown language must refuse the file before anything runs.
-            from engine.build._languages import BUILDERS
-
-            if self.language not in BUILDERS:
+            if self.language not in LANGUAGES:
                 raise ValueError(f"unknown build language {self.language!r}; known: "
-                                 f"{', '.join(sorted(BUILDERS))}, or auto")
+                                 f"{', '.join(sorted(LANGUAGES))}, or auto")
         return self
+
+    @field_validator("runs_on")
+    @classmethod
+    def _runs_on(cls, kind: str | None) -> str | None:
+        if kind is not None and kind not in EXECUTOR_KINDS:
+            raise ValueError(f"unknown executor {kind!r} for runs_on; known: {', '.join(sorted(EXECUTOR_KINDS))}")
+        return kind
 
     @field_validator("matrix")
     @classmethod
@@ -260,6 +271,7 @@ class JobPlan:
     strategy: str | None = None
     deploy: DeploySpec | None = None
     deploy_config: str | None = None     # absolute path of the deployment config, if any
+    runs_on: str | None = None           # executor kind; None: the runner's default
 
 
 @dataclass(frozen=True)
@@ -411,7 +423,7 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     working_directory=job.working_directory, shell=job.shell or "bash",
                     environment=stage.environment, strategy=stage.strategy,
                     deploy=(stage.deploy or DeploySpec()) if stage.environment else None,
-                    deploy_config=_deploy_config(stage, spec_path),
+                    deploy_config=_deploy_config(stage, spec_path), runs_on=job.runs_on,
                 )
     if issues:
         raise SpecError(issues)

@@ -1,12 +1,33 @@
-"""How a job's script runs. Registry of name -> factory (`runs_on:` picks one; default local)."""
+"""Where a job's commands run: the Executor seam, its registry (`runs_on:` picks a kind) and a fake."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from engine.pipeline.executors.local import CommandResult, LocalExecutor
+from engine.pipeline.executors.base import (
+    EXECUTORS,
+    CommandResult,
+    Executor,
+    FakeExecutor,
+    FakeOutcome,
+    JobCommand,
+    RecoveryRecord,
+    make_executor,
+)
+from engine.pipeline.executors.local import LocalExecutor
 
-__all__ = ["EXECUTORS", "CommandResult", "LocalExecutor"]
+__all__ = [
+    "EXECUTORS",
+    "CommandResult",
+    "Executor",
+    "FakeExecutor",
+    "FakeOutcome",
+    "JobCommand",
+    "LocalExecutor",
+    "RecoveryRecord",
+    "make_executor",
+]
 
-EXECUTORS: dict[str, Callable[..., Any]] = {"local": LocalExecutor}
+if TYPE_CHECKING:  # both implement the protocol (checked by mypy)
+    _local: Executor = LocalExecutor()
+    _fake: Executor = FakeExecutor()

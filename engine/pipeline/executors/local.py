@@ -1,63 +1,108 @@
-"""LocalExecutor: a job's script as a real process in its own process group.
+"""LocalExecutor: a job's commands as a real process in its own process group on this host.
 
-Theory of operation. The script runs under `bash -eo pipefail` (or `sh -e`) started
-with `start_new_session=True`, so the shell and everything it starts share one process
-group that we can signal as a whole. One worker thread per running job pumps the
-shell's combined stdout/stderr into the job's `LogWriter` in bounded chunks and reaps
-the shell with `os.wait4`, which also yields the CPU time and peak RSS of the shell and
-the children it waited for. When the shell has exited but a background grandchild keeps
-the pipe open, the pump stops reading after a short drain and the group is killed: a job
-leaves nothing behind. When the awaiting task is cancelled (timeout, cancel_run, fail
-fast, the client went away), the group gets SIGTERM, then SIGKILL after a grace period,
-and the cancellation goes on up.
+Theory of operation. A job's commands become one script run under `bash -eo pipefail` (or
+`sh -e`), each command echoed before it runs; a job that is one simple command (no shell
+syntax, no builtin, a program on PATH) is executed directly, as make does, because a shell
+costs milliseconds that dominate short jobs. The process starts with `start_new_session=True`,
+so it and everything it starts share one process group that can be signalled as a whole;
+that group id is the job's recovery record.
+
+One worker thread per running job starts the process (fork+exec of a large process takes
+milliseconds the event loop should spend on other jobs), pumps its combined stdout/stderr
+into the job's `LogWriter` in bounded chunks and reaps it with `os.wait4`, which also yields
+the CPU time of the process and the children it waited for. Memory is measured as the peak
+resident set (VmHWM) of the job's processes: the process tree is read often (a few small
+/proc reads), the whole group now and then (children a job left to run on their own). When
+the leader has exited but a background grandchild keeps the pipe open, the pump stops
+reading after a short drain and the group is killed: a job leaves nothing behind. When the
+awaiting task is cancelled (timeout, cancel_run, fail fast, the client went away), the group
+gets SIGTERM, then SIGKILL after a grace period, and the cancellation goes on up.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 
 import anyio
 import anyio.to_thread
 
-from engine._process import group_peak_rss_kb, signal_group
+from engine._process import group_is_session, group_peak_rss_kb, signal_group, terminate_group
+from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.logs import LogWriter
 
-__all__ = ["CommandResult", "LocalExecutor"]
+__all__ = ["LocalExecutor", "local_argv"]
 
 _DRAIN_AFTER_EXIT = 1.0   # seconds a background grandchild may keep writing after the shell exits
 _POLL = 0.1
-_SAMPLE_EVERY = (0.05, 0.2, 0.5, 1.0)  # seconds between memory samples: dense at first, then steady
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int | None           # None when the process could not be started
-    cpu_user: float = 0.0           # seconds
-    cpu_system: float = 0.0         # seconds
-    peak_rss_kb: int | None = None   # None: the job ended before its memory was first sampled
-    infrastructure_error: str | None = None   # could not start/supervise the process
-    signal: int | None = None       # killed by this signal
+_TREE_EVERY = 0.02         # seconds between reads of the job's process tree (cheap)
+_GROUP_EVERY = (0.05, 0.2, 0.5, 1.0)  # seconds between scans of the whole group: dense at first, then steady
+_SHELL_SYNTAX = re.compile(r"""[\n;&|<>()$`\\'"*?\[\]#~=%{}!^]""")
+_SHELL_BUILTINS = frozenset({
+    "cd", "export", "set", "unset", "source", ".", "eval", "exec", "exit", "alias", "ulimit", "umask", "trap",
+    "wait", "read", "shift", "return", "break", "continue", "local", "declare", "typeset", "readonly",
+    "if", "then", "else", "fi", "for", "while", "until", "do", "done", "case", "esac", "function", "time",
+})
 
 
 @functools.cache
-def _shell(kind: str) -> list[str]:
+def _shell(kind: str) -> tuple[str, ...]:
     if kind == "bash" and shutil.which("bash"):
-        return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"]
-    return ["sh", "-e", "-c"]
+        return ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c")
+    return ("sh", "-e", "-c")
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _direct_argv(command: JobCommand) -> tuple[str, ...] | None:
+    """The argv of a job that is one simple command (no shell syntax at all), else None.
+
+    Anything with quoting, variables, globs, redirections, operators or a shell builtin keeps
+    the shell.
+    """
+    if len(command.commands) != 1:
+        return None
+    text = command.commands[0].strip()
+    if not text or _SHELL_SYNTAX.search(text):
+        return None
+    argv = text.split()
+    if argv[0] in _SHELL_BUILTINS or "/" not in argv[0] and shutil.which(argv[0], path=command.env.get("PATH")) is None:
+        return None
+    return tuple(argv)
+
+
+def _script(commands: tuple[str, ...]) -> str:
+    lines = []
+    for text in commands:
+        echo = text if len(text) < 2000 else text[:2000] + "..."
+        lines.append(f"printf '%s\\n' {_sh_quote('$ ' + echo.splitlines()[0] if echo else '$')}")
+        lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+def local_argv(command: JobCommand) -> tuple[tuple[str, ...], str | None]:
+    """What LocalExecutor executes for `command`: (argv, the line it echoes to the log first, if any)."""
+    if command.argv is not None:
+        return command.argv, f"$ {shlex.join(command.argv)}"
+    direct = _direct_argv(command)
+    if direct is not None:
+        return direct, f"$ {shlex.join(direct)}"
+    return (*_shell(command.shell), _script(command.commands)), None
 
 
 class LocalExecutor:
-    """Runs job scripts as local processes. `grace` is the SIGTERM→SIGKILL delay in seconds."""
+    """Runs jobs as local processes. `grace` is the SIGTERM→SIGKILL delay in seconds."""
 
     name = "local"
 
@@ -68,17 +113,21 @@ class LocalExecutor:
     def set_capacity(self, workers: int) -> None:
         self._limiter.total_tokens = max(self._limiter.total_tokens, workers + 4)
 
-    async def run(
-        self, script: str, *, cwd: Path, env: Mapping[str, str], log: LogWriter, shell: str = "bash",
-        on_start: Callable[[int], None] | None = None, argv: list[str] | None = None,
-    ) -> CommandResult:
-        """Run `script` to the end. `on_start(pgid)` is called (from a worker thread) once it runs.
+    async def prepare(self, command: JobCommand) -> None:
+        """Nothing to do: the job runs in the workspace the runner filled on this host."""
 
-        Starting the process happens in the worker thread too: fork+exec of a large
-        process takes milliseconds that the event loop should spend on other jobs.
-        With `argv`, that program is executed directly instead of the script (the caller
-        decided the script is one simple command, as make does).
-        """
+    def recover(self, record: RecoveryRecord) -> bool:
+        pgid = record.get("pgid")
+        # A recorded pgid that now names something else (not a session leader) is not killed.
+        if isinstance(pgid, int) and group_is_session(pgid):
+            return signal_group(pgid, signal.SIGKILL)
+        return False
+
+    async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
+        """Run the job's commands to the end (see the module docstring)."""
+        argv, echo = local_argv(command)
+        if echo is not None:
+            log.feed(echo.encode() + b"\n")
         finished = threading.Event()
         handoff = threading.Lock()
         outcome: dict[str, object] = {}
@@ -92,7 +141,7 @@ class LocalExecutor:
                     flags["started"] = True
                 try:
                     proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
-                        argv or [*_shell(shell), script], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                        argv, cwd=command.cwd, env=dict(command.env), stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                     )
                 except OSError as exc:
@@ -101,7 +150,7 @@ class LocalExecutor:
                     return
                 flags["pgid"] = proc.pid
                 if on_start is not None:
-                    on_start(proc.pid)
+                    on_start({"pgid": proc.pid})
                 outcome["result"] = _pump(proc, log)
             except BaseException as exc:  # reported to the awaiting task below
                 outcome["error"] = exc
@@ -131,16 +180,43 @@ class LocalExecutor:
         while flags["pgid"] is None and not finished.is_set() and time.monotonic() < deadline:
             await anyio.sleep(0.005)
         pgid = flags["pgid"]
-        if not isinstance(pgid, int) or not signal_group(pgid, signal.SIGTERM):
-            return
-        deadline = time.monotonic() + self.grace
-        while not finished.is_set() and time.monotonic() < deadline:
-            await anyio.sleep(0.02)
-        signal_group(pgid, signal.SIGKILL)
-        # The worker reaps the shell; wait briefly so no zombie outlives the job.
-        deadline = time.monotonic() + 2.0
-        while not finished.is_set() and time.monotonic() < deadline:
-            await anyio.sleep(0.02)
+        if isinstance(pgid, int):
+            # The worker reaps the leader: the job is over when it has.
+            await terminate_group(pgid, grace=self.grace, gone=finished.is_set)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc/<pid>/task/<tid>/children (no scan of /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _tree_peak_rss_kb(pid: int) -> int:
+    """The largest VmHWM (KiB) among `pid` and its descendants (0 for a zombie, which has none)."""
+    peak = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return peak
 
 
 def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:
@@ -151,17 +227,24 @@ def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:
     exited: tuple[int, os.struct_rusage] | None = None  # type: ignore[name-defined]
     exit_time = 0.0
     started = last_check = time.monotonic()
-    samples = 0
-    next_sample = started + _SAMPLE_EVERY[0]
+    scans = 0
+    next_tree = started
+    next_scan = started + _GROUP_EVERY[0]
     peak_kb = 0
     try:
         while True:
-            ready = sel.select(_POLL)
             now = time.monotonic()
-            if exited is None and now >= next_sample:
+            if exited is None and now >= next_tree:
+                # VmHWM is a high-water mark, but it goes with the process: a short-lived
+                # allocation is seen only by a read while its process lives, hence often.
+                peak_kb = max(peak_kb, _tree_peak_rss_kb(proc.pid))
+                next_tree = now + _TREE_EVERY
+            if exited is None and now >= next_scan:
                 peak_kb = max(peak_kb, group_peak_rss_kb(proc.pid))
-                samples += 1
-                next_sample = now + _SAMPLE_EVERY[min(samples, len(_SAMPLE_EVERY) - 1)]
+                scans += 1
+                next_scan = now + _GROUP_EVERY[min(scans, len(_GROUP_EVERY) - 1)]
+            ready = sel.select(min(_POLL, max(0.0, next_tree - now)) if exited is None else _POLL)
+            now = time.monotonic()
             if ready:
                 data = os.read(fd, 256 * 1024)
                 if not data:

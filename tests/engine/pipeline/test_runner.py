@@ -365,3 +365,10 @@ def test_state_directory_inside_the_source_is_not_copied_into_jobs(tmp_path: Pat
     first = manager.run_pipeline(tmp_path / "pipeline.yaml")
     second = manager.run_pipeline(tmp_path / "pipeline.yaml")
     assert first.status == second.status == RunStatus.SUCCEEDED, manager.read_log(second.run_id, "a").text
+
+
+def test_peak_memory_of_a_short_allocation_between_coarse_samples_is_measured(manager: PipelineManager) -> None:
+    # 50 MB held for 0.2 s, from 0.4 s after the start: missed by samples at 0.05, 0.25 and 0.75 s.
+    hog = "python3 -c 'import time; time.sleep(0.4); x = bytearray(50_000_000); time.sleep(0.2)'"
+    run = manager.run_pipeline(pipeline(job("a", hog)))
+    assert run.jobs["a"].peak_rss_mb is not None and 45 < run.jobs["a"].peak_rss_mb < 200

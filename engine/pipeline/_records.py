@@ -1,0 +1,83 @@
+"""What a run writes to the store as it happens (through engine.store.runs): the run, its
+jobs, their attempts, artifacts and metrics. The runner decides; this module records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from engine._process import current_owner
+from engine._secrets import Masker
+from engine.pipeline.executors import CommandResult, RecoveryRecord
+from engine.pipeline.results import ArtifactRecord, JobResult
+from engine.pipeline.states import JobStatus, RunStatus
+from engine.store import runs
+from engine.store.base import Store
+
+__all__ = ["RunRecords"]
+
+
+class RunRecords:
+    """The store writes of one run."""
+
+    def __init__(self, store: Store, run_id: str, pipeline: str, masker: Masker) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.masker = masker
+
+    def started(self, started_at: float, jobs: Iterable[runs.NewJob]) -> None:
+        runs.start_run(self.store, self.run_id, pipeline=self.pipeline, status=RunStatus.RUNNING.value,
+                       started_at=started_at, owner=current_owner(), jobs=list(jobs))
+
+    def cancel_requested(self) -> bool:
+        return runs.cancel_requested(self.store, self.run_id)
+
+    def job(self, name: str, **fields: Any) -> None:
+        runs.update_job(self.store, self.run_id, name,
+                        **{k: v.value if isinstance(v, JobStatus) else v for k, v in fields.items()})
+
+    def job_running_on(self, name: str, executor: str, record: RecoveryRecord) -> None:
+        """What recovery needs if this runner dies while the job runs."""
+        runs.update_job(self.store, self.run_id, name, executor=executor, recovery_json=json.dumps(record))
+
+    def attempt(self, job: str, attempt: int, status: str, klass: str | None, reason: str | None, started: float,
+                finished: float | None, result: CommandResult | None) -> None:
+        runs.record_attempt(
+            self.store, self.run_id, job, attempt, status=status, failure_class=klass,
+            reason=self.masker.mask(reason) if reason else None, started_at=started, finished_at=finished,
+            exit_code=None if result is None else result.exit_code,
+            cpu_user=None if result is None else result.cpu_user,
+            cpu_system=None if result is None else result.cpu_system,
+            peak_rss_kb=None if result is None else result.peak_rss_kb,
+        )
+
+    def artifacts(self, records: Iterable[ArtifactRecord]) -> None:
+        runs.record_artifacts(self.store, self.run_id,
+                              [(r.job, r.path, r.stored_path, r.size, r.sha256) for r in records])
+
+    def job_finished(self, res: JobResult, now: float, usage: Mapping[str, Any]) -> None:
+        """The job's final row (its recovery record cleared) and, if it ran, its metrics."""
+        self.job(res.name, status=res.status, reason=res.reason, finished_at=now, duration=res.duration,
+                 attempts=res.attempts, recovery_json=None, **usage)
+        if res.started_at is None:
+            return
+        tags = {"stage": res.stage, "status": res.status.value}
+        values = [
+            ("job.duration", res.duration or 0.0, "s"), ("job.queue_wait", res.queue_wait or 0.0, "s"),
+            ("job.cpu_seconds", res.cpu_seconds or 0.0, "s"), ("job.attempts", float(res.attempts), "count"),
+        ]
+        if res.peak_rss_mb is not None:
+            values.append(("job.peak_rss", res.peak_rss_mb, "MB"))
+        runs.record_metrics(self.store, [runs.Metric(now, n, v, u, self.pipeline, self.run_id, res.name, tags)
+                                         for n, v, u in values])
+
+    def finished(self, status: RunStatus, finished: float, duration: float, reason: str | None,
+                 stage_spans: Mapping[str, tuple[float, float]]) -> None:
+        metrics = [runs.Metric(finished, "run.duration", duration, "s", self.pipeline, self.run_id, None,
+                               {"status": status.value})]
+        metrics += [runs.Metric(finished, "stage.duration", end - start, "s", self.pipeline, self.run_id, None,
+                                {"stage": stage}) for stage, (start, end) in stage_spans.items()]
+        runs.finish_run(self.store, self.run_id, status=status.value, finished_at=finished, duration=duration,
+                        reason=reason, metrics=metrics)
