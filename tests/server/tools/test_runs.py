@@ -249,9 +249,9 @@ async def test_big_runs_are_cut_and_say_so(make_server: MakeServer, pipelines: d
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from server.tools import runs
+    from server.tools import _present, runs
 
-    monkeypatch.setattr(runs, "MAX_JOBS_LISTED", 1)
+    monkeypatch.setattr(_present, "MAX_JOBS_LISTED", 1)
     monkeypatch.setattr(runs, "LOGS_BUDGET_BYTES", 10)
     server = make_server()
     async with mcp.Client(server) as client:
