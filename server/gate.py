@@ -134,13 +134,6 @@ class CicdServer(MCPServer[Any]):
     def registered_tools(self) -> list[Tool]:
         return list(self._registered.values())
 
-    def remove_tool(self, name: str) -> None:
-        """Raises:
-        ToolError: no tool of that name (the SDK's error).
-        """
-        super().remove_tool(name)
-        self._registered.pop(name, None)
-
     # -- who is calling -----------------------------------------------------------------------
     def caller(self, context: Context | None) -> Caller:
         st = self.state
