@@ -5,13 +5,16 @@ server's (serve, audit, token create/list/revoke, manifests). `main()` is the in
 The parser is the engine's (`engine.cli.build_parser`) with the server's commands added
 (`add_commands`, which adds them once whoever calls it first). Each server command is
 `cmd_<name>(args) -> int` and imports the MCP SDK only when it needs it: `cicd-mcp run`
-never loads it.
+never loads it. A server command is parsed without the engine's commands: building those
+loads the insights and interop packages (about 0.2 s), which every MCP client's start of
+`cicd-mcp serve` would pay for (bench/mcp.py, cold start).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +26,8 @@ from engine.errors import CicdError
 from server._transports import TRANSPORTS
 
 __all__ = ["add_commands", "build_parser", "main"]
+
+_SERVER_COMMANDS = ("serve", "audit", "token", "manifests")
 
 
 def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
@@ -221,9 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _names_a_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
-    commands = _subcommands(parser).choices
-    return any(arg in commands or arg in ("-h", "--help") for arg in argv)
+def _server_parser() -> argparse.ArgumentParser:
+    """The server's commands under the engine's top-level options (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="cicd-mcp", description="CI/CD automation for people and AI agents.")
+    parser.add_argument("--workspace", default=os.environ.get("PIPELINE_WORKSPACE"),
+                        help="state directory (default: $PIPELINE_WORKSPACE or ~/.local/share/cicd-mcp)")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The first argument after the top-level options (`--workspace DIR`), or None."""
+    rest = list(argv)
+    while rest and (rest[0] == "--workspace" or rest[0].startswith("--workspace=")):
+        rest = rest[2:] if rest[0] == "--workspace" else rest[1:]
+    return rest[0] if rest else None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -239,10 +256,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not _names_a_command(parser, argv):
-        argv = ["serve", *argv]   # `cicd-mcp` alone (or with serve's options only) serves on stdio
+    command = _command(argv)
+    if command is None or command.startswith("-") and command not in ("-h", "--help"):
+        # `cicd-mcp` alone, or with serve's options only, serves on stdio.
+        argv, command = ["serve", *argv], "serve"
+    parser = _server_parser() if command in _SERVER_COMMANDS else build_parser()
     return run_command(parser.parse_args(argv))
 
 

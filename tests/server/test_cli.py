@@ -65,3 +65,20 @@ def test_no_command_serves_on_stdio(workspace: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "server", "--policy", str(tmp_path / "none.yaml")], cwd=REPO,
                          env=server_env(workspace), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "cannot read the trust policy" in out.stderr
+
+
+def test_server_commands_do_not_load_the_engine_commands(workspace: Path) -> None:
+    # `serve` starts with every MCP client: the engine's command modules (and through them the
+    # insights and interop packages) are not its cost.
+    code = (
+        "import json, sys\n"
+        "from server.cli import main\n"
+        "code = main(['--workspace', sys.argv[1], 'token', 'list'])\n"
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.startswith('engine.'))]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(workspace)], cwd=REPO, env=server_env(workspace),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    code, loaded = json.loads(out.stdout.splitlines()[-1])
+    assert code == 0
+    assert not [m for m in loaded if m.startswith(("engine.insights", "engine.interop"))], loaded
