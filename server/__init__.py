@@ -1,7 +1,7 @@
 """cicd-mcp's MCP server: the engine's tools behind a trust gate, over stdio, SSE and streamable HTTP.
 
 `build_server(policy, ...)` (server.app) makes the server; `main()` (server.cli) is
-`python -m server`. Names load on first use so that the token and audit commands do not
+`cicd-mcp` and `python -m server`. Names load on first use so that the token and audit commands do not
 import the MCP SDK.
 """
 

@@ -10,27 +10,26 @@ dead process's work as live.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
+from engine.errors import SpecError, SpecIssue
 from engine.settings import Settings, get_settings
-from engine.store import SQLiteStore, open_store
+from engine.store import Store, open_store
 from server.audit import AuditLog
 from server.gate import CicdServer
+from server.prompts import register_prompts
+from server.resources import register_resources
+from server.state import AppState
 from server.tokens import TokenStore
-from server.trust import Level, PolicyToken, ToolFacts, TrustPolicy, default_policy_path, required_level
+from server.tools import compat, deploy, health, insights, rollback, runs
+from server.tools._registry import ToolSpec, available, build_tool
+from server.trust import Level, ToolFacts, TrustPolicy, required_level
 
-if TYPE_CHECKING:
-    from engine.pipeline.manager import PipelineManager
-    from server.tools._registry import ToolSpec
-
-__all__ = ["AppState", "build_server", "default_policy_path"]
+__all__ = ["all_specs", "build_server"]
 
 INSTRUCTIONS = """\
 cicd-mcp runs CI/CD pipelines for you on this machine: run_pipeline starts a pipeline from a YAML
@@ -40,53 +39,9 @@ and pipeline_health read what happened; cancel_run stops a run. Whole logs are r
 is needed and how to get it. Calls on protected environments ask the user to confirm."""
 
 
-@dataclass
-class AppState:
-    """What every tool call needs; built once per server."""
-
-    settings: Settings
-    store: SQLiteStore
-    policy: TrustPolicy
-    policy_tokens: dict[str, PolicyToken]
-    transport: str                   # stdio | sse | http | memory
-    stdio_level: Level
-    tokens: TokenStore
-    audit: AuditLog
-    specs: dict[str, ToolSpec] = field(default_factory=dict)
-    background: TaskGroup | None = None
-    _manager: PipelineManager | None = None
-    _recovered: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def recover(self) -> None:
-        """Once per server, at start-up: mark runs whose runner process is gone `interrupted` (killing
-        the job process groups they left) and close deployments whose deploying process is gone
-        (failure / rollback_failed). A process that still runs keeps its work: only the dead is closed.
-        """
-        with self._lock:
-            if self._recovered:
-                return
-            self._recovered = True
-        from engine.deploy.history import DeploymentHistory
-        from engine.pipeline.manager import recover_interrupted
-
-        recover_interrupted(self.store)
-        DeploymentHistory(self.store).recover_interrupted()
-
-    @property
-    def manager(self) -> PipelineManager:
-        """The pipeline engine, built on first use."""
-        with self._lock:
-            if self._manager is None:
-                from engine.pipeline.manager import PipelineManager
-
-                self._manager = PipelineManager(workspace_dir=self.settings.workspace, settings=self.settings,
-                                                store=self.store)
-            return self._manager
-
-
-# Tools whose engine has not landed yet; the policy may already name them.
-PLANNED_TOOLS: frozenset[str] = frozenset()
+def all_specs() -> list[ToolSpec]:
+    """Every tool the server knows, whether or not its engine is installed."""
+    return [*runs.SPECS, *health.SPECS, *insights.SPECS, *deploy.SPECS, *rollback.SPECS, *compat.SPECS]
 
 
 def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
@@ -95,8 +50,6 @@ def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
     Raises:
         SpecError: the policy names a tool the server does not know.
     """
-    from engine.errors import SpecError, SpecIssue
-
     unknown = sorted(set(policy.tools) - known)
     if unknown:
         raise SpecError([
@@ -129,7 +82,7 @@ def build_server(
     policy: TrustPolicy,
     *,
     settings: Settings | None = None,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
     transport: str = "stdio",
     trust_level: Level | None = None,
     environ: dict[str, str] | None = None,
@@ -137,14 +90,12 @@ def build_server(
     """The MCP server with every tool whose engine exists, gated by `policy`.
 
     Raises:
-        SpecError: a policy token's environment variable is not set.
+        SpecError: the policy names a tool the server does not know, or a policy token's environment
+            variable is not set.
     """
-    from server.prompts import register_prompts
-    from server.resources import register_resources
-    from server.tools import all_specs
-    from server.tools._registry import available, register
-
-    _check_tool_names(policy, {spec.name for spec in all_specs()} | PLANNED_TOOLS)
+    known = all_specs()
+    _check_tool_names(policy, {spec.name for spec in known})
+    specs = [spec for spec in known if available(spec)]
     settings = settings or get_settings()
     store = store or open_store(settings.workspace)
     state = AppState(
@@ -157,8 +108,15 @@ def build_server(
         tokens=TokenStore(store),
         audit=AuditLog(store),
     )
+    tools = [
+        build_tool(spec, required_level(policy, ToolFacts(spec.name, spec.default_level, spec.read_only,
+                                                          spec.destructive)))
+        for spec in specs
+    ]
     server = CicdServer(
         state,
+        {spec.name: spec for spec in specs},
+        tools,
         name="cicd-mcp",
         title="CI/CD automation",
         instructions=INSTRUCTIONS,
@@ -166,12 +124,6 @@ def build_server(
         lifespan=_lifespan,
         log_level="WARNING",
     )
-    for spec in all_specs():
-        if not available(spec):
-            continue
-        level = required_level(policy, ToolFacts(spec.name, spec.default_level, spec.read_only, spec.destructive))
-        register(server, spec, level)
-        state.specs[spec.name] = spec
     register_resources(server)
     register_prompts(server)
     return server

@@ -1,26 +1,33 @@
-"""The server's commands: serve, audit, token create/list/revoke, manifests.
+"""`cicd-mcp`: the engine's commands (run, runs, show, logs, cancel, report, export) and the
+server's (serve, audit, token create/list/revoke, manifests). `main()` is the installed
+`cicd-mcp` and `python -m server`; with no command it serves on stdio.
 
-`engine/cli.py` mounts them with `server.cli.add_commands(subparsers)`; `python -m server`
-runs them on their own (`main()`). Each command is `cmd_<name>(args) -> int`.
+The parser is the engine's (`engine.cli.build_parser`) with the server's commands added
+(`add_commands`, which adds them once whoever calls it first). Each server command is
+`cmd_<name>(args) -> int` and imports the MCP SDK only when it needs it: `cicd-mcp run`
+never loads it. A server command is parsed without the engine's commands: building those
+loads the insights and interop packages (about 0.2 s), which every MCP client's start of
+`cicd-mcp serve` would pay for (bench/mcp.py, cold start).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine import cli as engine_cli
 from engine.errors import CicdError
+from server._transports import TRANSPORTS
 
 __all__ = ["add_commands", "build_parser", "main"]
 
-# Kept here, not imported from server.serve, so that `--help` and the token/audit commands
-# do not load the MCP SDK.
-TRANSPORTS = ("stdio", "sse", "http")
+_SERVER_COMMANDS = ("serve", "audit", "token", "manifests")
 
 
 def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
@@ -159,7 +166,10 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """Add serve, audit, token and manifests to an argparse subparsers object; each sets `func`."""
+    """Add serve, audit, token and manifests to an argparse subparsers object (each sets `func`);
+    a second call on the same object adds nothing."""
+    if "serve" in sub.choices:
+        return
     p = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     _common(p)
     p.add_argument("--transport", choices=TRANSPORTS, default="stdio")
@@ -201,27 +211,59 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_manifests)
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> Any:
+    # argparse has no public accessor for a parser's subparsers object: find its action.
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise ValueError("the engine's parser has no subcommands")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m server", description="cicd-mcp MCP server")
-    sub = parser.add_subparsers(dest="command")
-    add_commands(sub)
+    """The engine's parser with the server's commands."""
+    parser = engine_cli.build_parser()
+    add_commands(_subcommands(parser))
     return parser
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    """The server's commands under the engine's top-level options (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="cicd-mcp", description="CI/CD automation for people and AI agents.")
+    parser.add_argument("--workspace", default=os.environ.get("PIPELINE_WORKSPACE"),
+                        help="state directory (default: $PIPELINE_WORKSPACE or ~/.local/share/cicd-mcp)")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The first argument after the top-level options (`--workspace DIR`), or None."""
+    rest = list(argv)
+    while rest and (rest[0] == "--workspace" or rest[0].startswith("--workspace=")):
+        rest = rest[2:] if rest[0] == "--workspace" else rest[1:]
+    return rest[0] if rest else None
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; a CicdError becomes a one-line message and exit status 2."""
     try:
-        code: int = args.func(args)
-        return code
+        return int(args.func(args) or 0)
     except CicdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"cicd-mcp: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cicd-mcp: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-        argv = ["serve", *argv]   # `python -m server` alone serves on stdio
-    args = parser.parse_args(argv)
-    return run_command(args)
+    command = _command(argv)
+    if command is None or command.startswith("-") and command not in ("-h", "--help"):
+        # `cicd-mcp` alone, or with serve's options only, serves on stdio.
+        argv, command = ["serve", *argv], "serve"
+    parser = _server_parser() if command in _SERVER_COMMANDS else build_parser()
+    return run_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

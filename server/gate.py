@@ -17,24 +17,24 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, Field
 
 from server.audit import AuditRecord, args_digest
+from server.state import AppState
 from server.tokens import resolve_token
+from server.tools._registry import ToolSpec
 from server.trust import UNKNOWN_ENVIRONMENT, Allow, Caller, Confirm, Decision, Deny, ToolFacts, decide
 
-if TYPE_CHECKING:
-    from server.app import AppState
-
-__all__ = ["CicdServer", "Confirmed", "ConfirmationAnswer", "human_confirmation"]
+__all__ = ["CicdServer", "Confirmed", "ConfirmationAnswer", "human_confirmation", "server_of", "state_of"]
 
 
 @dataclass
@@ -110,11 +110,29 @@ def _combine(first: Decision, second: Decision) -> Decision:
 
 
 class CicdServer(MCPServer[Any]):
-    """MCPServer with the trust gate in `call_tool`."""
+    """MCPServer with the trust gate in `call_tool`.
 
-    def __init__(self, state: AppState, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    Its tools are given whole at construction (`tools`, built from `specs` by
+    `server.tools._registry.build_tool`) through the SDK's public `tools=` argument; the
+    server keeps them by name as well, because the SDK offers no public lookup of a `Tool`.
+    """
+
+    def __init__(self, state: AppState, specs: dict[str, ToolSpec], tools: list[Tool], **kwargs: Any) -> None:
+        names = [t.name for t in tools]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"tool(s) registered twice: {', '.join(twice)}")
+        super().__init__(tools=tools, **kwargs)
         self.state = state
+        self.specs = specs
+        self._registered = {t.name: t for t in tools}
+
+    def registered_tool(self, name: str) -> Tool | None:
+        """The registered tool `name`, or None."""
+        return self._registered.get(name)
+
+    def registered_tools(self) -> list[Tool]:
+        return list(self._registered.values())
 
     # -- who is calling -----------------------------------------------------------------------
     def caller(self, context: Context | None) -> Caller:
@@ -143,8 +161,8 @@ class CicdServer(MCPServer[Any]):
 
     # -- what is called -----------------------------------------------------------------------
     def facts(self, name: str, arguments: dict[str, Any]) -> ToolFacts:
-        spec = self.state.specs.get(name)
-        if spec is None or self._tool_manager.get_tool(name) is None:
+        spec = self.specs.get(name)
+        if spec is None or self.registered_tool(name) is None:
             return ToolFacts(name, None, read_only=False, destructive=True)
         env = None
         if spec.environment is not None:
@@ -160,7 +178,7 @@ class CicdServer(MCPServer[Any]):
     def decision(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
         policy = self.state.policy
         decision = decide(policy, caller, self.facts(name, arguments))
-        spec = self.state.specs.get(name)
+        spec = self.specs.get(name)
         if spec is not None and spec.delegate is not None and not isinstance(decision, Deny):
             target = spec.delegate(arguments)
             if target is not None:
@@ -235,7 +253,7 @@ class CicdServer(MCPServer[Any]):
             raise ToolError(f"refused by the trust policy: {decision.reason}")
 
     def _can_confirm(self, name: str) -> bool:
-        tool = self._tool_manager.get_tool(name)
+        tool = self.registered_tool(name)
         if tool is None:
             return False
         return any(marker.fn is human_confirmation for marker, _ in tool.resolved_params.values())
@@ -251,7 +269,11 @@ class CicdServer(MCPServer[Any]):
         ))
 
 
-def state_of(ctx: Context) -> AppState:
+def server_of(ctx: Context) -> CicdServer:
     server = ctx.mcp_server
     assert isinstance(server, CicdServer), "tools run only inside CicdServer"
-    return server.state
+    return server
+
+
+def state_of(ctx: Context) -> AppState:
+    return server_of(ctx).state

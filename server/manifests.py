@@ -14,8 +14,8 @@ __all__ = ["check_manifests", "render_manifests", "write_manifests"]
 def render_manifests(server: CicdServer) -> dict[str, str]:
     """file name → JSON text for every registered tool."""
     out: dict[str, str] = {}
-    for tool in sorted(server._tool_manager.list_tools(), key=lambda t: t.name):
-        spec = server.state.specs.get(tool.name)
+    for tool in sorted(server.registered_tools(), key=lambda t: t.name):
+        spec = server.specs.get(tool.name)
         doc: dict[str, Any] = {
             "name": tool.name,
             "title": tool.title,

@@ -17,8 +17,8 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from engine.errors import NotFoundError
 from server.gate import CicdServer, state_of
-from server.tools._registry import available
-from server.tools.runs import present_run
+from server.state import AppState
+from server.tools._present import present_run
 
 __all__ = ["LOG_CAP_BYTES", "register_resources"]
 
@@ -34,15 +34,17 @@ async def _gate(ctx: Context, tool: str, arguments: dict[str, Any]) -> None:
         raise ResourceError(str(exc)) from exc
 
 
-def _read_log(state: Any, run_id: str, job: str) -> str:
+def _read_log(state: AppState, run_id: str, job: str) -> str:
     manager = state.manager
     run = manager.get_run(run_id)
     if job not in run.jobs:
         raise ResourceNotFoundError(f"run {run_id} has no job {job!r}; jobs: {', '.join(run.jobs)}")
-    row = state.store.query_one("SELECT log_path FROM jobs WHERE run_id = ? AND name = ?", (run_id, job))
-    if row is None or not row["log_path"] or not Path(row["log_path"]).exists():
+    from engine.store.runs import job_log_path
+
+    where = job_log_path(state.store, run_id, job)
+    if not where or not Path(where).exists():
         return f"(job {job} wrote no log: it never started)\n"
-    path = Path(row["log_path"])
+    path = Path(where)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = ""
@@ -54,12 +56,12 @@ def _read_log(state: Any, run_id: str, job: str) -> str:
 
 
 def register_resources(server: CicdServer) -> None:
-    if "deploy" in server.state.specs:
+    if "deploy" in server.specs:
         register_deployment_resource(server)
-    if "analyze_performance" in server.state.specs:
+    if "analyze_performance" in server.specs:
         register_report_resource(server)
-    if not available_pipeline():
-        return
+    if "get_run" not in server.specs:
+        return   # no pipeline engine
 
     @server.resource("cicd://runs/{run_id}", name="run", title="A pipeline run", mime_type="application/json",
                      description="A run with every job and the failed jobs' log tails (JSON, as get_run returns).")
@@ -97,7 +99,7 @@ def register_report_resource(server: CicdServer) -> None:
         return await anyio.to_thread.run_sync(_report, state, pipeline)
 
 
-def _report(state: Any, pipeline: str) -> str:
+def _report(state: AppState, pipeline: str) -> str:
     from engine.insights import render_report
 
     try:
@@ -116,7 +118,7 @@ def register_deployment_resource(server: CicdServer) -> None:
         return await anyio.to_thread.run_sync(_deployment_json, state, deployment_id)
 
 
-def _deployment_json(state: Any, deployment_id: str) -> str:
+def _deployment_json(state: AppState, deployment_id: str) -> str:
     import dataclasses
 
     from engine.deploy.history import DeploymentHistory
@@ -131,9 +133,3 @@ def _deployment_json(state: Any, deployment_id: str) -> str:
     doc["steps"] = history.steps(deployment_id)
     doc["events"] = history.events(deployment_id)
     return json.dumps(doc, indent=2, default=str)
-
-
-def available_pipeline() -> bool:
-    from server.tools.runs import SPECS
-
-    return available(SPECS[0])

@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 
 from engine.errors import InputError
+from server._transports import TRANSPORTS
 from server.audit import AuditRecord, args_digest
-from server.cli import TRANSPORTS
 from server.gate import CicdServer
 from server.tokens import resolve_token
 

@@ -16,13 +16,12 @@ import time
 from dataclasses import dataclass
 
 from engine.errors import ConflictError, InputError, NotFoundError
-from engine.store import Store
+from engine.store import Store, access
 from server.trust import Level, PolicyToken, TrustPolicy, hash_token
 
-__all__ = ["DEFAULT_TOKEN_LIFETIME", "TokenInfo", "TokenStore", "parse_lifetime", "resolve_token"]
+__all__ = ["TokenInfo", "TokenStore", "parse_lifetime", "resolve_token"]
 
 _PREFIX = "cicd_"
-DEFAULT_TOKEN_LIFETIME = "90d"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -63,7 +62,8 @@ class TokenInfo:
 
 
 class TokenStore:
-    """The `tokens` table."""
+    """Stored tokens as the server sees them (levels, names it accepts); their rows live in
+    `engine.store.access`."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -83,32 +83,20 @@ class TokenStore:
             raise InputError(f"token name {name!r}: use letters, digits, '-', '_' or '.', at most 64 characters")
         token = _PREFIX + secrets.token_urlsafe(32)
         now = time.time()
-        if self._store.query_one("SELECT 1 FROM tokens WHERE name = ?", (name,)) is not None:
+        if access.token_named(self._store, name) is not None:
             raise ConflictError(f"a token named {name!r} already exists; pick another --name")
         expires_at = None if lifetime is None else now + lifetime
-        self._store.execute(
-            "INSERT INTO tokens (name, sha256, level, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (name, hash_token(token), str(level), now, expires_at),
-        )
+        access.add_token(self._store, name, hash_token(token), str(level), now, expires_at)
         return token, TokenInfo(name, level, now, None, "store", expires_at)
 
     def list(self) -> list[TokenInfo]:
-        rows = self._store.query(
-            "SELECT name, level, created_at, revoked_at, expires_at FROM tokens ORDER BY created_at"
-        )
-        return [
-            TokenInfo(r["name"], Level(r["level"]), r["created_at"], r["revoked_at"], "store", r["expires_at"])
-            for r in rows
-        ]
+        return [_info(r) for r in access.tokens(self._store)]
 
     def revoke(self, name: str) -> None:
         """Raises:
         NotFoundError: no live token of that name in the store.
         """
-        changed = self._store.execute(
-            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (time.time(), name)
-        )
-        if not changed:
+        if not access.revoke_token(self._store, name, time.time()):
             raise NotFoundError(
                 f"no live token named {name!r} in the state store (see `cicd-mcp token list`; "
                 "tokens listed in the trust policy are removed by editing the policy)"
@@ -116,13 +104,12 @@ class TokenStore:
 
     def lookup(self, digest: str) -> TokenInfo | None:
         """The token with this sha256, or None."""
-        row = self._store.query_one(
-            "SELECT name, level, created_at, revoked_at, expires_at FROM tokens WHERE sha256 = ?", (digest,)
-        )
-        if row is None:
-            return None
-        return TokenInfo(row["name"], Level(row["level"]), row["created_at"], row["revoked_at"], "store",
-                         row["expires_at"])
+        found = access.token_by_hash(self._store, digest)
+        return None if found is None else _info(found)
+
+
+def _info(r: access.TokenRecord) -> TokenInfo:
+    return TokenInfo(r.name, Level(r.level), r.created_at, r.revoked_at, "store", r.expires_at)
 
 
 def resolve_token(

@@ -1,26 +1,6 @@
-"""The server's tools: one thin function per tool (input model → engine → output model).
+"""The server's tools: one thin function per tool (input model → trust gate → engine → present).
 
-`all_specs()` lists every tool the server knows; `server.app.build_server` registers those
-whose engine module exists. To add a tool: write it in a module here with a `SPECS` list and
-name the module in `_MODULES`.
+Each module here lists its tools in `SPECS`; `server.app.all_specs` names every module and
+registers the tools whose engine module exists. Presentation (output models within a budget,
+progress) is `_present`; engine errors become tool errors in `_errors`.
 """
-
-from __future__ import annotations
-
-import importlib
-
-from server.tools._registry import ToolSpec, available, register
-
-__all__ = ["ToolSpec", "all_specs", "available", "register"]
-
-_MODULES = (
-    "server.tools.runs", "server.tools.health", "server.tools.insights", "server.tools.deploy", "server.tools.rollback",
-    "server.tools.compat",
-)
-
-
-def all_specs() -> list[ToolSpec]:
-    specs: list[ToolSpec] = []
-    for name in _MODULES:
-        specs.extend(importlib.import_module(name).SPECS)
-    return specs

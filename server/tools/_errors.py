@@ -10,14 +10,11 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver.exceptions import ToolError
 
 from engine.errors import InputError, InvalidTransition, WorldError
-
-if TYPE_CHECKING:
-    from server.app import AppState
+from server.state import AppState
 
 __all__ = ["mask_text", "secret_values", "tool_errors"]
 

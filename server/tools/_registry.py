@@ -1,8 +1,11 @@
-"""Tool registry: name → ToolSpec, and how a spec becomes an MCP tool.
+"""ToolSpec, and how a spec becomes an MCP tool.
 
 A spec names the engine module it needs (`requires`); the tool is registered only when
 that module exists, so a tool never stands in for work the engine cannot do yet. Adding
 one later is one `ToolSpec(...)` entry in its module's `SPECS`.
+
+`build_tool` makes the SDK's `Tool` for a spec; the server is given them through the
+SDK's public constructor argument (`MCPServer(tools=[...])`, see `server.app`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import importlib.util
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters
 from mcp.server.mcpserver.tools import Tool
@@ -22,14 +25,10 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict
 
+from server.state import AppState
 from server.trust import Level
 
-if TYPE_CHECKING:
-    from mcp.server.mcpserver import MCPServer
-
-    from server.app import AppState
-
-__all__ = ["ToolSpec", "available", "register"]
+__all__ = ["ToolSpec", "available", "build_tool"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,6 @@ class ToolSpec:
     environment: Callable[[dict[str, Any], AppState], str | None] | None = None
     # A call that reaches another tool (the compat tool): (tool name, its arguments) or None.
     delegate: Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def read_only(self) -> bool:
@@ -97,8 +95,8 @@ def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:
     return Flat
 
 
-def register(server: MCPServer[Any], spec: ToolSpec, level: Level) -> None:
-    """Add `spec` to `server` with its input model as the tool's flat argument schema;
+def build_tool(spec: ToolSpec, level: Level) -> Tool:
+    """The MCP tool of `spec`, with its input model as the tool's flat argument schema;
     `level` (the policy's) is shown to clients in the tool's `_meta`.
 
     Built as `Tool.from_function` builds it, except that the argument model is the input model
@@ -110,7 +108,7 @@ def register(server: MCPServer[Any], spec: ToolSpec, level: Level) -> None:
     hints = typing.get_type_hints(fn)
     flat = _flat_arguments(spec.input_model, "args")
     resolved = find_resolved_parameters(fn)
-    tool = Tool(
+    return Tool(
         fn=fn,
         name=spec.name,
         title=spec.title,
@@ -124,7 +122,3 @@ def register(server: MCPServer[Any], spec: ToolSpec, level: Level) -> None:
         annotations=spec.annotations,
         meta={"cicd/trust_level": str(level)},
     )
-    manager = server._tool_manager
-    if manager.get_tool(spec.name) is not None:
-        raise ValueError(f"tool {spec.name!r} is registered twice")
-    manager._tools[spec.name] = tool

@@ -14,7 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import ValidationError
 
-from server.gate import Confirmed, state_of
+from server.gate import Confirmed, server_of
 from server.models import CallModuleFunctionInput, CallModuleFunctionOutput
 from server.tools._registry import ToolSpec
 from server.trust import Level
@@ -44,20 +44,20 @@ async def call_module_function(
     run_pipeline, manage_deployments, handle_rollback, optimize_pipeline_performance, with `arguments`
     as for the first-class tool it maps to (run_pipeline, deploy, execute_rollback, analyze_performance).
     Prefer the first-class tools; this one is gated at the level of the function it reaches."""
-    state = state_of(ctx)
+    server = server_of(ctx)
     target = FUNCTIONS[args.function]
-    spec = state.specs.get(target)
+    spec = server.specs.get(target)
     if spec is None:
         raise ToolError(
             f"{args.module}.{args.function} maps to the tool {target!r}, which this server does not offer "
-            "(its engine is not installed); available tools: " + ", ".join(sorted(state.specs))
+            "(its engine is not installed); available tools: " + ", ".join(sorted(server.specs))
         )
     try:
         inner = spec.input_model.model_validate(args.arguments)
     except ValidationError as exc:
         raise ToolError(f"arguments for {args.function} ({target}) are invalid: {exc}") from exc
     kwargs: dict[str, Any] = {"args": inner, "ctx": ctx}
-    tool = ctx.mcp_server._tool_manager.get_tool(target)
+    tool = server.registered_tool(target)
     if tool is not None and "confirmed" in tool.resolved_params:
         # The gate already asked (or found no need) for both tools; pass that on.
         kwargs["confirmed"] = confirmed

@@ -2,74 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
 from server.gate import Confirmed, state_of
-from server.models import DeployInput, DeployOutput, InstanceOut
+from server.models import DeployInput, DeployOutput
 from server.tools._errors import tool_errors
 from server.tools._paths import confined_artifacts, confined_config_path
+from server.tools._present import present_deployment, step_progress
 from server.tools._registry import ToolSpec
-from server.tools.runs import clip
 from server.trust import Level
 
-if TYPE_CHECKING:
-    from engine.deploy.orchestrator import DeploymentResult
-    from engine.events import Event
-    from server.app import AppState
-
-__all__ = ["SPECS", "deployment_environment", "present_deployment"]
-
-LOG_LINES = 30
-
-
-def deployment_uri(deployment_id: str) -> str:
-    return f"cicd://deployments/{deployment_id}"
-
-
-def present_deployment(result: DeploymentResult) -> DeployOutput:
-    logs = [clip(line, 500) or "" for line in result.logs]
-    tail = logs[-LOG_LINES:]
-    cut = len(logs) - len(tail)
-    note = (f"last {len(tail)} of {len(logs)} log lines; the whole record is the resource"
-            if cut else f"whole log ({len(logs)} lines)")
-    was = f" (was {result.previous_version})" if result.previous_version else ""
-    summary = (f"deployment {result.deployment_id} of {result.service} {result.version}{was} to "
-               f"{result.environment} ({result.strategy}): {result.status} in {result.duration:.1f}s")
-    if result.reason and str(result.status) != "success":
-        summary += f"; {clip(result.reason, 300)}"
-    return DeployOutput(
-        summary=summary, deployment_id=result.deployment_id, name=result.name, environment=result.environment,
-        service=result.service, version=result.version, previous_version=result.previous_version,
-        strategy=result.strategy, status=str(result.status), reason=clip(result.reason), duration=result.duration,
-        instances=[InstanceOut(slot=i.slot, host=i.host, port=i.port, version=i.version, color=i.color,
-                               alive=i.alive) for i in result.instances],
-        log_tail=tail, log_note=note, resource_uri=deployment_uri(result.deployment_id),
-    )
-
-
-def deployment_environment(arguments: dict[str, Any], state: AppState) -> str | None:
-    """The environment of the deployment a call names (`deployment_id`), for the trust gate."""
-    from engine.deploy.history import DeploymentHistory
-
-    ref = arguments.get("deployment_id")
-    if not isinstance(ref, str):
-        return None
-    return DeploymentHistory(state.store).get(ref).environment
-
-
-def _progress(ctx: Context) -> Any:
-    count = 0
-
-    async def on_event(event: Event) -> None:
-        nonlocal count
-        count += 1
-        await ctx.report_progress(count, None, event.message)
-
-    return on_event
-
+__all__ = ["SPECS"]
 
 async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> DeployOutput:
     """Deploy a version of a service to an environment for real (local processes, Docker containers, SSH
@@ -77,6 +21,7 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
     recreate), health checks, and automatic rollback to the previous verified version on failure.
     Reports progress per step; cancelling the call stops the rollout. Environments are defined in a
     deployment config file (`config_path`) or registered earlier."""
+    # Imported per call, not at start-up: the orchestrator pulls in the deploy targets' clients.
     from engine.deploy.orchestrator import DeploymentOrchestrator
 
     state = state_of(ctx)
@@ -92,7 +37,7 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
             artifacts = confined_artifacts(list(args.artifacts), kind, state.settings)
             orch.create_deployment(name, args.version, env.name, artifacts, args.strategy,
                                    args.rollback_on_failure, service=service, **args.strategy_options)
-            result = await orch.adeploy(name, _progress(ctx))
+            result = await orch.adeploy(name, step_progress(ctx))
         finally:
             await orch.aclose()
         return present_deployment(result)

@@ -5,50 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
-from engine.store import Store
+from engine.store import Store, runs
 from server.gate import state_of
-from server.models import PipelineHealth, PipelineHealthInput, PipelineHealthOutput
+from server.models import PipelineHealthInput, PipelineHealthOutput
 from server.tools._errors import tool_errors
+from server.tools._present import present_health
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
-if TYPE_CHECKING:
-    from engine.insights.models import PipelineHealth as EngineHealth
-
-__all__ = ["SPECS", "HealthCache", "health_from_store", "present_health"]
+__all__ = ["SPECS", "HealthCache", "health_from_store"]
 
 
-def present_health(h: EngineHealth) -> PipelineHealth:
-    last = h.last_run
-    trend = None
-    if h.duration_trend is not None:
-        trend = f"{h.duration_trend.verdict}: {h.duration_trend.reason}"
-    return PipelineHealth(
-        pipeline=h.pipeline, status=h.status, reasons=list(h.reasons), window_days=h.window_days, runs=h.runs,
-        succeeded=h.succeeded, failed=h.failed, cancelled=h.cancelled, success_rate=h.success_rate,
-        failure_streak=h.failure_streak, last_run_id=last.run_id if last else None,
-        last_status=last.status if last else None, last_finished_at=last.finished_at if last else None,
-        last_duration=last.duration.value if last and last.duration else None,
-        mean_time_to_recovery=h.mean_time_to_recovery.value if h.mean_time_to_recovery else None,
-        flaky_jobs=[f.job for f in h.flaky_jobs], duration_trend=trend,
-    )
-
-
-# Everything a health report reads changes one of these: a run is added (rowid) or removed
-# (count), a run ends (the queued/running count drops - a run's end is its only change that
-# health sees, finished runs are final), a metric is recorded, a pipeline is registered.
-# Cheap: rowids and indexes only (a MAX over an unindexed column would scan every run).
-_FINGERPRINT = """
-SELECT (SELECT COUNT(*) FROM runs), (SELECT MAX(rowid) FROM runs),
-       (SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running')),
-       (SELECT MAX(id) FROM metrics), (SELECT MAX(updated_at) FROM pipelines)
-"""
 _WINDOW_STEP = 60.0   # the window's start slides with the clock: recompute at least once a minute
 
 
@@ -65,8 +38,8 @@ class HealthCache:
         self._entries: dict[tuple[str | None, float], tuple[tuple[Any, ...], PipelineHealthOutput]] = {}
 
     def _stamp(self, store: Store) -> tuple[Any, ...]:
-        row = store.query_one(_FINGERPRINT)
-        return (*(tuple(row.values()) if row is not None else ()), int(self._clock() // _WINDOW_STEP))
+        # What a health report reads changes the fingerprint (engine.store.runs says how).
+        return (*runs.store_fingerprint(store), int(self._clock() // _WINDOW_STEP))
 
     def cached(self, store: Store, name: str | None, days: float) -> PipelineHealthOutput | None:
         """The stored report if it is still current (one small query), else None."""
@@ -105,8 +78,7 @@ def health_from_store(store: Store, name: str | None, days: float) -> PipelineHe
     report = PipelineMonitor(store=store).monitor_pipeline_health(name, time_range=days)
     out = [present_health(h) for h in report.pipelines]
     if name is not None and out and out[0].runs == 0 and out[0].last_run_id is None:
-        known = store.query_one("SELECT 1 FROM pipelines WHERE name = ?", (name,))
-        if known is None:
+        if not runs.pipeline_registered(store, name):
             raise NotFoundError(f"no pipeline named {name!r} has been registered or run; "
                                 "call pipeline_health without pipeline_name to list them all")
     if not out:

@@ -16,6 +16,7 @@ from server.tools._registry import ToolSpec
 from server.trust import Level
 
 if TYPE_CHECKING:
+    # Types only: the insights engine loads on the first call that needs it, not at start-up.
     from engine.insights.models import Suggestion
 
 __all__ = ["SPECS", "analysis_from_store"]

@@ -8,27 +8,18 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
 from server.gate import Confirmed, state_of
-from server.models import (
-    CreateRollbackPlanInput,
-    ExecuteRollbackInput,
-    PlanStepOut,
-    RollbackExecutionOutput,
-    RollbackPlanOutput,
-    StepResultOut,
-)
+from server.models import CreateRollbackPlanInput, ExecuteRollbackInput, RollbackExecutionOutput, RollbackPlanOutput
+from server.state import AppState
 from server.tools._errors import tool_errors
+from server.tools._present import present_execution, present_plan, step_progress
 from server.tools._registry import ToolSpec
-from server.tools.runs import clip
 from server.trust import Level
 
 if TYPE_CHECKING:
-    from engine.events import Event
-    from engine.rollback import RollbackExecution, RollbackManager, RollbackPlan
-    from server.app import AppState
+    # Types only: the rollback engine loads on the first call that needs it.
+    from engine.rollback import RollbackManager
 
 __all__ = ["SPECS", "rollback_environment"]
-
-MAX_RUNBOOK = 20_000
 
 
 def _manager(state: AppState) -> RollbackManager:
@@ -62,51 +53,6 @@ def rollback_environment(arguments: dict[str, Any], state: AppState) -> str | No
     return None
 
 
-def present_plan(plan: RollbackPlan) -> RollbackPlanOutput:
-    how = "executable" if plan.executable else "manual: follow the runbook"
-    summary = (f"plan {plan.plan_id}: {plan.strategy.value} rollback of {plan.service} in {plan.environment} "
-               f"from {plan.from_version} to {plan.to_version}, {len(plan.steps)} step(s), "
-               f"~{plan.estimated_duration:.0f}s ({plan.estimate_basis}); {how}")
-    return RollbackPlanOutput(
-        summary=summary, plan_id=plan.plan_id, deployment_id=plan.deployment_id, environment=plan.environment,
-        service=plan.service, strategy=plan.strategy.value, from_version=plan.from_version,
-        to_version=plan.to_version, executable=plan.executable, estimated_duration=plan.estimated_duration,
-        estimate_basis=plan.estimate_basis,
-        steps=[PlanStepOut(name=s.name, action=s.action, targets=list(s.targets), timeout=s.timeout,
-                           retries=s.retries, estimate=s.estimate) for s in plan.steps],
-        runbook=clip(plan.runbook, MAX_RUNBOOK), notes=list(plan.notes),
-    )
-
-
-def present_execution(x: RollbackExecution) -> RollbackExecutionOutput:
-    summary = (f"rollback {x.execution_id} of {x.service} in {x.environment} to {x.to_version}: {x.status} "
-               f"in {x.duration:.1f}s ({len(x.completed_steps)}/{len(x.steps)} steps done)")
-    if x.failed_step:
-        summary += f"; failed at {x.failed_step}"
-    if x.errors:
-        summary += f"; {clip(x.errors[-1], 300)}"
-    return RollbackExecutionOutput(
-        summary=summary, execution_id=x.execution_id, plan_id=x.plan_id, deployment_id=x.deployment_id,
-        environment=x.environment, service=x.service, strategy=x.strategy, from_version=x.from_version,
-        to_version=x.to_version, status=x.status, failed_step=x.failed_step,
-        errors=[clip(e) or "" for e in x.errors], duration=x.duration,
-        steps=[StepResultOut(name=s.name, action=s.action, status=s.status, attempts=s.attempts, duration=s.duration,
-                             detail=clip(s.detail)) for s in x.steps],
-        skipped_steps=list(x.skipped_steps),
-    )
-
-
-def _progress(ctx: Context) -> Any:
-    count = 0
-
-    async def on_event(event: Event) -> None:
-        nonlocal count
-        count += 1
-        await ctx.report_progress(count, None, event.message)
-
-    return on_event
-
-
 async def create_rollback_plan(args: CreateRollbackPlanInput, ctx: Context) -> RollbackPlanOutput:
     """Plan the rollback of a deployment without changing anything: which version goes back (default
     the last one verified healthy before it), the steps on the environment's target and router, and the
@@ -133,7 +79,7 @@ async def execute_rollback(args: ExecuteRollbackInput, ctx: Context, confirmed: 
         ref = args.plan_id or args.deployment_id
         assert ref is not None
         try:
-            execution = await manager.execute_rollback(ref, on_event=_progress(ctx))
+            execution = await manager.execute_rollback(ref, on_event=step_progress(ctx))
         finally:
             await manager.aclose()
         return present_execution(execution)

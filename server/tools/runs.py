@@ -5,112 +5,40 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
+from engine.events import Event
 from server.gate import Confirmed, state_of
 from server.models import (
     CancelRunInput,
     CancelRunOutput,
-    FailedJob,
     GetJobLogsInput,
     GetJobLogsOutput,
     GetRunInput,
     JobLog,
-    JobSummary,
     RunOutput,
     RunPipelineInput,
 )
 from server.tools._errors import tool_errors
 from server.tools._paths import confined_config_path
+from server.tools._present import FAILED_STATUSES, log_uri, present_run, run_progress
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
 if TYPE_CHECKING:
-    from engine.events import Event
+    # Types only: the pipeline engine loads on the first call that needs it (AppState.manager).
     from engine.pipeline.manager import PipelineManager
-    from engine.pipeline.results import PipelineRun
 
-__all__ = ["SPECS", "present_run"]
+__all__ = ["SPECS"]
 
 log = logging.getLogger(__name__)
 
-_FAILED = ("failed", "timed_out")
-TAIL_LINES = 20
-MAX_JOBS_LISTED = 300        # a 5,000-job matrix must not become a 1 MB tool result
-MAX_FAILED_LISTED = 20
 LOGS_BUDGET_BYTES = 256 * 1024   # all logs of one get_job_logs call together
-
-
-def run_uri(run_id: str) -> str:
-    return f"cicd://runs/{run_id}"
-
-
-def log_uri(run_id: str, job: str) -> str:
-    from urllib.parse import quote
-
-    return f"cicd://runs/{run_id}/logs/{quote(job, safe='')}"
-
-
-MAX_REASON = 2000
-
-
-def clip(text: str | None, limit: int = MAX_REASON) -> str | None:
-    """Bound a free-text field; say how much was cut."""
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f" ... ({len(text) - limit} more characters cut; see the job's log)"
-
-
-def present_run(run: PipelineRun, manager: PipelineManager, *, cap: bool = True) -> RunOutput:
-    """A run as the wire sees it: its jobs in brief (at most MAX_JOBS_LISTED unless `cap` is off),
-    failed jobs with their log tails."""
-    jobs = [
-        JobSummary(name=j.name, stage=j.stage, status=str(j.status), attempts=j.attempts,
-                   exit_code=j.exit_code, duration=j.duration, reason=clip(j.reason))
-        for j in run.jobs.values()
-    ]
-    counts: dict[str, int] = {}
-    for brief in jobs:
-        counts[brief.status] = counts.get(brief.status, 0) + 1
-    listed = jobs
-    if cap and len(jobs) > MAX_JOBS_LISTED:
-        keep = {id(b) for b in sorted(jobs, key=lambda b: b.status == "succeeded")[:MAX_JOBS_LISTED]}
-        listed = [b for b in jobs if id(b) in keep]
-    failed_names = [n for n, j in run.jobs.items() if str(j.status) in _FAILED]
-    failed: list[FailedJob] = []
-    for name in failed_names[:MAX_FAILED_LISTED]:
-        piece = manager.read_log(run.run_id, name, tail=TAIL_LINES)
-        j = run.jobs.get(name)
-        failed.append(FailedJob(
-            name=name, status=str(j.status) if j else "failed", reason=clip(j.reason) if j else None,
-            exit_code=j.exit_code if j else None, log_tail=piece.text, log_note=piece.note,
-            log_uri=log_uri(run.run_id, name),
-        ))
-    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    took = f" in {run.duration:.1f}s" if run.duration is not None else ""
-    summary = f"run {run.run_id} of {run.pipeline}: {run.status}{took}" + (f" ({tally})" if tally else "")
-    if failed:
-        summary += "; failed: " + ", ".join(f.name for f in failed)
-    if run.reason and str(run.status) != "succeeded":
-        summary += f"; {clip(run.reason, 300)}"
-    return RunOutput(
-        summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status), reason=clip(run.reason),
-        duration=run.duration, jobs=listed, jobs_omitted=len(jobs) - len(listed), failed_jobs=failed,
-        failed_jobs_omitted=max(0, len(failed_names) - MAX_FAILED_LISTED), resource_uri=run_uri(run.run_id),
-    )
-
-
-def _progress(ctx: Context) -> Any:
-    async def on_event(event: Event) -> None:
-        # Progress is a no-op unless the client sent a progress token.
-        await ctx.report_progress(event.done, event.total or None, event.message)
-
-    return on_event
 
 
 def _new_run_id() -> str:
@@ -133,7 +61,7 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
         if args.wait:
-            run = await manager.arun_pipeline(source, variables, on_event=_progress(ctx))
+            run = await manager.arun_pipeline(source, variables, on_event=run_progress(ctx))
             return await anyio.to_thread.run_sync(present_run, run, manager)
         if state.background is None:
             raise RuntimeError("the server has no background task group (lifespan not running)")
@@ -190,7 +118,7 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput) -> GetJobLogsOutp
     else:
         names = list(run.jobs)
     if args.failed_only:
-        names = [n for n in names if str(run.jobs[n].status) in _FAILED]
+        names = [n for n in names if str(run.jobs[n].status) in FAILED_STATUSES]
     logs = []
     budget = LOGS_BUDGET_BYTES
     omitted: list[str] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import mcp
 import pytest
 
-from server.tools import all_specs
+from server.app import all_specs
 from server.tools._registry import ToolSpec, available
 from server.trust import Level
 from tests.server.conftest import REPO, MakeServer

@@ -209,8 +209,8 @@ async def test_environment_that_cannot_be_read_is_treated_as_protected(make_serv
     def unreadable(arguments: dict[str, Any], state: Any) -> str | None:
         raise OSError("store unreachable")
 
-    spec = server.state.specs["execute_rollback"]
-    server.state.specs["execute_rollback"] = dataclasses.replace(spec, environment=unreadable)
+    spec = server.specs["execute_rollback"]
+    server.specs["execute_rollback"] = dataclasses.replace(spec, environment=unreadable)
     async with mcp.Client(server) as client:
         refused = await client.call_tool("execute_rollback", {"plan_id": "rb-x"})
     assert refused.is_error and "'<unknown>'" in text(refused) and "cannot ask its user" in text(refused)

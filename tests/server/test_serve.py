@@ -245,8 +245,8 @@ def test_token_commands(workspace: Path) -> None:
     assert again.returncode == 2 and "no live token" in again.stderr
     listed = cli(workspace, "token", "list")
     assert "ci" in listed.stdout and "revoked" in listed.stdout
-    # Mounted under `cicd-mcp`, whose --workspace comes before the command.
-    mounted = subprocess.run([sys.executable, "-m", "engine.cli", "--workspace", str(workspace), "token", "list"],
+    # Under `cicd-mcp` (server.cli:main), whose --workspace comes before the command.
+    mounted = subprocess.run([sys.executable, "-m", "server", "--workspace", str(workspace), "token", "list"],
                              cwd=REPO, env={**server_env(workspace), "PIPELINE_WORKSPACE": "/nonexistent"},
                              capture_output=True, text=True, timeout=120)
     assert mounted.returncode == 0, mounted.stderr

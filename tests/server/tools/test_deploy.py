@@ -9,7 +9,7 @@ import mcp
 import mcp_types as types
 import pytest
 
-from server.tools.deploy import deployment_environment
+from server.tools.rollback import rollback_environment
 from tests.engine.deploy.helpers import make_release, served_version
 from tests.server.conftest import MakeServer, audit_rows
 from tests.server.test_gate import elicit_answer, text
@@ -49,8 +49,8 @@ async def test_deploy_with_confirmation_then_upgrade(make_server: MakeServer, de
     doc = json.loads(content.text)
     assert doc["deployment_id"] == second["deployment_id"] and doc["status"] == "success" and doc["steps"]
     assert [r.decision for r in audit_rows(server) if r.tool == "deploy"][-1] == "confirmed"
-    # What the rollback tools' gate will read: the environment of a stored deployment.
-    assert deployment_environment({"deployment_id": second["deployment_id"]}, server.state) == "production"
+    # What the rollback tools' gate reads: the environment of a stored deployment.
+    assert rollback_environment({"deployment_id": second["deployment_id"]}, server.state) == "production"
 
 
 @pytest.mark.anyio

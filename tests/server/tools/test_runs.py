@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,13 @@ async def test_client_cancellation_cancels_the_run(make_server: MakeServer, pipe
             tg.start_soon(run)
             with anyio.fail_after(60):
                 await long_started.wait()
-            row = server.state.store.query_one("SELECT run_id, pgid FROM jobs WHERE name = 'long'")
-            assert row is not None
+            # "started" is announced just before the process starts: wait until its group is on record.
+            with anyio.fail_after(30):
+                while True:
+                    row = server.state.store.query_one("SELECT run_id, recovery_json FROM jobs WHERE name = 'long'")
+                    if row is not None and row["recovery_json"]:
+                        break
+                    await anyio.sleep(0.02)
             tg.cancel_scope.cancel()
         run_id = row["run_id"]
         final = await wait_finished(client, run_id)
@@ -146,8 +152,7 @@ async def test_client_cancellation_cancels_the_run(make_server: MakeServer, pipe
                 await anyio.sleep(0.02)
     assert final["status"] == "cancelled"
     assert {j["name"]: j["status"] for j in final["jobs"]}["long"] == "cancelled"
-    if row["pgid"]:
-        assert not pgid_alive(row["pgid"])
+    assert not pgid_alive(json.loads(row["recovery_json"])["pgid"])
     (audited,) = [r for r in audit_rows(server) if r.tool == "run_pipeline"]
     assert (audited.decision, audited.outcome) == ("allowed", "cancelled")
 
@@ -249,9 +254,9 @@ async def test_big_runs_are_cut_and_say_so(make_server: MakeServer, pipelines: d
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from server.tools import runs
+    from server.tools import _present, runs
 
-    monkeypatch.setattr(runs, "MAX_JOBS_LISTED", 1)
+    monkeypatch.setattr(_present, "MAX_JOBS_LISTED", 1)
     monkeypatch.setattr(runs, "LOGS_BUDGET_BYTES", 10)
     server = make_server()
     async with mcp.Client(server) as client:

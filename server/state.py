@@ -1,0 +1,70 @@
+"""AppState: what every tool call needs, built once per server by `server.app`.
+
+The gate, the tools, the resources and the transports import it; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from anyio.abc import TaskGroup
+
+from engine.settings import Settings
+from engine.store import Store
+from server.audit import AuditLog
+from server.tokens import TokenStore
+from server.trust import Level, PolicyToken, TrustPolicy
+
+if TYPE_CHECKING:
+    # Loaded on first use (`AppState.manager`), not at start: the pipeline engine is most of
+    # a cold start's cost, and a server that only reads the store never needs it.
+    from engine.pipeline.manager import PipelineManager
+
+__all__ = ["AppState"]
+
+
+@dataclass
+class AppState:
+    """What every tool call needs; built once per server."""
+
+    settings: Settings
+    store: Store
+    policy: TrustPolicy
+    policy_tokens: dict[str, PolicyToken]
+    transport: str                   # stdio | sse | http | memory
+    stdio_level: Level
+    tokens: TokenStore
+    audit: AuditLog
+    background: TaskGroup | None = None
+    _manager: PipelineManager | None = None
+    _recovered: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def recover(self) -> None:
+        """Once per server, at start-up: mark runs whose runner process is gone `interrupted` (killing
+        the job process groups they left) and close deployments whose deploying process is gone
+        (failure / rollback_failed). A process that still runs keeps its work: only the dead is closed.
+        """
+        with self._lock:
+            if self._recovered:
+                return
+            self._recovered = True
+        # Imported here for the cold start (see above).
+        from engine.deploy.history import DeploymentHistory
+        from engine.pipeline.manager import recover_interrupted
+
+        recover_interrupted(self.store)
+        DeploymentHistory(self.store).recover_interrupted()
+
+    @property
+    def manager(self) -> PipelineManager:
+        """The pipeline engine, built on first use."""
+        with self._lock:
+            if self._manager is None:
+                from engine.pipeline.manager import PipelineManager
+
+                self._manager = PipelineManager(workspace_dir=self.settings.workspace, settings=self.settings,
+                                                store=self.store)
+            return self._manager
