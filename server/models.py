@@ -54,6 +54,11 @@ Environment = Annotated[
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    max_chars: int | None = Field(
+        default=None, ge=500, le=1_000_000,
+        description="Cap on this result's size in characters (default 8000; the server's cap applies).",
+    )
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -79,12 +84,18 @@ class RunPipelineInput(_In):
     wait: bool = Field(
         default=True,
         description="true: return when the run has finished (progress is reported meanwhile). "
-        "false: return the run id at once; follow it with get_run.",
+        "false: return the run id at once; follow it with wait_for_run.",
     )
     environment: Environment | None = Field(
         default=None,
         description="The environment this run changes, if it deploys (e.g. production). Runs aimed at a "
         "protected environment need a human confirmation. Passed to the run as variable CICD_ENVIRONMENT.",
+    )
+
+    cancel_on_disconnect: bool = Field(
+        default=False,
+        description="true: cancelling this call (notifications/cancelled) cancels the run. Default: the run goes on "
+        "whatever happens to the call or the session.",
     )
 
     @model_validator(mode="after")
@@ -140,19 +151,41 @@ class GetJobLogsInput(_In):
     run_id: RunId
     job: JobName | None = Field(default=None, description="One job; omit for every job of the run.")
     tail: int = Field(default=100, ge=1, le=5000, description="Return at most this many lines from the end.")
+    head: int | None = Field(
+        default=None, ge=1, le=5000,
+        description="Read forward instead: this many lines from `offset` (a line number) or `byte_offset`.",
+    )
+    offset: int | None = Field(default=None, ge=0, description="First line to read forward from (0-based).")
+    byte_offset: int | None = Field(
+        default=None, ge=0, description="First byte to read forward from (a page's `next_byte_offset`)."
+    )
     grep: str | None = Field(
         default=None, max_length=512, description="Only lines matching this regular expression (Python syntax)."
     )
     failed_only: bool = Field(default=False, description="Only jobs that failed or timed out.")
+    timestamps: bool = Field(default=True, description="false: leave out each line's timestamp.")
+
+    @model_validator(mode="after")
+    def _one_position(self) -> GetJobLogsInput:
+        if self.offset is not None and self.byte_offset is not None:
+            raise ValueError("give at most one of offset (a line number) or byte_offset")
+        if self.grep is not None and (self.head or self.offset is not None or self.byte_offset is not None):
+            raise ValueError("grep reads the whole log: it does not combine with head, offset or byte_offset")
+        return self
 
 
 class JobLog(_Out):
     job: str
     status: str
     text: str
-    lines_returned: int
-    truncated: bool = Field(description="True when lines were left out (see `note`).")
-    note: str = Field(description="What was cut and how much, or 'complete'.")
+    lines_returned: int = Field(description="Lines in `text`.")
+    truncated: bool = Field(description="True when the log has more than `text` (see `note`).")
+    note: str = Field(description="What was cut and how much.")
+    size_bytes: int = Field(default=0, description="Size of the whole log.")
+    byte_start: int = Field(default=0, description="Where `text` starts in the log.")
+    next_offset: int | None = Field(default=None, description="Line to pass as `offset` for the next page.")
+    next_byte_offset: int | None = Field(default=None, description="Byte to pass as `byte_offset` for the next page.")
+    more: str | None = Field(default=None, description="The exact call that reads what was left out.")
     log_uri: str
 
 
@@ -163,6 +196,55 @@ class GetJobLogsOutput(_Out):
     jobs_omitted: list[str] = Field(
         default_factory=list, description="Jobs not read because the output limit was reached; ask for them one by one."
     )
+
+
+class WaitForRunInput(_In):
+    run_id: RunId
+    timeout: float = Field(default=30, gt=0, le=45, description="Seconds to wait at most (1-45).")
+
+
+class RunningJob(_Out):
+    name: str
+    last_line: str = Field(description="The last line the job printed.")
+    seconds: float | None = Field(default=None, description="Running for this long.")
+
+
+class WaitForRunOutput(_Out):
+    summary: str
+    run_id: str
+    status: str
+    finished: bool
+    call_again: bool = Field(description="True while the run goes on: call wait_for_run again.")
+    next_call: str | None = Field(default=None, description="The call to make next.")
+    changes: list[str] = Field(default_factory=list, description="Jobs that started or ended during this wait.")
+    jobs: dict[str, int] = Field(default_factory=dict, description="Jobs by status.")
+    running: list[RunningJob] = Field(default_factory=list)
+    failed_jobs: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+
+class ListRunsInput(_In):
+    pipeline: PipelineName | None = Field(default=None, description="Only runs of this pipeline.")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None = None
+    since: str | None = Field(default=None, max_length=40, description="Only runs created since (ISO 8601).")
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=200, description="`next_cursor` of the previous page.")
+
+
+class RunBrief(_Out):
+    run_id: str
+    pipeline: str
+    status: str
+    created: str = Field(description="UTC, ISO 8601.")
+    created_ts: float
+    duration: float | None = None
+    reason: str | None = None
+
+
+class ListRunsOutput(_Out):
+    summary: str
+    runs: list[RunBrief]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
 
 
 class CancelRunInput(_In):

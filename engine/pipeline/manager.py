@@ -30,6 +30,8 @@ from engine.store import Store, open_store, runs
 
 __all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
 
+_QUEUED_GRACE = 60.0
+_START_TIMEOUT = 60.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
@@ -45,8 +47,13 @@ def recover_interrupted(store: Store) -> list[str]:
     """
     marked: list[str] = []
     executors: dict[str, Executor] = {}
+    now = time.time()
     for row in runs.unfinished_runs(store):
         if owner_alive(row):
+            continue
+        if row["owner_pid"] is None and now - float(row["created_at"] or 0) < _QUEUED_GRACE:
+            # Recorded a moment ago by a runner that has not started it yet (its owner is written
+            # when it starts): not orphaned, only young.
             continue
         run_id = row["run_id"]
         status = check_run_move(run_id, RunStatus(row["status"]), RunStatus.INTERRUPTED)
@@ -86,9 +93,12 @@ class PipelineManager:
     def __init__(
         self, workspace_dir: str | os.PathLike[str] | None = None, *, settings: Settings | None = None,
         store: Store | None = None, max_workers: int | None = None, executor: Executor | None = None,
+        recover: bool = True,
     ) -> None:
         """`executor` runs every job when given (a fake, in tests); otherwise each job's `runs_on:`
-        picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none."""
+        picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none. `recover`
+        (default on) closes runs whose runner is gone; a detached runner, one of many, leaves that
+        to the servers and commands that start them."""
         self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -96,7 +106,8 @@ class PipelineManager:
         self.max_workers = max_workers or self.settings.PIPELINE_MAX_WORKERS
         self.executor = executor
         self._active: dict[str, Runner] = {}
-        recover_interrupted(self.store)
+        if recover:
+            recover_interrupted(self.store)
 
     # -- pipelines --------------------------------------------------------------------------
     def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
@@ -236,8 +247,9 @@ class PipelineManager:
                 "by PIPELINE_SECRETS_FILE (KEY=VALUE lines)", file=plan.spec_path, field="secrets")])
         return values
 
-    def cancel_run(self, run_id: str) -> bool:
-        """Ask a run to stop (in this process at once, in another within a second).
+    def cancel_run(self, run_id: str, reason: str = "cancelled on request (cancel_run)") -> bool:
+        """Ask a run to stop (in this process at once, in another within a second); `reason`
+        (who stopped it) becomes the run's reason.
 
         Returns True when the run was still going, False when it had already ended.
 
@@ -247,11 +259,89 @@ class PipelineManager:
         row = self._run_row(run_id)
         if RunStatus(row["status"]).finished:
             return False
+        # The reason first: a detached runner reads it when it sees the file (engine.pipeline._detached).
+        runners = self.workspace / "runners"
+        if runners.is_dir():
+            try:
+                (runners / f"{run_id}.cancel").write_text(reason, encoding="utf-8")
+            except OSError:
+                pass
         runs.request_cancel(self.store, run_id)
         runner = self._active.get(run_id)
         if runner is not None:
-            runner.cancel("cancelled on request (cancel_run)")
+            runner.cancel(reason)
         return True
+
+    def start_detached(
+        self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
+        run_id: str | None = None,
+    ) -> tuple[str, int]:
+        """Start a run in a runner process of its own (engine.pipeline._detached) that outlives this
+        process; returns (run id, runner pid) once the run is recorded.
+
+        Raises:
+            SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
+            InputError: the run was refused before it started (a secret without a value, ...).
+            ExecutorError: the runner process could not start.
+        """
+        import subprocess
+        import sys
+        import threading
+
+        from engine.errors import ExecutorError
+        from engine.pipeline._detached import ERROR_SUFFIX
+
+        plan = self.create_pipeline(source)
+        if isinstance(source, Mapping):
+            source = plan.spec_json()
+        run_id = run_id or _new_run_id()
+        if not _RUN_ID.match(run_id):
+            raise InputError(f"run id {run_id!r} is invalid")
+        folder = self.workspace / "runners"
+        folder.mkdir(parents=True, exist_ok=True)
+        request = folder / f"{run_id}.json"
+        data = {"source": source if isinstance(source, str | dict) else os.fspath(source),
+                "variables": {str(k): _stringify(v) for k, v in (variables or {}).items()},
+                "settings": self.settings.model_dump(mode="json")}
+        fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # variables may hold credentials
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(folder / f"{run_id}.log", "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "engine.pipeline._detached", run_id, str(request)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(self.workspace),
+                    env=env, start_new_session=True, close_fds=True,
+                )
+            except OSError as exc:
+                request.unlink(missing_ok=True)
+                raise ExecutorError(f"could not start a runner process for run {run_id}: {exc}") from exc
+        # Reaped by a thread of ours while we live; by init once we are gone.
+        threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
+        error = request.with_suffix(ERROR_SUFFIX)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if runs.get_run(self.store, run_id) is not None:
+                return run_id, proc.pid
+            if proc.poll() is not None or error.exists():
+                time.sleep(0.05)
+                if runs.get_run(self.store, run_id) is not None:
+                    return run_id, proc.pid
+                try:
+                    failure = json.loads(error.read_text(encoding="utf-8"))
+                    error.unlink()
+                except (OSError, ValueError):
+                    failure = {"input": False, "message": f"the runner process exited with code {proc.returncode}; "
+                               f"see {folder / (run_id + '.log')}"}
+                if failure.get("input"):
+                    raise InputError(str(failure["message"]))
+                raise ExecutorError(f"run {run_id} did not start: {failure['message']}")
+            time.sleep(0.02)
+        raise ExecutorError(f"the runner process of run {run_id} did not record the run within "
+                            f"{_START_TIMEOUT:g}s; see {folder / (run_id + '.log')}")
 
     def _run_row(self, run_id: str) -> Any:
         row = runs.get_run(self.store, run_id)
@@ -300,7 +390,9 @@ class PipelineManager:
         )
 
     def read_log(self, run_id: str, job: str, *, tail: int | None = None, grep: str | None = None,
-                 max_lines: int = 200, max_bytes: int = 64 * 1024) -> LogSlice:
+                 max_lines: int = 200, max_bytes: int = 64 * 1024, head: int | None = None,
+                 offset: int | None = None, byte_offset: int | None = None, timestamps: bool = True,
+                 line_chars: int = 0) -> LogSlice:
         """A bounded slice of a job's log; says what was cut.
 
         Raises:
@@ -315,7 +407,9 @@ class PipelineManager:
                 raise NotFoundError(f"run {run_id} has no job {job!r}; jobs: " + ", ".join(names))
         path = Path(log_path or (self.workspace / "runs" / run_id / "logs" / f"{safe_name(job)}.log"))
         try:
-            return read_log_slice(path, job, tail=tail, grep=grep, max_lines=max_lines, max_bytes=max_bytes)
+            return read_log_slice(path, job, tail=tail, grep=grep, max_lines=max_lines, max_bytes=max_bytes,
+                                  head=head, offset=offset, byte_offset=byte_offset, timestamps=timestamps,
+                                  line_chars=line_chars)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
 

@@ -16,9 +16,44 @@ from mcp.server.mcpserver.exceptions import ToolError
 from engine.errors import InputError, InvalidTransition, WorldError
 from server.state import AppState
 
-__all__ = ["mask_text", "secret_values", "tool_errors"]
+__all__ = ["did_you_mean", "mask_text", "parse_since", "secret_values", "tool_errors", "unknown_pipeline"]
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" when a known name is close to `name`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def unknown_pipeline(name: str, known: Iterable[str]) -> str:
+    """The one answer every tool gives for a pipeline it does not know."""
+    names = sorted(known)
+    listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none yet"
+    return f"unknown pipeline {name!r}{did_you_mean(name, names)}; known pipelines: {listed}"
+
+
+def parse_since(text: str) -> float:
+    """Unix time of an ISO 8601 date or date-time (UTC when no zone is given).
+
+    Raises:
+        InputError: not such a date.
+    """
+    from datetime import UTC, datetime
+
+    from engine.errors import InputError
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"since={text!r} is not an ISO 8601 date or date-time, e.g. 2026-11-30 or "
+                         "2026-11-30T13:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def secret_values(state: AppState | None, extra: Iterable[tuple[str, str]] = ()) -> list[str]:

@@ -56,6 +56,7 @@ MAX_FAILED_LISTED = 20
 MAX_REASON = 2000
 DEPLOY_LOG_LINES = 30
 MAX_RUNBOOK = 20_000
+DEFAULT_BUDGET = 8000
 
 
 def clip(text: str | None, limit: int = MAX_REASON) -> str | None:
@@ -101,42 +102,61 @@ def log_uri(run_id: str, job: str) -> str:
     return f"cicd://runs/{run_id}/logs/{quote(job, safe='')}"
 
 
-def present_run(run: PipelineRun, manager: PipelineManager, *, cap: bool = True) -> RunOutput:
-    """A run as the wire sees it: its jobs in brief (at most MAX_JOBS_LISTED unless `cap` is off),
-    failed jobs with their log tails."""
+def present_run(run: PipelineRun, manager: PipelineManager, *, cap: bool = True,
+                budget: int = DEFAULT_BUDGET) -> RunOutput:
+    """A run as the wire sees it, within `budget` characters: its jobs in brief (unsuccessful
+    ones first when they do not all fit; all of them when `cap` is off), failed jobs with log
+    tails that share what the budget leaves, each long line cut in the middle."""
     jobs = [
         JobSummary(name=j.name, stage=j.stage, status=str(j.status), attempts=j.attempts,
-                   exit_code=j.exit_code, duration=j.duration, reason=clip(j.reason))
+                   exit_code=j.exit_code, duration=round(j.duration, 3) if j.duration is not None else None,
+                   reason=clip(j.reason, 300 if cap else MAX_REASON))
         for j in run.jobs.values()
     ]
     counts: dict[str, int] = {}
     for brief in jobs:
         counts[brief.status] = counts.get(brief.status, 0) + 1
-    listed = jobs
-    if cap and len(jobs) > MAX_JOBS_LISTED:
-        keep = {id(b) for b in sorted(jobs, key=lambda b: b.status == "succeeded")[:MAX_JOBS_LISTED]}
-        listed = [b for b in jobs if id(b) in keep]
     failed_names = [n for n, j in run.jobs.items() if str(j.status) in FAILED_STATUSES]
+    max_failed = min(MAX_FAILED_LISTED, max(1, budget // 900)) if cap else MAX_FAILED_LISTED
+    shown_failed = failed_names[:max_failed]
+    # A job line costs about 130 characters; the failed jobs' tails get at least half the budget.
+    max_jobs = min(MAX_JOBS_LISTED, max(5, (budget // 2 - 400) // 130)) if cap else len(jobs)
+    listed = jobs
+    if len(jobs) > max_jobs:
+        keep = {id(b) for b in sorted(jobs, key=lambda b: b.status == "succeeded")[:max_jobs]}
+        listed = [b for b in jobs if id(b) in keep]
+    used = 600 + 130 * len(listed)
+    per_tail = max(300, (budget - used) * 8 // 10 // max(1, len(shown_failed)) - 350) if cap else 64 * 1024
     failed: list[FailedJob] = []
-    for name in failed_names[:MAX_FAILED_LISTED]:
-        piece = manager.read_log(run.run_id, name, tail=TAIL_LINES)
+    for name in shown_failed:
+        piece = manager.read_log(run.run_id, name, tail=TAIL_LINES, max_bytes=per_tail, timestamps=False,
+                                 line_chars=max(100, min(500, per_tail // 3)))
         j = run.jobs.get(name)
+        note = piece.note
+        if piece.truncated or piece.lines_cut:
+            note += (f"; more: get_job_logs({{\"run_id\": \"{run.run_id}\", \"job\": \"{name}\", \"tail\": 200, "
+                     f"\"timestamps\": false}}) or the resource {log_uri(run.run_id, name)}?offset=0&limit=200")
         failed.append(FailedJob(
-            name=name, status=str(j.status) if j else "failed", reason=clip(j.reason) if j else None,
-            exit_code=j.exit_code if j else None, log_tail=piece.text, log_note=piece.note,
+            name=name, status=str(j.status) if j else "failed", reason=clip(j.reason, 300) if j else None,
+            exit_code=j.exit_code if j else None, log_tail=piece.text, log_note=note,
             log_uri=log_uri(run.run_id, name),
         ))
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     took = f" in {run.duration:.1f}s" if run.duration is not None else ""
     summary = f"run {run.run_id} of {run.pipeline}: {run.status}{took}" + (f" ({tally})" if tally else "")
-    if failed:
-        summary += "; failed: " + ", ".join(f.name for f in failed)
-    if run.reason and str(run.status) != "succeeded":
+    if failed_names:
+        summary += "; failed: " + ", ".join(failed_names[:10]) + (" ..." if len(failed_names) > 10 else "")
+    if run.reason and str(run.status) != "succeeded" and not str(run.reason).startswith("failed jobs:"):
         summary += f"; {clip(run.reason, 300)}"
+    if len(listed) < len(jobs) or len(shown_failed) < len(failed_names):
+        summary += (f"; {len(jobs) - len(listed)} job(s) and {len(failed_names) - len(shown_failed)} failed log "
+                    f"tail(s) left out: all jobs are in the resource {run_uri(run.run_id)}, any log via get_job_logs")
     return RunOutput(
-        summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status), reason=clip(run.reason),
-        duration=run.duration, jobs=listed, jobs_omitted=len(jobs) - len(listed), failed_jobs=failed,
-        failed_jobs_omitted=max(0, len(failed_names) - MAX_FAILED_LISTED), resource_uri=run_uri(run.run_id),
+        summary=summary, run_id=run.run_id, pipeline=run.pipeline, status=str(run.status),
+        reason=clip(run.reason, 300 if cap else MAX_REASON),
+        duration=round(run.duration, 3) if run.duration is not None else None, jobs=listed,
+        jobs_omitted=len(jobs) - len(listed), failed_jobs=failed,
+        failed_jobs_omitted=max(0, len(failed_names) - len(shown_failed)), resource_uri=run_uri(run.run_id),
     )
 
 

@@ -22,7 +22,7 @@ from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_par
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict
 
 from server.state import AppState
@@ -106,16 +106,30 @@ def build_tool(spec: ToolSpec, level: Level) -> Tool:
     """
     fn = spec.fn
     hints = typing.get_type_hints(fn)
+
+    async def bounded(**kwargs: Any) -> Any:
+        # Every result within the call's budget (server.tools._budget); compat calls `spec.fn`
+        # directly and is bounded by its own wrapper.
+        from server.tools._budget import max_chars, shape
+
+        out = fn(**kwargs)
+        if inspect.isawaitable(out):
+            out = await out
+        if not isinstance(out, BaseModel) or isinstance(out, InputRequiredResult | CallToolResult):
+            return out
+        args = kwargs.get("args")
+        return shape(out, max_chars(getattr(args, "max_chars", None)))
+
     flat = _flat_arguments(spec.input_model, "args")
     resolved = find_resolved_parameters(fn)
     return Tool(
-        fn=fn,
+        fn=bounded,
         name=spec.name,
         title=spec.title,
         description=inspect.cleandoc(spec.description),
         parameters=flat.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=flat, output_model=hints["return"]),
-        is_async=inspect.iscoroutinefunction(fn),
+        is_async=True,
         context_kwarg=find_context_parameter(fn),
         resolved_params=dict(resolved),
         resolver_plans=build_resolver_plans(resolved, {"args"}),

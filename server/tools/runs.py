@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
-from engine.events import Event
 from server.gate import Confirmed, state_of
 from server.models import (
     CancelRunInput,
@@ -21,12 +20,20 @@ from server.models import (
     GetJobLogsOutput,
     GetRunInput,
     JobLog,
+    ListRunsInput,
+    ListRunsOutput,
+    RunBrief,
+    RunningJob,
     RunOutput,
     RunPipelineInput,
+    WaitForRunInput,
+    WaitForRunOutput,
 )
-from server.tools._errors import tool_errors
+from server.tools._budget import max_chars, server_cap
+from server.tools._errors import did_you_mean, parse_since, tool_errors, unknown_pipeline
+from server.tools._follow import follow, progress_of, running_jobs
 from server.tools._paths import confined_config_path
-from server.tools._present import FAILED_STATUSES, log_uri, present_run, run_progress
+from server.tools._present import FAILED_STATUSES, clip, log_uri, present_run, run_progress
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -38,20 +45,33 @@ __all__ = ["SPECS"]
 
 log = logging.getLogger(__name__)
 
-LOGS_BUDGET_BYTES = 256 * 1024   # all logs of one get_job_logs call together
+LOGS_BUDGET_BYTES = 256 * 1024   # all logs of one get_job_logs call together, whatever the budget
+PER_JOB_MIN = 700                # below this a log says too little: fewer jobs are read instead
+MAX_LINE_CHARS = 2000
 
 
 def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def _caller_name(ctx: Context) -> str:
+    from server.gate import server_of
+
+    try:
+        return server_of(ctx).caller(ctx).name
+    except Exception:  # noqa: BLE001 - a name for a message only
+        return "the caller"
+
+
 async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirmed) -> RunOutput:
     """Run a pipeline (a YAML file on the server, or a known pipeline by name) for real: every job's
-    commands run as processes, logs and results are stored. With wait=true (default) the call returns
-    when the run ends and reports progress (job started/finished) meanwhile; cancelling the call cancels
-    the run. With wait=false it returns the run id at once: follow with get_run / get_job_logs.
-    Failed jobs come back with the tail of their logs."""
+    commands run as processes in a runner process of its own, which goes on if this call or the session
+    ends; logs and results are stored. wait=true (default): returns when the run ends, with progress
+    (each job started/finished, a heartbeat every few seconds). wait=false: returns the run id at once;
+    wait with wait_for_run. Only cancel_run stops a run (or cancelling this call, with
+    cancel_on_disconnect=true). Failed jobs come back with the tail of their logs."""
     state = state_of(ctx)
+    budget = max_chars(args.max_chars)
     with tool_errors(state, args.variables.items()):
         manager = state.manager
         # A file from the call is confined to the config roots (server/tools/_paths.py); a name is looked up.
@@ -60,41 +80,111 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         variables = dict(args.variables)
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
-        if args.wait:
-            run = await manager.arun_pipeline(source, variables, on_event=run_progress(ctx))
-            return await anyio.to_thread.run_sync(present_run, run, manager)
-        if state.background is None:
-            raise RuntimeError("the server has no background task group (lifespan not running)")
-        # Check the pipeline now so a bad file is this call's error, not a silent background failure.
-        await anyio.to_thread.run_sync(manager.create_pipeline, source)
-        run_id = _new_run_id()
-        failure = await state.background.start(_background_run, manager, source, variables, run_id)
-        if failure is not None:
-            raise failure
-        return await anyio.to_thread.run_sync(present_run, manager.get_run(run_id), manager)
+        run_id, pid = await anyio.to_thread.run_sync(
+            lambda: manager.start_detached(str(source), variables, run_id=_new_run_id()))
+        if not args.wait:
+            run = await anyio.to_thread.run_sync(manager.get_run, run_id)
+            out = await anyio.to_thread.run_sync(lambda: present_run(run, manager, budget=budget))
+            out.summary += (f"; runs on in runner process {pid} whatever happens to this session: wait with "
+                            + call_text("wait_for_run", run_id=run_id, timeout=30))
+            return out
+        try:
+            followed = await follow(manager, run_id, progress_of(ctx))
+        except anyio.get_cancelled_exc_class():
+            if args.cancel_on_disconnect:
+                who = _caller_name(ctx)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(
+                        lambda: manager.cancel_run(run_id, f"cancelled by {who}: the call was cancelled and "
+                                                           "cancel_on_disconnect was set"))
+            raise
+        return await anyio.to_thread.run_sync(lambda: present_run(followed.run, manager, budget=budget))
 
 
-async def _background_run(
-    manager: PipelineManager, source: str, variables: dict[str, str], run_id: str,
-    *, task_status: TaskStatus[BaseException | None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    started = False
-
-    def on_event(event: Event) -> None:
-        nonlocal started
-        if not started:
-            started = True
-            task_status.started(None)
-
-    try:
-        await manager.arun_pipeline(source, variables, on_event=on_event, run_id=run_id)
-    except Exception as exc:  # noqa: BLE001 - reported to the caller or kept in the run's record
-        if not started:
-            task_status.started(exc)
+async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
+    """Wait for a run without polling: blocks until the run ends or `timeout` seconds pass (at most 45,
+    under the ~60 s many clients allow a call), with a heartbeat meanwhile. Returns the state, what changed
+    during the wait, the running jobs with the last line each printed, and whether to call again."""
+    state = state_of(ctx)
+    with tool_errors(state):
+        manager = state.manager
+        deadline = time.monotonic() + args.timeout
+        followed = await follow(manager, args.run_id, progress_of(ctx), deadline=deadline, seed=True)
+        run = followed.run
+        counts: dict[str, int] = {}
+        for job in run.jobs.values():
+            counts[str(job.status)] = counts.get(str(job.status), 0) + 1
+        done = sum(n for s, n in counts.items() if s in ("succeeded", "failed", "timed_out", "cancelled", "skipped"))
+        running = [RunningJob(name=name, last_line=line, seconds=round(secs, 1) if secs is not None else None)
+                   for name, line, secs in running_jobs(run)]
+        failed = [n for n, j in run.jobs.items() if str(j.status) in FAILED_STATUSES]
+        if followed.finished:
+            took = f" in {run.duration:.1f}s" if run.duration is not None else ""
+            summary = f"run {run.run_id} {run.status}{took}; {done}/{len(run.jobs)} jobs done"
+            if failed:
+                summary += "; failed: " + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")
+                summary += "; logs: " + call_text("get_job_logs", run_id=run.run_id, failed_only=True)
+            if run.reason and str(run.status) != "succeeded" and not run.reason.startswith("failed jobs:"):
+                summary += f"; {clip(run.reason, 300)}"
+            hint = None
         else:
-            log.warning("background run %s ended with an error: %s", run_id, exc)
-    if not started:
-        task_status.started(None)
+            summary = (f"run {run.run_id} still {run.status} after {args.timeout:g}s: {done}/{len(run.jobs)} jobs "
+                       f"done, {len(running)} running; call again")
+            hint = call_text("wait_for_run", run_id=run.run_id, timeout=args.timeout)
+        return WaitForRunOutput(
+            summary=summary, run_id=run.run_id, status=str(run.status), finished=followed.finished,
+            call_again=not followed.finished, next_call=hint, changes=followed.changes[-200:],
+            jobs=counts, running=running, failed_jobs=failed, reason=clip(run.reason, 300),
+        )
+
+
+def _list_runs(manager: PipelineManager, args: ListRunsInput) -> ListRunsOutput:
+    from engine.errors import NotFoundError
+
+    if args.pipeline is not None and args.pipeline not in manager.list_pipelines():
+        raise NotFoundError(unknown_pipeline(args.pipeline, manager.list_pipelines()))
+    since = parse_since(args.since) if args.since else None
+    before: tuple[float, str] | None = None
+    if args.cursor:
+        try:
+            at, _, rid = args.cursor.partition("/")
+            before = (float(at), rid)
+        except ValueError:
+            from engine.errors import InputError
+
+            raise InputError(f"cursor {args.cursor!r} is not one this tool returned (use next_cursor as given)"
+                             ) from None
+    rows = manager.list_runs(args.pipeline, limit=1000, status=args.status)
+    picked: list[RunBrief] = []
+    next_cursor = None
+    for run in rows:
+        if since is not None and run.created_at < since:
+            break
+        if before is not None and (run.created_at, run.run_id) >= before:
+            continue
+        if len(picked) == args.limit:
+            last = picked[-1]
+            next_cursor = f"{last.created_ts!r}/{last.run_id}"
+            break
+        picked.append(RunBrief(
+            run_id=run.run_id, pipeline=run.pipeline, status=str(run.status),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.created_at)), created_ts=run.created_at,
+            duration=round(run.duration, 3) if run.duration is not None else None, reason=clip(run.reason, 200),
+        ))
+    what = " ".join(x for x in (args.status or "", "runs", f"of {args.pipeline}" if args.pipeline else "") if x)
+    summary = f"{len(picked)} {what}, newest first" + (f" since {args.since}" if args.since else "")
+    if next_cursor:
+        summary += "; more: " + call_text("list_runs", pipeline=args.pipeline, status=args.status, since=args.since,
+                                          limit=args.limit, cursor=next_cursor)
+    return ListRunsOutput(summary=summary, runs=picked, next_cursor=next_cursor)
+
+
+async def list_runs(args: ListRunsInput, ctx: Context) -> ListRunsOutput:
+    """List recorded runs, newest first: filter by pipeline, status and time (`since`, ISO 8601), page with
+    `cursor`. Each run: id, pipeline, status, when, how long, why it did not succeed."""
+    state = state_of(ctx)
+    with tool_errors(state):
+        return await anyio.to_thread.run_sync(_list_runs, state.manager, args)
 
 
 async def get_run(args: GetRunInput, ctx: Context) -> RunOutput:
@@ -104,43 +194,73 @@ async def get_run(args: GetRunInput, ctx: Context) -> RunOutput:
     with tool_errors(state):
         manager = state.manager
         run = await anyio.to_thread.run_sync(manager.get_run, args.run_id)
-        return await anyio.to_thread.run_sync(present_run, run, manager)
+        return await anyio.to_thread.run_sync(lambda: present_run(run, manager, budget=max_chars(args.max_chars)))
 
 
-def _job_logs(manager: PipelineManager, args: GetJobLogsInput) -> GetJobLogsOutput:
+def call_text(tool: str, **arguments: Any) -> str:
+    """The exact call an agent makes to get something, as it would write it."""
+    return f"{tool}({json.dumps({k: v for k, v in arguments.items() if v is not None}, ensure_ascii=False)})"
+
+
+def _job_logs(manager: PipelineManager, args: GetJobLogsInput, budget: int) -> GetJobLogsOutput:
     run = manager.get_run(args.run_id)
     if args.job is not None:
         if args.job not in run.jobs:
             from engine.errors import NotFoundError
 
-            raise NotFoundError(f"run {args.run_id} has no job {args.job!r}; jobs: " + ", ".join(run.jobs))
+            raise NotFoundError(f"run {args.run_id} has no job {args.job!r}; jobs: " + ", ".join(run.jobs)
+                                + did_you_mean(args.job, list(run.jobs)))
         names = [args.job]
     else:
         names = list(run.jobs)
     if args.failed_only:
         names = [n for n in names if str(run.jobs[n].status) in FAILED_STATUSES]
+    # The log texts share what the budget leaves after the frame (about 300 characters a job);
+    # JSON escaping costs up to a tenth more.
+    room = min(int(budget * 0.8) - 400, LOGS_BUDGET_BYTES)
+    readable = max(1, room // PER_JOB_MIN)
+    read, omitted = names[:readable], names[readable:]
+    per_job = max(min(room, PER_JOB_MIN - 300), room // max(1, len(read)) - 300)
+    line_chars = max(120, min(MAX_LINE_CHARS, per_job // 3))
+    forward = args.head is not None or args.offset is not None or args.byte_offset is not None
     logs = []
-    budget = LOGS_BUDGET_BYTES
-    omitted: list[str] = []
-    for name in names:
-        if budget <= 0:
-            omitted.append(name)
-            continue
-        piece = manager.read_log(args.run_id, name, tail=args.tail, grep=args.grep, max_lines=args.tail,
-                                 max_bytes=min(64 * 1024, budget))
-        budget -= len(piece.text.encode())
+    for name in read:
+        piece = manager.read_log(
+            args.run_id, name, tail=args.tail, grep=args.grep, max_lines=args.head or args.tail,
+            max_bytes=per_job, head=args.head if forward else None, offset=args.offset,
+            byte_offset=args.byte_offset, timestamps=args.timestamps, line_chars=line_chars,
+        )
+        more = None
+        if forward and (piece.next_offset is not None or piece.next_byte_offset is not None):
+            more = (call_text("get_job_logs", run_id=args.run_id, job=name, offset=piece.next_offset,
+                              head=args.head or 200, timestamps=args.timestamps or None)
+                    if piece.next_offset is not None else
+                    call_text("get_job_logs", run_id=args.run_id, job=name, byte_offset=piece.next_byte_offset,
+                              head=args.head or 200, timestamps=args.timestamps or None))
+        elif not forward and args.grep is None and piece.byte_start > 0:
+            more = call_text("get_job_logs", run_id=args.run_id, job=name, byte_offset=max(0, piece.byte_start - per_job),
+                             head=args.tail, timestamps=args.timestamps or None) + " (the part just before)"
+        elif args.grep is not None and piece.truncated:
+            more = call_text("get_job_logs", run_id=args.run_id, job=name, grep=args.grep, tail=5000,
+                             max_chars=server_cap()) + " (more matches), or a narrower pattern"
+        if piece.lines_cut:
+            more = (more + "; " if more else "") + (f"long lines are cut to ~{line_chars} chars: a larger max_chars "
+                                                    "keeps more of each")
         logs.append(JobLog(
             job=name, status=str(run.jobs[name].status), text=piece.text, lines_returned=piece.lines_returned,
-            truncated=piece.truncated, note=piece.note, log_uri=log_uri(args.run_id, name),
+            truncated=piece.truncated or piece.lines_cut > 0, note=piece.note, size_bytes=piece.size_bytes,
+            byte_start=piece.byte_start, next_offset=piece.next_offset, next_byte_offset=piece.next_byte_offset,
+            more=more, log_uri=log_uri(args.run_id, name),
         ))
     cut = sum(1 for item in logs if item.truncated)
     summary = f"{len(logs)} job log(s) of run {args.run_id}"
     if args.grep:
         summary += f" filtered by /{args.grep}/"
     if cut:
-        summary += f"; {cut} cut (see each log's note)"
+        summary += f"; {cut} not whole (each log's `note` and `more` say what is left and how to read it)"
     if omitted:
-        summary += f"; {len(omitted)} job(s) not read (output limit): ask for them one by one"
+        summary += (f"; {len(omitted)} job(s) not read (output limit): ask for them one by one, e.g. "
+                    + call_text("get_job_logs", run_id=args.run_id, job=omitted[0]))
     if not logs:
         summary += " (no job matched)"
     return GetJobLogsOutput(summary=summary, run_id=args.run_id, logs=logs, jobs_omitted=omitted)
@@ -152,7 +272,7 @@ async def get_job_logs(args: GetJobLogsInput, ctx: Context) -> GetJobLogsOutput:
     log is the resource cicd://runs/{run_id}/logs/{job}."""
     state = state_of(ctx)
     with tool_errors(state):
-        return await anyio.to_thread.run_sync(_job_logs, state.manager, args)
+        return await anyio.to_thread.run_sync(_job_logs, state.manager, args, max_chars(args.max_chars))
 
 
 async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
@@ -162,7 +282,7 @@ async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
     with tool_errors(state):
         manager = state.manager
         # In the loop's thread: a run of this process is cancelled through its task group.
-        requested = manager.cancel_run(args.run_id)
+        requested = manager.cancel_run(args.run_id, f"cancelled by {_caller_name(ctx)} (cancel_run)")
         run = await anyio.to_thread.run_sync(manager.get_run, args.run_id)
         summary = (f"run {args.run_id}: cancellation requested (status now {run.status})" if requested
                    else f"run {args.run_id} had already ended ({run.status}); nothing to cancel")
@@ -201,5 +321,23 @@ SPECS = [
         annotations=ToolAnnotations(title="Cancel a run", read_only_hint=False, destructive_hint=True,
                                     idempotent_hint=True, open_world_hint=False),
         default_level=Level.TRUSTED, requires=_PIPELINE,
+    ),
+]
+
+
+SPECS += [
+    ToolSpec(
+        name="wait_for_run", fn=wait_for_run, input_model=WaitForRunInput, title="Wait for a run",
+        description=wait_for_run.__doc__ or "",
+        annotations=ToolAnnotations(title="Wait for a run", read_only_hint=True, destructive_hint=False,
+                                    idempotent_hint=True, open_world_hint=False),
+        default_level=Level.UNTRUSTED, requires=_PIPELINE,
+    ),
+    ToolSpec(
+        name="list_runs", fn=list_runs, input_model=ListRunsInput, title="List runs",
+        description=list_runs.__doc__ or "",
+        annotations=ToolAnnotations(title="List runs", read_only_hint=True, destructive_hint=False,
+                                    idempotent_hint=True, open_world_hint=False),
+        default_level=Level.UNTRUSTED, requires=_PIPELINE,
     ),
 ]

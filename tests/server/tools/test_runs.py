@@ -131,7 +131,9 @@ async def test_client_cancellation_cancels_the_run(make_server: MakeServer, pipe
     async with mcp.Client(server, mode=mode) as client:
         async with anyio.create_task_group() as tg:
             async def run() -> None:
-                await client.call_tool("run_pipeline", {"config_path": str(pipelines["slow"])},
+                # The run outlives a cancelled call unless the caller asked otherwise.
+                await client.call_tool("run_pipeline", {"config_path": str(pipelines["slow"]),
+                                                        "cancel_on_disconnect": True},
                                        progress_callback=progress)
 
             tg.start_soon(run)
