@@ -25,7 +25,7 @@ from server.prompts import register_prompts
 from server.resources import register_resources
 from server.state import AppState
 from server.tokens import TokenStore
-from server.tools import compat, deploy, health, insights, rollback, runs
+from server.tools import compat, deploy, health, insights, rollback, runs, service, validate
 from server.tools._registry import ToolSpec, available, build_tool
 from server.trust import Level, ToolFacts, TrustPolicy, required_level
 
@@ -41,7 +41,8 @@ is needed and how to get it. Calls on protected environments ask the user to con
 
 def all_specs() -> list[ToolSpec]:
     """Every tool the server knows, whether or not its engine is installed."""
-    return [*runs.SPECS, *health.SPECS, *insights.SPECS, *deploy.SPECS, *rollback.SPECS, *compat.SPECS]
+    return [*runs.SPECS, *validate.SPECS, *health.SPECS, *insights.SPECS, *deploy.SPECS, *service.SPECS,
+            *rollback.SPECS, *compat.SPECS]
 
 
 def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:

@@ -25,12 +25,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp.server.context import ServerRequestContext
+from mcp_types import CallToolResult, InputRequiredResult, ListToolsResult, PaginatedRequestParams
 from pydantic import BaseModel, Field
 
 from server.audit import AuditRecord, args_digest
 from server.state import AppState
 from server.tokens import resolve_token
+from server.tools._errors import did_you_mean
 from server.tools._registry import ToolSpec
 from server.trust import UNKNOWN_ENVIRONMENT, Allow, Caller, Confirm, Decision, Deny, ToolFacts, decide
 
@@ -209,6 +211,11 @@ class CicdServer(MCPServer[Any]):
         outcome: str | None = None
         token = _CALL.set(call)
         try:
+            known = {t.name for t in await super().list_tools()}
+            if name not in known:
+                # Whatever the level: a refusal would send the caller after a level it does not need.
+                raise ToolError(f"Unknown tool {name!r}{did_you_mean(name, known)}; tools you can call: "
+                                + ", ".join(self.callable_tools(caller)))
             if isinstance(decision, Deny):
                 raise ToolError(f"refused by the trust policy: {decision.reason}")
             result = await super().call_tool(name, arguments, context)
@@ -251,6 +258,26 @@ class CicdServer(MCPServer[Any]):
         self._audit(caller, f"{name} (resource)", arguments, verdict, decision.reason, None, started)
         if isinstance(decision, Deny):
             raise ToolError(f"refused by the trust policy: {decision.reason}")
+
+    def callable_tools(self, caller: Caller) -> list[str]:
+        """The registered tools `caller` may call (some after a confirmation), in registration order;
+        the compatibility tool only when the policy offers it."""
+        names = []
+        for name, spec in self.specs.items():
+            if spec.delegate is not None and not self.state.policy.compatibility:
+                continue
+            if not isinstance(decide(self.state.policy, caller, self.facts(name, {})), Deny):
+                names.append(name)
+        return names
+
+    async def _handle_list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        """`tools/list` shows what the caller can call; the gate still refuses the rest by name."""
+        result = await super()._handle_list_tools(ctx, params)
+        allowed = set(self.callable_tools(self.caller(Context(request_context=ctx, mcp_server=self))))
+        ours = set(self.specs)
+        return ListToolsResult(tools=[t for t in result.tools if t.name in allowed or t.name not in ours])
 
     def _can_confirm(self, name: str) -> bool:
         tool = self.registered_tool(name)

@@ -507,3 +507,123 @@ class RollbackExecutionOutput(_Out):
     duration: float = Field(description="Seconds.")
     steps: list[StepResultOut]
     skipped_steps: list[str] = Field(default_factory=list, description="Done earlier (a resumed execution).")
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+class ValidatePipelineInput(_In):
+    config_path: str | None = Field(default=None, max_length=4096,
+                                    description="A pipeline YAML file on the server. Give this or `yaml`.")
+    yaml: str | None = Field(default=None, max_length=200_000, description="The pipeline's YAML text.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ValidatePipelineInput:
+        if (self.config_path is None) == (self.yaml is None):
+            raise ValueError("give exactly one of config_path (a YAML file) or yaml (the text)")
+        return self
+
+
+class PipelineIssue(_Out):
+    where: str = Field(description="file:line:column")
+    field: str | None = None
+    message: str
+
+
+class PlannedJob(_Out):
+    name: str
+    stage: str
+    needs: list[str] = Field(default_factory=list)
+    runs_on: str | None = None
+    deploys_to: str | None = None
+    commands: int
+
+
+class ValidatePipelineOutput(_Out):
+    summary: str
+    valid: bool
+    pipeline: str | None = None
+    errors: list[PipelineIssue] = Field(default_factory=list)
+    jobs: list[PlannedJob] = Field(default_factory=list)
+    waves: list[list[str]] = Field(default_factory=list, description="Jobs that can run together, in order.")
+    secrets: list[str] = Field(default_factory=list, description="Secrets the run will need.")
+
+
+# -- services -------------------------------------------------------------------------------------
+
+
+class _ServiceIn(_In):
+    environment: Environment
+    service: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                description="Default: the environment's service.")
+    config_path: str | None = Field(default=None, max_length=4096,
+                                    description="A deployment config defining the environment, if not registered.")
+
+
+class EnvironmentStatusInput(_ServiceIn):
+    deployments: int = Field(default=5, ge=0, le=50, description="How many recent deployments to list.")
+
+
+class InstanceStatus(_Out):
+    slot: str
+    address: str
+    version: str | None = None
+    color: str | None = None
+    alive: bool = Field(description="The process/container runs.")
+    answers: bool | None = Field(default=None, description="Accepts TCP connections now.")
+    ref: str | None = Field(default=None, description="pid, container or pod.")
+    deployment_id: str | None = None
+    since: str | None = Field(default=None, description="When its deployment finished (UTC).")
+
+
+class DeploymentBrief(_Out):
+    deployment_id: str
+    version: str
+    status: str
+    strategy: str
+    created: str
+    reason: str | None = None
+
+
+class EnvironmentStatusOutput(_Out):
+    summary: str
+    environment: str
+    service: str
+    live_versions: list[str] = Field(description="Versions running now (read from the world).")
+    recorded_live_version: str | None = Field(default=None, description="Last version verified live.")
+    instances: list[InstanceStatus]
+    lock_holder: str | None = None
+    last_deployments: list[DeploymentBrief] = Field(default_factory=list)
+
+
+class StopServiceInput(_ServiceIn):
+    pass
+
+
+class StopServiceOutput(_Out):
+    summary: str
+    environment: str
+    service: str
+    stopped: list[str] = Field(description="Slots stopped.")
+    still_running: list[str] = Field(default_factory=list)
+    still_answering: list[str] = Field(default_factory=list, description="Addresses that still accept connections.")
+
+
+class GetServiceLogsInput(_ServiceIn):
+    slot: str | None = Field(default=None, max_length=256, description="One instance; default all.")
+    max_bytes: int = Field(default=4000, ge=200, le=200_000, description="At most this much of each instance.")
+
+
+class ServiceLog(_Out):
+    slot: str
+    version: str | None = None
+    alive: bool
+    text: str
+    note: str
+
+
+class GetServiceLogsOutput(_Out):
+    summary: str
+    environment: str
+    service: str
+    logs: list[ServiceLog]

@@ -141,6 +141,9 @@ class TrustPolicy(BaseModel):
     stdio: StdioCallers = Field(default_factory=StdioCallers)
     http: HttpCallers = Field(default_factory=HttpCallers)
     confirm: Confirmation = Field(default_factory=Confirmation)
+    compatibility: bool = Field(
+        default=False, description="List the original design's call_module_function (it is callable either way)."
+    )
     source: str = Field(default="<built-in>", exclude=True, description="Where the policy was read from.")
 
     def env_token_hashes(self, environ: dict[str, str] | None = None) -> dict[str, PolicyToken]:

@@ -54,7 +54,7 @@ from engine.deploy.operations import OpsContext, execute_plan, restore_version, 
 from engine.deploy.routers.base import Router
 from engine.deploy.states import DeploymentStatus
 from engine.deploy.strategies import STRATEGIES, Plan, Start, describe, parse_options, plan, without_slots
-from engine.deploy.targets.base import COLORS, Instance, Release, Target
+from engine.deploy.targets.base import COLORS, Address, Instance, Release, Target
 from engine.errors import CicdError, InputError, NotFoundError, WorldError
 from engine.events import Event, EventCallback, emit
 from engine.settings import Settings, resolve_settings
@@ -542,6 +542,49 @@ class DeploymentOrchestrator:
 
     def list_deployments(self, environment: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
         return self.history.recent(environment, limit)
+
+    # -- what runs, stopping it, its output (environment_status / stop_service / get_service_logs) --
+    async def service_instances(self, environment: str, service: str | None = None) -> list[Instance]:
+        """What runs now for the service in the environment, read from the world.
+
+        Raises:
+            NotFoundError: no such environment.
+            TargetError: the target cannot be reached.
+        """
+        env = self.get_environment(environment)
+        return await self.target_for(env).instances(service or env.service_name)
+
+    async def stop_service(self, environment: str, service: str | None = None) -> list[Instance]:
+        """Stop every instance of the service in the environment (gracefully, then forcibly); returns
+        the instances it stopped. Refused while a deployment holds the environment.
+
+        Raises:
+            NotFoundError: no such environment.
+            ConflictError: a deployment or rollback is in progress there.
+            TargetError: the target cannot be reached or an instance would not stop.
+        """
+        from engine.errors import ConflictError
+
+        env = self.get_environment(environment)
+        self.history.clear_stale(env.name)
+        holder = self.history.active(env.name)
+        if holder is not None:
+            raise ConflictError(f"deployment {holder.deployment_id} ({holder.status}) holds {env.name}; stop the "
+                                "service when it has finished")
+        target = self.target_for(env)
+        found = await target.instances(service or env.service_name)
+        for instance in found:
+            await target.stop(instance)
+        return found
+
+    async def instance_address(self, environment: str, instance: Instance) -> Address:
+        return await self.target_for(self.get_environment(environment)).address(instance)
+
+    def service_log(self, environment: str, instance: Instance, max_bytes: int) -> str | None:
+        """The end of an instance's output, or None when its target kind cannot show it."""
+        target = self.target_for(self.get_environment(environment))
+        tail = getattr(target, "log_tail", None)
+        return None if tail is None else str(tail(instance, max_bytes))
 
     async def aclose(self) -> None:
         await self._environments.aclose()

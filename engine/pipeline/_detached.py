@@ -26,16 +26,16 @@ from typing import Any
 
 import anyio
 
-__all__ = ["CANCEL_SUFFIX", "ERROR_SUFFIX", "main"]
+__all__ = ["main"]
 
-CANCEL_SUFFIX = ".cancel"
-ERROR_SUFFIX = ".error"
 _POLL = 0.1
 
 
 async def _watch(manager: Any, run_id: str, request: Path) -> None:
     """Hand a cancellation's reason to the runner as soon as it is written."""
-    reason_file = request.with_suffix(CANCEL_SUFFIX)
+    from engine.pipeline.manager import DETACHED_CANCEL
+
+    reason_file = request.with_suffix(DETACHED_CANCEL)
     while True:
         await anyio.sleep(_POLL)
         if reason_file.exists():
@@ -60,14 +60,14 @@ async def _signals(manager: Any, run_id: str) -> None:
 
 async def _run(request: Path, run_id: str) -> int:
     from engine.errors import InputError
-    from engine.pipeline.manager import PipelineManager
+    from engine.pipeline.manager import DETACHED_CANCEL, DETACHED_ERROR, PipelineManager
     from engine.settings import Settings
     from engine.store import runs
 
     data = json.loads(request.read_text(encoding="utf-8"))
     request.unlink()
     settings = Settings(**data["settings"])
-    error_file = request.with_suffix(ERROR_SUFFIX)
+    error_file = request.with_suffix(DETACHED_ERROR)
     try:
         manager = PipelineManager(settings=settings, recover=False)
     except Exception as exc:  # noqa: BLE001 - reported to the starter, which is waiting for it
@@ -88,7 +88,7 @@ async def _run(request: Path, run_id: str) -> int:
             error_file.write_text(json.dumps({"input": isinstance(exc, InputError), "message": str(exc)}))
         raise
     finally:
-        request.with_suffix(CANCEL_SUFFIX).unlink(missing_ok=True)
+        request.with_suffix(DETACHED_CANCEL).unlink(missing_ok=True)
         manager.store.close()
     return 0 if recorded else 1
 

@@ -30,6 +30,9 @@ from engine.store import Store, open_store, runs
 
 __all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
 
+# Files beside a detached run's request (engine.pipeline._detached): who cancelled it, why it did not start.
+DETACHED_CANCEL = ".cancel"
+DETACHED_ERROR = ".error"
 _QUEUED_GRACE = 60.0
 _START_TIMEOUT = 60.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -125,6 +128,15 @@ class PipelineManager:
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
         return plan
+
+    def check_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> PipelinePlan:
+        """Load and check a pipeline as `create_pipeline` does, without registering it: nothing changes.
+
+        Raises:
+            SpecError: the pipeline is invalid (file:line:col, field, message).
+            NotFoundError: the file does not exist.
+        """
+        return self._load(source)
 
     def list_pipelines(self) -> list[str]:
         return runs.pipeline_names(self.store)
@@ -263,7 +275,7 @@ class PipelineManager:
         runners = self.workspace / "runners"
         if runners.is_dir():
             try:
-                (runners / f"{run_id}.cancel").write_text(reason, encoding="utf-8")
+                (runners / f"{run_id}{DETACHED_CANCEL}").write_text(reason, encoding="utf-8")
             except OSError:
                 pass
         runs.request_cancel(self.store, run_id)
@@ -289,8 +301,6 @@ class PipelineManager:
         import threading
 
         from engine.errors import ExecutorError
-        from engine.pipeline._detached import ERROR_SUFFIX
-
         plan = self.create_pipeline(source)
         if isinstance(source, Mapping):
             source = plan.spec_json()
@@ -321,7 +331,7 @@ class PipelineManager:
                 raise ExecutorError(f"could not start a runner process for run {run_id}: {exc}") from exc
         # Reaped by a thread of ours while we live; by init once we are gone.
         threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
-        error = request.with_suffix(ERROR_SUFFIX)
+        error = request.with_suffix(DETACHED_ERROR)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if runs.get_run(self.store, run_id) is not None:

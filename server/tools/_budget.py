@@ -4,8 +4,7 @@ Theory of operation
 -------------------
 A tool returns its output model; `shape` turns it into the `CallToolResult` the client gets:
 
-* `structuredContent` is the model's data (None fields left out, floats rounded to the
-  millisecond), at most `limit` characters of JSON. The presenters already fit their texts
+* `structuredContent` is the model's data (None fields left out, floats to four places), at most `limit` characters of JSON. The presenters already fit their texts
   (log tails share the budget, long lines are cut in the middle); what still overflows is cut
   here, largest text first, then the longest list from its end, and every cut is announced in
   the `summary` with the call that gets the rest.
@@ -58,7 +57,8 @@ def _size(data: Any) -> int:
 
 def _round(data: Any) -> Any:
     if isinstance(data, float):
-        return round(data, 3)
+        # Four places keep a rate (0.7692); durations are rounded to the millisecond where they are made.
+        return round(data, 4)
     if isinstance(data, dict):
         return {k: _round(v) for k, v in data.items()}
     if isinstance(data, list):

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from server.state import AppState
 from server.trust import Level
 
-__all__ = ["ToolSpec", "available", "build_tool"]
+__all__ = ["ToolSpec", "available", "build_tool", "input_schema", "output_schema"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,61 @@ def _flat_arguments(model: type[BaseModel], param: str) -> type[ArgModelBase]:
     return Flat
 
 
-def build_tool(spec: ToolSpec, level: Level) -> Tool:
+_DROP = ("title", "default")
+# Checked by the server with a message that names the rule; in the listing they only cost context.
+_SERVER_CHECKED = ("pattern", "maxLength", "minLength", "maxItems")
+
+
+def _compact(node: Any, *, keep_descriptions: bool) -> Any:
+    """A schema without what costs an agent's context and tells it nothing: pydantic's `title` on
+    every property, `default: null`, the `anyOf [X, null]` of every optional field."""
+    if isinstance(node, list):
+        return [_compact(v, keep_descriptions=keep_descriptions) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP and not isinstance(value, dict | list) and (key == "title" or value is None):
+            continue
+        if key == "description" and not keep_descriptions and isinstance(value, str):
+            continue
+        if key in _SERVER_CHECKED and not isinstance(value, dict | list):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {k: _compact(v, keep_descriptions=keep_descriptions) for k, v in value.items()}
+            continue
+        out[key] = _compact(value, keep_descriptions=keep_descriptions)
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        (kept,) = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        out = {**kept, **out}
+    return out
+
+
+def _loose_output(schema: dict[str, Any]) -> dict[str, Any]:
+    """The output schema an agent reads: the field names, with the type of the plain ones (the
+    structure of nested ones is in the results themselves). Results are still validated against
+    the full model on the server."""
+    props: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = _compact(prop, keep_descriptions=False)
+        kind = prop.get("type")
+        props[name] = {"type": kind} if kind in ("string", "integer", "number", "boolean") else {}
+    return {"type": "object", "properties": props, "required": list(schema.get("required", []))}
+
+
+def input_schema(spec: ToolSpec) -> dict[str, Any]:
+    flat = _flat_arguments(spec.input_model, "args")
+    return _compact(flat.model_json_schema(by_alias=True), keep_descriptions=True)  # type: ignore[no-any-return]
+
+
+def output_schema(spec: ToolSpec) -> dict[str, Any]:
+    model = typing.get_type_hints(spec.fn)["return"]
+    return _loose_output(model.model_json_schema(by_alias=True))
+
+
+def build_tool(spec: ToolSpec, level: Level, prebuilt: dict[str, Any] | None = None) -> Tool:
     """The MCP tool of `spec`, with its input model as the tool's flat argument schema;
     `level` (the policy's) is shown to clients in the tool's `_meta`.
 
@@ -127,12 +181,13 @@ def build_tool(spec: ToolSpec, level: Level) -> Tool:
         name=spec.name,
         title=spec.title,
         description=inspect.cleandoc(spec.description),
-        parameters=flat.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=flat, output_model=hints["return"]),
+        parameters=prebuilt["inputSchema"] if prebuilt else input_schema(spec),
+        fn_metadata=FuncMetadata(arg_model=flat, output_model=hints["return"],
+                                 output_schema=prebuilt["outputSchema"] if prebuilt else output_schema(spec)),
         is_async=True,
         context_kwarg=find_context_parameter(fn),
         resolved_params=dict(resolved),
         resolver_plans=build_resolver_plans(resolved, {"args"}),
-        annotations=spec.annotations,
+        annotations=spec.annotations.model_copy(update={"title": None}),
         meta={"cicd/trust_level": str(level)},
     )

@@ -121,7 +121,24 @@ def make_server(settings: Settings) -> MakeServer:
 
     yield make  # type: ignore[misc]
     for s in made:
+        _stop_leftover_runs(s)
         s.state.store.close()
+
+
+def _stop_leftover_runs(server: CicdServer) -> None:
+    """Runs go on in runner processes of their own, after the test too: stop what a test left."""
+    import time
+
+    from engine.store import runs
+
+    left = [row["run_id"] for row in runs.unfinished_runs(server.state.store)]
+    for run_id in left:
+        server.state.manager.cancel_run(run_id, "the test ended")
+    deadline = time.monotonic() + 15
+    while left and time.monotonic() < deadline:
+        left = [r for r in left if (row := runs.get_run(server.state.store, r)) is not None
+                and row["status"] in ("queued", "running")]
+        time.sleep(0.05)
 
 
 def audit_rows(server: CicdServer) -> list[Any]:

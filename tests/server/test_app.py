@@ -13,7 +13,7 @@ import pytest
 from server.app import all_specs
 from server.tools._registry import ToolSpec, available
 from server.trust import Level
-from tests.server.conftest import REPO, MakeServer
+from tests.server.conftest import REPO, MakeServer, policy_yaml
 from tests.server.test_serve import server_env
 
 
@@ -45,8 +45,12 @@ def test_a_tool_is_registered_only_when_its_engine_exists() -> None:
 
 @pytest.mark.anyio
 async def test_registered_tools_match_available_engines(make_server: MakeServer) -> None:
-    server = make_server()
-    async with mcp.Client(server) as client:
+    server = make_server(policy_yaml(compatibility="true"))
+    plain = make_server()
+    async with mcp.Client(server) as client, mcp.Client(plain) as plain_client:
         names = {t.name for t in (await client.list_tools()).tools}
+        plain_names = {t.name for t in (await plain_client.list_tools()).tools}
     expected = {s.name for s in all_specs() if available(s)}
     assert names == expected
+    # The compatibility tool is listed only when the policy offers it.
+    assert plain_names == expected - {"call_module_function"}

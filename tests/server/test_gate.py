@@ -74,6 +74,11 @@ async def test_tool_levels_come_from_the_policy(make_server: MakeServer) -> None
         refused = await client.call_tool("pipeline_health", {})
         listed = {t.name: t for t in (await client.list_tools()).tools}
     assert refused.is_error and "needs trust level verified" in text(refused)
+    # Listed only to those who can call it, with the level the policy gives it.
+    assert "pipeline_health" not in listed and "get_run" in listed
+    able = make_server(policy_yaml(tools="{pipeline_health: verified}"), trust_level=Level.VERIFIED)
+    async with mcp.Client(able) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
     assert listed["pipeline_health"].meta and listed["pipeline_health"].meta["cicd/trust_level"] == "verified"
 
 
@@ -95,7 +100,9 @@ async def test_unlisted_and_unknown_tools_pass_the_gate_too(make_server: MakeSer
         unknown = await client.call_tool("no_such_tool", {"x": 1})
     assert hidden.is_error and "needs trust level trusted" in text(hidden)
     assert ran == []
-    assert unknown.is_error and "needs trust level trusted" in text(unknown)
+    # An unknown tool is unknown at every level: no refusal that sends the caller after a level.
+    assert unknown.is_error and "Unknown tool 'no_such_tool'" in text(unknown)
+    assert "needs trust level" not in text(unknown) and "tools you can call: get_run" in text(unknown)
     assert [(r.tool, r.decision) for r in audit_rows(server)] == [
         ("hidden_tool", "denied"), ("no_such_tool", "denied")]
 
