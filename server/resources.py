@@ -7,9 +7,8 @@ get_job_logs), and is audited.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -20,9 +19,11 @@ from server.gate import CicdServer, state_of
 from server.state import AppState
 from server.tools._present import present_run
 
-__all__ = ["LOG_CAP_BYTES", "register_resources"]
+__all__ = ["LOG_CAP_BYTES", "LOG_WINDOW_BYTES", "register_resources"]
 
-LOG_CAP_BYTES = 8 * 1024 * 1024
+LOG_CAP_BYTES = 8 * 1024 * 1024        # kept for callers of the old name
+LOG_WINDOW_BYTES = 256 * 1024          # one read of a log resource
+LOG_LINE_CHARS = 8000
 
 
 async def _gate(ctx: Context, tool: str, arguments: dict[str, Any]) -> None:
@@ -34,25 +35,25 @@ async def _gate(ctx: Context, tool: str, arguments: dict[str, Any]) -> None:
         raise ResourceError(str(exc)) from exc
 
 
-def _read_log(state: AppState, run_id: str, job: str) -> str:
+def _read_log(state: AppState, run_id: str, job: str, offset: int | None, limit: int | None) -> str:
+    """A window of a job's log: `limit` lines from line `offset`, or the last lines without an
+    offset; never more than LOG_WINDOW_BYTES, and the header says where the next window is."""
     manager = state.manager
     run = manager.get_run(run_id)
     if job not in run.jobs:
         raise ResourceNotFoundError(f"run {run_id} has no job {job!r}; jobs: {', '.join(run.jobs)}")
-    from engine.store.runs import job_log_path
-
-    where = job_log_path(state.store, run_id, job)
-    if not where or not Path(where).exists():
-        return f"(job {job} wrote no log: it never started)\n"
-    path = Path(where)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = ""
-        if size > LOG_CAP_BYTES:
-            f.seek(size - LOG_CAP_BYTES)
-            f.readline()   # start on a whole line
-            head = f"(log is {size} bytes; the first {f.tell()} bytes are cut, the last part follows)\n"
-        return head + f.read().decode("utf-8", "replace")
+    count = max(1, min(limit or 500, 5000))
+    base = f"cicd://runs/{run_id}/logs/{quote(job, safe='')}"
+    if offset is None:
+        piece = manager.read_log(run_id, job, tail=count, max_lines=count, max_bytes=LOG_WINDOW_BYTES,
+                                 line_chars=LOG_LINE_CHARS)
+        where = f"{piece.note}; from the start: {base}?offset=0&limit={count}"
+    else:
+        piece = manager.read_log(run_id, job, head=count, offset=offset, max_lines=count,
+                                 max_bytes=LOG_WINDOW_BYTES, line_chars=LOG_LINE_CHARS)
+        where = piece.note + (f"; next window: {base}?offset={piece.next_offset}&limit={count}"
+                              if piece.next_offset is not None else "")
+    return f"# {where}\n{piece.text}\n"
 
 
 def register_resources(server: CicdServer) -> None:
@@ -75,15 +76,23 @@ def register_resources(server: CicdServer) -> None:
         out = await anyio.to_thread.run_sync(lambda: present_run(run, state.manager, cap=False))
         return json.dumps(out.model_dump(mode="json"), indent=2)
 
-    @server.resource("cicd://runs/{run_id}/logs/{job}", name="job_log", title="A job's whole log",
+    @server.resource("cicd://runs/{run_id}/logs/{job}{?offset,limit}", name="job_log", title="A job's log",
                      mime_type="text/plain",
-                     description="The whole log of one job (secrets masked); the job name is URL-encoded.")
-    async def log_resource(run_id: str, job: str, ctx: Context) -> str:
+                     description="A job's log read in windows (secrets masked): `limit` lines (default 500) from "
+                     "line `offset`, or the last lines without one; the first line says where the next window is. "
+                     "The job name is URL-encoded.")
+    async def log_resource(run_id: str, job: str, ctx: Context, offset: str | None = None,
+                           limit: str | None = None) -> str:
         job = unquote(job)
         await _gate(ctx, "get_job_logs", {"run_id": run_id, "job": job})
         state = state_of(ctx)
         try:
-            return await anyio.to_thread.run_sync(_read_log, state, run_id, job)
+            start = int(offset) if offset not in (None, "") else None
+            count = int(limit) if limit not in (None, "") else None
+        except ValueError:
+            raise ResourceError(f"offset and limit are line numbers, got offset={offset!r} limit={limit!r}") from None
+        try:
+            return await anyio.to_thread.run_sync(_read_log, state, run_id, job, start, count)
         except NotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 

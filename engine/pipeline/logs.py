@@ -183,7 +183,7 @@ def _forward(path: Path, *, offset: int | None, byte_offset: int | None, count: 
             if not raw:
                 return lines, start, None, first
             # A line that will be cut in the middle costs what is left of it.
-            cost = min(len(raw), line_chars * 4 + 64) if line_chars else len(raw)
+            cost = min(len(raw), line_chars + 64) if line_chars else len(raw)
             if lines and used + cost > max_bytes:
                 f.seek(-len(raw), os.SEEK_CUR)
                 break

@@ -35,6 +35,8 @@ _DEFAULT_CAP = 32_000
 _FLOOR = 500
 _NOTES_RESERVE = 700     # room kept for the cut notices themselves
 _MIN_STRING = 160        # strings shorter than this are not worth cutting
+# Fields that tell the agent how to get the rest: cut only when nothing else is left to cut.
+_GUIDES = frozenset({"summary", "note", "log_note", "more", "next_call", "log_uri", "resource_uri"})
 
 
 def server_cap() -> int:
@@ -108,7 +110,10 @@ def fit(data: dict[str, Any], limit: int, *, more: str | None = None) -> tuple[d
         excess = size - target
         leaves = _leaves(data, "", None)
         strings = [(p, c, k, par) for p, c, k, par in leaves
-                   if isinstance(c[k], str) and len(c[k]) > _MIN_STRING and k != "summary"]
+                   if isinstance(c[k], str) and len(c[k]) > _MIN_STRING and k not in _GUIDES]
+        if not strings:
+            strings = [(p, c, k, par) for p, c, k, par in leaves
+                       if isinstance(c[k], str) and len(c[k]) > _MIN_STRING and k != "summary"]
         if strings:
             path, container, key, parent = max(strings, key=lambda leaf: len(leaf[1][leaf[2]]))
             text = container[key]

@@ -42,8 +42,8 @@ async def validate_pipeline(args: ValidatePipelineInput, ctx: Context) -> Valida
         try:
             plan = await anyio.to_thread.run_sync(state.manager.check_pipeline, text)
         except SpecError as exc:
-            issues = [PipelineIssue(where=f"{i.file or '<inline>'}:{i.line}" + (f":{i.column}" if i.column else "")
-                                    if i.line is not None else (i.file or "<inline>"),
+            issues = [PipelineIssue(where=f"{i.file or '<pipeline>'}:{i.line}" + (f":{i.column}" if i.column else "")
+                                    if i.line is not None else (i.file or "<pipeline>"),
                                     field=i.field, message=i.message) for i in exc.issues]
             summary = f"invalid: {len(issues)} problem(s); first: {exc.issues[0]}" if issues else "invalid"
             return ValidatePipelineOutput(summary=summary, valid=False, errors=issues)

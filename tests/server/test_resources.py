@@ -31,7 +31,7 @@ async def test_run_and_log_resources(make_server: MakeServer, pipelines: dict[st
         log = body(await client.read_resource(run["failed_jobs"][0]["log_uri"]))
         with pytest.raises(MCPError, match="no run"):
             await client.read_resource("cicd://runs/20990101-000000-abcdef")
-    assert {"cicd://runs/{run_id}", "cicd://runs/{run_id}/logs/{job}"} <= templates
+    assert {"cicd://runs/{run_id}", "cicd://runs/{run_id}/logs/{job}{?offset,limit}"} <= templates
     assert whole["run_id"] == run["run_id"] and whole["status"] == "failed"
     # The whole log, where the tool result had only the tail.
     assert "noise 1\n" in log and "noise 50" in log and "AssertionError" in log
