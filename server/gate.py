@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
+from mcp.server.context import ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.context import ServerRequestContext
 from mcp_types import CallToolResult, InputRequiredResult, ListToolsResult, PaginatedRequestParams
 from pydantic import BaseModel, Field
 

@@ -286,7 +286,7 @@ def read_log_slice(
     text = "\n".join(lines)
     if len(text.encode()) > max_bytes:
         forward = grep is None and (head is not None or offset is not None or byte_offset is not None)
-        total, kept = 0, []
+        total, kept = 0, list[str]()
         for line in (lines if forward else reversed(lines)):
             total += len(line.encode()) + 1
             if total > max_bytes and kept:

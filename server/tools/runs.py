@@ -33,7 +33,7 @@ from server.tools._budget import max_chars, server_cap
 from server.tools._errors import did_you_mean, parse_since, tool_errors, unknown_pipeline
 from server.tools._follow import follow, progress_of, running_jobs
 from server.tools._paths import confined_config_path
-from server.tools._present import FAILED_STATUSES, clip, log_uri, present_run, run_progress
+from server.tools._present import FAILED_STATUSES, clip, log_uri, present_run
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -233,13 +233,14 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput, budget: int) -> G
         more = None
         if forward and (piece.next_offset is not None or piece.next_byte_offset is not None):
             more = (call_text("get_job_logs", run_id=args.run_id, job=name, offset=piece.next_offset,
-                              head=args.head or 200, timestamps=args.timestamps or None)
+                              head=args.head or 200, timestamps=None if args.timestamps else False)
                     if piece.next_offset is not None else
                     call_text("get_job_logs", run_id=args.run_id, job=name, byte_offset=piece.next_byte_offset,
-                              head=args.head or 200, timestamps=args.timestamps or None))
+                              head=args.head or 200, timestamps=None if args.timestamps else False))
         elif not forward and args.grep is None and piece.byte_start > 0:
-            more = call_text("get_job_logs", run_id=args.run_id, job=name, byte_offset=max(0, piece.byte_start - per_job),
-                             head=args.tail, timestamps=args.timestamps or None) + " (the part just before)"
+            before = max(0, piece.byte_start - per_job)
+            more = call_text("get_job_logs", run_id=args.run_id, job=name, byte_offset=before, head=args.tail,
+                             timestamps=None if args.timestamps else False) + " (the part just before)"
         elif args.grep is not None and piece.truncated:
             more = call_text("get_job_logs", run_id=args.run_id, job=name, grep=args.grep, tail=5000,
                              max_chars=server_cap()) + " (more matches), or a narrower pattern"

@@ -77,12 +77,14 @@ async def _instances(orch: DeploymentOrchestrator, env_name: str, service: str,
     """(instance, address, answers) of what runs now."""
     out = []
     for inst in await orch.service_instances(env_name, service):
+        host: str = inst.host
+        port: int | None = inst.port
         try:
             addr = await orch.instance_address(env_name, inst)
             host, port = addr.host, addr.port
         except Exception:  # noqa: BLE001 - an instance whose address cannot be read is still listed
-            host, port = inst.host, inst.port
-        answers = await anyio.to_thread.run_sync(_answers, host, port) if inst.alive else False
+            pass
+        answers: bool | None = await anyio.to_thread.run_sync(_answers, host, port) if inst.alive else False
         out.append((inst, f"{host}:{port}" if port else host, answers))
     return out
 
@@ -146,8 +148,11 @@ async def stop_service(args: StopServiceInput, ctx: Context, confirmed: Confirme
         finally:
             await orch.aclose()
         still = [i for i in after if i.alive]
-        listening = [addr for _, addr, _ in before if addr and ":" in addr
-                     and await anyio.to_thread.run_sync(_answers, *_split(addr))]
+        listening = []
+        for _, addr, _ in before:
+            host, port = _split(addr)
+            if await anyio.to_thread.run_sync(_answers, host, port):
+                listening.append(addr)
         summary = (f"{service} in {env.name}: stopped {len(stopped)} instance(s)"
                    + (f" ({', '.join(sorted({i.version or '?' for i in stopped}))})" if stopped else
                       " (nothing was running)"))

@@ -55,7 +55,7 @@ async def validate_pipeline(args: ValidatePipelineInput, ctx: Context) -> Valida
         deploys = sorted({j.deploys_to for j in jobs if j.deploys_to})
         summary = (f"valid: pipeline {plan.name}, {len(jobs)} job(s) in {len(levels)} wave(s)"
                    + (f", deploys to {', '.join(deploys)}" if deploys else "")
-                   + f"; run it with run_pipeline (nothing was run now)")
+                   + "; run it with run_pipeline (nothing was run now)")
         return ValidatePipelineOutput(summary=summary, valid=True, pipeline=plan.name, jobs=jobs, waves=levels,
                                       secrets=list(plan.spec.secrets))
 
