@@ -6,8 +6,9 @@ A tool returns its output model; `shape` turns it into the `CallToolResult` the 
 
 * `structuredContent` is the model's data (None fields left out, floats to four places), at
   most `limit` characters of JSON. The presenters already fit their texts (log tails share
-  the budget, long lines are cut in the middle); what still overflows is cut here, largest text first, then the longest list from its end, and every cut is announced in
-  the `summary` with the call that gets the rest.
+  the budget, long lines are cut in the middle); what still overflows is cut here, largest
+  text first, then the longest list from its end, and every cut is announced in the
+  `summary` with the call that gets the rest.
 * The text content is a short rendering of the same data (summary first, one line per item,
   logs as blocks), not a JSON dump of it: a client that reads only the text sees the same
   facts, and one that reads both does not pay twice the JSON's size.
