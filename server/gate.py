@@ -214,7 +214,8 @@ class CicdServer(MCPServer[Any]):
             known = {t.name for t in await super().list_tools()}
             if name not in known:
                 # Whatever the level: a refusal would send the caller after a level it does not need.
-                raise ToolError(f"Unknown tool {name!r}{did_you_mean(name, known)}; tools you can call: "
+                refused = "refused by the trust policy: " if isinstance(decision, Deny) else ""
+                raise ToolError(f"{refused}Unknown tool {name!r}{did_you_mean(name, known)}; tools you can call: "
                                 + ", ".join(self.callable_tools(caller)))
             if isinstance(decision, Deny):
                 raise ToolError(f"refused by the trust policy: {decision.reason}")

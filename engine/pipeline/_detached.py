@@ -84,8 +84,11 @@ async def _run(request: Path, run_id: str) -> int:
             finally:
                 tg.cancel_scope.cancel()
     except Exception as exc:  # noqa: BLE001 - before the run is recorded nobody else would see it
+        cause: BaseException = exc
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:   # the watchers' task group wraps it
+            cause = cause.exceptions[0]
         if runs.get_run(manager.store, run_id) is None:
-            error_file.write_text(json.dumps({"input": isinstance(exc, InputError), "message": str(exc)}))
+            error_file.write_text(json.dumps({"input": isinstance(cause, InputError), "message": str(cause)}))
         raise
     finally:
         request.with_suffix(DETACHED_CANCEL).unlink(missing_ok=True)

@@ -272,7 +272,8 @@ async def test_http_subprocess(world: World) -> None:
             async with http_client(url, token) as client:
                 listed = {t.name for t in (await client.list_tools()).tools}
                 results = await _call_all(client, _calls_for(world, level))
-            assert "shell_exec" not in listed and "run_pipeline" in listed
+            # Listed: only what this level can call; the gate still refuses the rest by name.
+            assert "shell_exec" not in listed and "run_pipeline" not in listed and "get_run" in listed
             _refused_everywhere(world, results, before, audit_before, caller)
 
         # Unknown, revoked, expired and malformed credentials never reach a tool.
