@@ -165,7 +165,8 @@ async def test_expired_tokens_are_refused_and_audited(
     from engine.store import open_store
     from server.trust import hash_token
 
-    made = cli(workspace, "token", "create", "--level", "trusted", "--name", "brief", "--expires-in", "3s")
+    # Long enough for the server to start and one run to finish on a loaded machine.
+    made = cli(workspace, "token", "create", "--level", "trusted", "--name", "brief", "--expires-in", "15s")
     assert made.returncode == 0, made.stderr
     brief = made.stdout.strip()
     assert "live until" in made.stderr
