@@ -110,6 +110,15 @@ stages:
 """
 
 
+def kill_runner(workspace: Path, run_id: str) -> None:
+    """SIGKILL the runner process that owns `run_id` (as the OOM killer or a crash would)."""
+    with open_store(workspace) as store:
+        owner = store.query_one("SELECT owner_pid FROM runs WHERE run_id = ?", (run_id,))
+    assert owner is not None and owner["owner_pid"], "a running run has its runner on record"
+    os.kill(int(owner["owner_pid"]), signal.SIGKILL)
+    wait_for(lambda: not alive(int(owner["owner_pid"])), 10, "the runner to die")
+
+
 async def test_sigkill_mid_run(tmp_path: Path, workspace: Path, policy: Path) -> None:
     pidfile, gate = tmp_path / "job.pid", tmp_path / "gate"
     pipeline = tmp_path / "crashy.yaml"
@@ -120,11 +129,12 @@ async def test_sigkill_mid_run(tmp_path: Path, workspace: Path, policy: Path) ->
         run_id = started["structuredContent"]["run_id"]
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the long job to start")
         job_pid = int(pidfile.read_text())
+        kill_runner(workspace, run_id)   # the run's own runner process: runs outlive the server by design
         server.kill()
     finally:
         if server.proc.poll() is None:
             server.kill()
-    assert alive(job_pid), "the job should outlive the killed server (nothing has cleaned up yet)"
+    assert alive(job_pid), "the job should outlive its killed runner (nothing has cleaned up yet)"
     with open_store(workspace) as store:
         assert store.query_one("SELECT status FROM runs WHERE run_id = ?", (run_id,))["status"] == "running"
 
@@ -160,6 +170,7 @@ async def test_restart_alone_recovers_the_killed_run(tmp_path: Path, workspace: 
             "run_id"]
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the long job to start")
         job_pid = int(pidfile.read_text())
+        kill_runner(workspace, run_id)
     finally:
         server.kill()
     try:
