@@ -155,6 +155,17 @@ def _hook(v: Any) -> Any:
     return {"command": v} if isinstance(v, str) else v
 
 
+def _check_type(v: Any) -> Any:
+    """A check without `type`, as the original design wrote them: `{"url": ...}` is HTTP,
+    `{"command": ...}` a command, `{"host"/"port": ...}` TCP."""
+    if not isinstance(v, dict) or "type" in v:
+        return v
+    for key, kind in (("url", "http"), ("command", "command"), ("port", "tcp"), ("host", "tcp")):
+        if key in v:
+            return {"type": kind, **v}
+    return v
+
+
 def _registry_model(registry: Any, raw: Any, what: str) -> Any:
     """The kind's config model for a raw mapping (InputError-free: ValueError for pydantic)."""
     if isinstance(raw, BaseModel):
@@ -215,6 +226,11 @@ class Environment(_Model):
     @classmethod
     def _router(cls, v: Any) -> Any:
         return None if v is None else _registry_model(ROUTERS, v, "router")
+
+    @field_validator("health_checks", mode="before")
+    @classmethod
+    def _checks(cls, v: Any) -> Any:
+        return [_check_type(c) for c in v] if isinstance(v, list) else v
 
     @field_validator("pre_deploy_hooks", "post_deploy_hooks", mode="before")
     @classmethod
