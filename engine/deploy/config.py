@@ -28,7 +28,9 @@ __all__ = [
     "Hook",
     "HttpCheck",
     "TcpCheck",
+    "IMPLIED_SSH_DEFAULTS",
     "check_release_names",
+    "implied_target",
     "load_deployment_config",
     "parse_target_config",
 ]
@@ -194,7 +196,9 @@ class Environment(_Model):
     """Where and how a service is deployed.
 
     `host`, `port`, `user`, `docker_registry` are the general fields of the original API;
-    targets use them as defaults where their own settings leave a value out.
+    targets use them as defaults where their own settings leave a value out. An environment
+    with a `host` and no `target:` is an SSH target on that host (`implied_target`);
+    `docker_registry` is where a docker target tags and pushes the images it builds.
     """
 
     name: str = Field(pattern=_NAME)
@@ -240,6 +244,23 @@ class Environment(_Model):
     @property
     def service_name(self) -> str:
         return self.service or self.name
+
+
+IMPLIED_SSH_DEFAULTS: dict[str, Any] = {
+    "deploy_path": "apps/{service}",
+    "command": "./start.sh {port}",
+    "ports": [8000],
+}
+"""What an environment given only `host`/`port`/`user` deploys with: releases under
+~/apps/<service> on the host, started by the release's own `start.sh <port>` on port 8000.
+Give a `target: {kind: ssh, ...}` to choose otherwise."""
+
+
+def implied_target(env: Environment) -> TargetConfig | None:
+    """The target an environment without `target:` implies: SSH to its `host`, or None."""
+    if env.host is None:
+        return None
+    return parse_target_config({"kind": "ssh", **IMPLIED_SSH_DEFAULTS})
 
 
 class DeploymentConfig(_Model):
