@@ -274,6 +274,11 @@ class CallModuleFunctionOutput(_Out):
     summary: str
     tool: str = Field(description="The first-class tool the call was served by.")
     result: dict[str, Any]
+    status: Literal["success", "failure", "running"] = Field(
+        default="success", description="The original design's status: success, failure, or running for work "
+        "still going on (our own status is in `result`).")
+    deployment_id: str | None = Field(default=None, description="The deployment concerned, for handle_rollback.")
+    run_id: str | None = Field(default=None, description="The run concerned.")
 
 
 # -- deployments ----------------------------------------------------------------------------------
