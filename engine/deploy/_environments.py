@@ -60,7 +60,7 @@ class Environments:
             host=env.host,
             port=env.port,
             user=env.user,
-            docker_registry=env.docker_registry,
+            docker_registry=env.docker_registry or self.settings.ARTIFACT_REGISTRY,
         )
 
     def target_for(self, env: Environment) -> Target:

@@ -184,12 +184,15 @@ class DeploySpec(_Model):
     """How a job of a deploy stage deploys, once its commands succeeded."""
 
     config: str | None = Field(None, description="Deployment config file (environments), relative to the pipeline "
-                               "file; default: environments already registered in the workspace.")
+                               "file; default: environments already registered in the workspace (a stage without "
+                               "jobs first looks for deployment_config.yaml beside the pipeline, then at "
+                               "PIPELINE_CONFIG_PATH).")
     service: str | None = Field(None, pattern=NAME_RE, description="Service name; default: the environment's.")
     version: str = Field("${CICD_RUN_ID}", description="Version to deploy; ${VAR} is interpolated.")
     artifact: str = Field(".", description="Directory or file in the job workspace that is deployed (artifacts of "
                           "the jobs it depends on are placed there).")
-    rollback_on_failure: bool = True
+    rollback_on_failure: bool | None = Field(None, description="Put the previous version back when the deploy "
+                                             "fails; default: the environment's, else ROLLBACK_AUTO_TRIGGER.")
     options: dict[str, Any] = Field(default_factory=dict, description="Strategy options (batch_size, steps, ...).")
 
     @field_validator("artifact")
@@ -215,7 +218,8 @@ class StageSpec(_Model):
                                     "jobs, the stage deploys the artifacts of the stages it depends on.")
     strategy: str | None = Field(None, description="Deploy strategy: recreate, rolling, blue_green, canary.")
     rollback_on_failure: bool | None = Field(None, description="Put the previous version back when the deploy "
-                                             "fails (default: deploy.rollback_on_failure).")
+                                             "fails (default: deploy.rollback_on_failure, else the environment's, else "
+                                             "ROLLBACK_AUTO_TRIGGER).")
     deploy: DeploySpec | None = None
 
     @model_validator(mode="after")
