@@ -70,7 +70,7 @@ def _translate(function: str, arguments: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def _delegate(arguments: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    inner = arguments.get("arguments")
+    inner = arguments.get("arguments", arguments.get("args"))
     return _translate(str(arguments.get("function")), inner if isinstance(inner, dict) else {})
 
 
