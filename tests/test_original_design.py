@@ -11,7 +11,6 @@ proxy driven over MCP as the original's agent code drives it.
 from __future__ import annotations
 
 import shutil
-import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +56,7 @@ stages:
 """
 
 # The same pipeline with this machine's tools and a site to serve; the deploy stage is the original's.
-LOCAL_PIPELINE_YAML = f"""\
+LOCAL_PIPELINE_YAML = """\
 trigger:
   branches: [main, develop]
   events: [push, pull_request]
