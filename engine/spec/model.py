@@ -319,6 +319,12 @@ class PipelinePlan:
     def graph(self) -> dict[str, list[str]]:
         return {n: list(j.needs) for n, j in self.jobs.items()}
 
+    @property
+    def environments(self) -> list[str]:
+        """The environments a run deploys to (deploy stages, and jobs of stages with `environment:`), in
+        order: what the trust gate must decide on before a run starts."""
+        return list(dict.fromkeys(j.environment for j in self.jobs.values() if j.environment is not None))
+
     def spec_json(self) -> str:
         return json.dumps(self.spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
 

@@ -186,6 +186,7 @@ def test_a_stage_with_an_environment_and_no_jobs_is_a_deploy_stage() -> None:
     assert (deploy.environment, deploy.strategy) == ("staging", "rolling")
     assert deploy.deploy is not None and deploy.deploy.rollback_on_failure is True
     assert not any(j.deploy_stage for n, j in plan.jobs.items() if n != "deploy")
+    assert plan.environments == ["staging"]
     no_rollback = load_pipeline(ORIGINAL.replace("rollback_on_failure: true", "rollback_on_failure: false"))
     assert no_rollback.jobs["deploy"].deploy is not None
     assert no_rollback.jobs["deploy"].deploy.rollback_on_failure is False
