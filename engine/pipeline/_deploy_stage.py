@@ -15,9 +15,8 @@ loads without a deployment config, so that a pipeline can be checked anywhere.
 
 from __future__ import annotations
 
-import re
 import shutil
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from engine.store.base import Store
 __all__ = ["CONFIG_FILE_NAME", "DeployStageOutcome", "deployment_config_candidates", "run_deploy_stage"]
 
 CONFIG_FILE_NAME = "deployment_config.yaml"
-_VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 Emit = Callable[[str, str], Awaitable[None]]
 
 
@@ -64,10 +62,6 @@ def deployment_config_candidates(
     return list(dict.fromkeys(p.resolve() for p in out))
 
 
-def _interpolate(text: str, values: Mapping[str, str]) -> str:
-    return _VAR_REF.sub(lambda m: values.get(m.group(1), m.group(0)), text)
-
-
 def _gather(artifacts: Sequence[ArtifactRecord], release_dir: Path) -> int:
     if release_dir.exists():
         shutil.rmtree(release_dir)
@@ -88,12 +82,13 @@ async def run_deploy_stage(
     workspace_root: Path,
     release_dir: Path,
     artifacts: Sequence[ArtifactRecord],
-    values: Mapping[str, str],
+    version: str,
     writer: LogWriter,
     emit: Emit,
     settings: Settings | None = None,
 ) -> DeployStageOutcome:
-    """Deploy the dependencies' `artifacts` to the stage's environment; never raises for a failed deploy.
+    """Deploy the dependencies' `artifacts` as `version` (interpolated by the runner) to the stage's
+    environment; never raises for a failed deploy.
 
     Raises:
         OSError: the release directory cannot be written (an infrastructure failure of the job).
@@ -109,7 +104,6 @@ async def run_deploy_stage(
         writer.note(why)
         return DeployStageOutcome(JobStatus.FAILED, why, None)
     count = _gather(artifacts, release_dir)
-    version = _interpolate(d.version, values)
     candidates = deployment_config_candidates(plan.deploy_config, spec_path, settings)
     config = next((c for c in candidates if c.is_file()), None)
     writer.note(f"deploying {count} artifact(s) of {', '.join(plan.needs)} as version {version} to "

@@ -465,7 +465,8 @@ class Runner:
                 plan, spec_path=self.plan.spec_path, run_id=self.run_id, store=self.store,
                 workspace_root=self.paths.workspace_root, release_dir=self.paths.job_dir(plan.name) / "release",
                 artifacts=[a for d in plan.needs for a in self.jobs[d].result.artifacts],
-                values={**self._values(plan), "CICD_RUN_ID": self.run_id, "CICD_PIPELINE": self.plan.name},
+                version=_interpolate(plan.deploy.version if plan.deploy else "${CICD_RUN_ID}", {
+                    **self._values(plan), "CICD_RUN_ID": self.run_id, "CICD_PIPELINE": self.plan.name}, None),
                 writer=writer, emit=emit_deploy,
             )
         except OSError as exc:
