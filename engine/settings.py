@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     ARTIFACT_STORAGE_PATH: Path | None = Field(
         default=None, description="Where artifacts are kept; default <PIPELINE_WORKSPACE>/runs.",
     )
+    ARTIFACT_REGISTRY: str | None = Field(
+        default=None, description="Docker registry (host[:port][/path]) that docker targets tag and push the images "
+        "they build to, for environments without `docker_registry`; unset: images stay on the engine.",
+    )
     CI_PROVIDER: str = Field(
         default="local", description="Which CI system the run is attributed to (local, github, gitlab, ...).",
     )

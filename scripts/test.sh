@@ -13,6 +13,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || packages+=(busybox-static)
 need sshd openssh-server
 need ssh-keygen openssh-client
 need nginx nginx
+need docker-registry docker-registry
 need make make
 need git git
 need ip iproute2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
     "CallModuleFunctionInput",
@@ -346,9 +346,9 @@ class CallModuleFunctionInput(_In):
     module: Literal["ci_cd_automation"] = Field(description="The original design's module name.")
     function: Literal["run_pipeline", "manage_deployments", "handle_rollback", "optimize_pipeline_performance"]
     arguments: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Arguments of the function; the same as the first-class tool it maps to "
-        "(run_pipeline, deploy, execute_rollback, analyze_performance).",
+        default_factory=dict, validation_alias=AliasChoices("arguments", "args"),
+        description="Arguments of the function (also accepted as `args`, the original design's name); the same "
+        "as the first-class tool it maps to (run_pipeline, deploy, execute_rollback, analyze_performance).",
     )
 
 
@@ -356,6 +356,11 @@ class CallModuleFunctionOutput(_Out):
     summary: str
     tool: str = Field(description="The first-class tool the call was served by.")
     result: dict[str, Any]
+    status: Literal["success", "failure", "running"] = Field(
+        default="success", description="The original design's status: success, failure, or running for work "
+        "still going on (our own status is in `result`).")
+    deployment_id: str | None = Field(default=None, description="The deployment concerned, for handle_rollback.")
+    run_id: str | None = Field(default=None, description="The run concerned.")
 
 
 # -- deployments ----------------------------------------------------------------------------------

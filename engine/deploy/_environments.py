@@ -9,7 +9,7 @@ what was built for it.
 
 from __future__ import annotations
 
-from engine.deploy.config import Environment, parse_target_config
+from engine.deploy.config import Environment, implied_target, parse_target_config
 from engine.deploy.history import EnvironmentStore
 from engine.deploy.routers.base import ROUTERS, Router
 from engine.deploy.targets.base import TARGETS, Target, TargetContext
@@ -60,7 +60,7 @@ class Environments:
             host=env.host,
             port=env.port,
             user=env.user,
-            docker_registry=env.docker_registry,
+            docker_registry=env.docker_registry or self.settings.ARTIFACT_REGISTRY,
         )
 
     def target_for(self, env: Environment) -> Target:
@@ -70,7 +70,7 @@ class Environments:
             InputError: the environment names no usable target.
         """
         if env.name not in self._targets:
-            config = env.target
+            config = env.target or implied_target(env)
             if config is None:
                 try:
                     config = parse_target_config({"kind": self.settings.DEPLOY_TARGET})

@@ -28,7 +28,9 @@ __all__ = [
     "Hook",
     "HttpCheck",
     "TcpCheck",
+    "IMPLIED_SSH_DEFAULTS",
     "check_release_names",
+    "implied_target",
     "load_deployment_config",
     "parse_target_config",
 ]
@@ -155,6 +157,17 @@ def _hook(v: Any) -> Any:
     return {"command": v} if isinstance(v, str) else v
 
 
+def _check_type(v: Any) -> Any:
+    """A check without `type`, as the original design wrote them: `{"url": ...}` is HTTP,
+    `{"command": ...}` a command, `{"host"/"port": ...}` TCP."""
+    if not isinstance(v, dict) or "type" in v:
+        return v
+    for key, kind in (("url", "http"), ("command", "command"), ("port", "tcp"), ("host", "tcp")):
+        if key in v:
+            return {"type": kind, **v}
+    return v
+
+
 def _registry_model(registry: Any, raw: Any, what: str) -> Any:
     """The kind's config model for a raw mapping (InputError-free: ValueError for pydantic)."""
     if isinstance(raw, BaseModel):
@@ -183,7 +196,9 @@ class Environment(_Model):
     """Where and how a service is deployed.
 
     `host`, `port`, `user`, `docker_registry` are the general fields of the original API;
-    targets use them as defaults where their own settings leave a value out.
+    targets use them as defaults where their own settings leave a value out. An environment
+    with a `host` and no `target:` is an SSH target on that host (`implied_target`);
+    `docker_registry` is where a docker target tags and pushes the images it builds.
     """
 
     name: str = Field(pattern=_NAME)
@@ -216,6 +231,11 @@ class Environment(_Model):
     def _router(cls, v: Any) -> Any:
         return None if v is None else _registry_model(ROUTERS, v, "router")
 
+    @field_validator("health_checks", mode="before")
+    @classmethod
+    def _checks(cls, v: Any) -> Any:
+        return [_check_type(c) for c in v] if isinstance(v, list) else v
+
     @field_validator("pre_deploy_hooks", "post_deploy_hooks", mode="before")
     @classmethod
     def _hooks(cls, v: Any) -> Any:
@@ -224,6 +244,23 @@ class Environment(_Model):
     @property
     def service_name(self) -> str:
         return self.service or self.name
+
+
+IMPLIED_SSH_DEFAULTS: dict[str, Any] = {
+    "deploy_path": "apps/{service}",
+    "command": "./start.sh {port}",
+    "ports": [8000],
+}
+"""What an environment given only `host`/`port`/`user` deploys with: releases under
+~/apps/<service> on the host, started by the release's own `start.sh <port>` on port 8000.
+Give a `target: {kind: ssh, ...}` to choose otherwise."""
+
+
+def implied_target(env: Environment) -> TargetConfig | None:
+    """The target an environment without `target:` implies: SSH to its `host`, or None."""
+    if env.host is None:
+        return None
+    return parse_target_config({"kind": "ssh", **IMPLIED_SSH_DEFAULTS})
 
 
 class DeploymentConfig(_Model):

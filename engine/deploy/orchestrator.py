@@ -152,6 +152,8 @@ class DeploymentOrchestrator:
         """Add (or replace) an environment; it is also saved so other processes can use it by name."""
         return self._environments.register(environment, source_path=source_path)
 
+    add_environment = register_environment  # the original design's name
+
     def get_environment(self, name: str) -> Environment:
         """Raises: NotFoundError: no environment of that name here or in the store."""
         return self._environments.get(name)
@@ -224,7 +226,7 @@ class DeploymentOrchestrator:
             strategy_options=options,
             artifacts=arts,
             rollback_on_failure=bool(rollback_on_failure),
-            target_kind=(env.target.kind if env.target else self.settings.DEPLOY_TARGET),
+            target_kind=(env.target.kind if env.target else "ssh" if env.host else self.settings.DEPLOY_TARGET),
             run_id=run_id,
         )
         self.history.create(rec)

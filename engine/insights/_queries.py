@@ -43,6 +43,7 @@ __all__ = [
     "retry_losses",
     "run_metric_summaries",
     "run_rows",
+    "summary_of",
     "trend_sums",
 ]
 
@@ -51,6 +52,11 @@ def _summary(f: _repo.MetricFigures) -> Summary:
     mean = f.total / f.n
     stddev = math.sqrt(max(0.0, f.squares - f.total * f.total / f.n) / (f.n - 1)) if f.n > 1 else None
     return Summary(f.n, mean, f.median, f.p95, f.lo, f.hi, stddev)
+
+
+def summary_of(f: _repo.MetricFigures) -> Summary:
+    """The summary of figures read from the store."""
+    return _summary(f)
 
 
 def job_metric_summaries(store: Store, pipeline: str, since: float) -> dict[str, dict[str, Summary]]:

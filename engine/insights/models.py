@@ -7,7 +7,8 @@ a job's share of the critical path) are plain floats in [0, 1] and say so.
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,15 +48,54 @@ Effort = Literal["low", "medium", "high"]
 
 
 class _Model(BaseModel):
+    """Fields read as attributes or, as the original design's dictionaries were, by key
+    (`analysis["duration_stats"]`)."""
+
     model_config = ConfigDict(frozen=True)
 
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
 
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
+
+
+@functools.total_ordering
 class Quantity(_Model):
+    """A value and its unit. It compares with, converts to and formats as its number
+    (`plan["current_performance"]["average_duration"] == 245.3`, `f"{q:.1f}"`, `float(q)`);
+    `str(q)` names the unit ("245 s"). Two quantities are equal only in the same unit."""
+
     value: float
     unit: str = Field(description='Unit of value: "s", "MB", "count", "s/run", "s/day", "bytes".')
 
     def __str__(self) -> str:
         return f"{self.value:.3g} {self.unit}"
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int | float) and not isinstance(other, bool):
+            return self.value == other
+        if isinstance(other, Quantity):
+            return (self.value, self.unit) == (other.value, other.unit)
+        return NotImplemented
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, int | float) and not isinstance(other, bool):
+            return self.value < other
+        if isinstance(other, Quantity) and other.unit == self.unit:
+            return self.value < other.value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.value)
 
 
 def seconds(value: float) -> Quantity:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import InputError
-from engine.insights import _advice, _queries
-from engine.insights._stats import Summary, fit_line, verdict
+from engine.insights import _advice, _queries, _units
+from engine.insights._stats import Summary, Sums, fit_line, percentile_rank, verdict
 from engine.insights.models import (
     Bottlenecks,
     CurrentPerformance,
@@ -47,12 +47,19 @@ __all__ = [
     "trend_of",
 ]
 
-KNOWN_UNITS = frozenset({"s", "ms", "MB", "kB", "bytes", "count", "ratio", "percent", "s/run", "s/day"})
+KNOWN_UNITS = frozenset({"s", "MB", "count", "ratio", "percent", "s/run", "s/day"})
+"""The units metrics are stored in (`record_metric` converts the usual spellings to these)."""
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")
 _COLUMN_TAGS = ("pipeline", "run_id", "job")
 # Runs replayed for the critical path and the suggestions: recent enough to describe the
 # pipeline as it is now, enough to average out one slow machine moment.
 RECENT_RUNS = 10
+# Recorded metrics read for each figure of a pipeline without runs, the first one found wins.
+_RECORDED: dict[str, tuple[str, ...]] = {
+    "duration": ("duration", "duration_seconds"),
+    "memory": ("memory_mb", "memory"),
+    "cpu": ("cpu_percent", "cpu"),
+}
 
 
 def report_uri(pipeline: str) -> str:
@@ -91,6 +98,28 @@ def trend_of(store: Store, pipeline: str, since: float) -> Trend:
     return Trend(samples=sums.n, slope_per_run=per_run, slope_per_day=per_day, verdict=word, reason=why)
 
 
+def recorded_trend(store: Store, pipeline: str, name: str, unit: str, since: float) -> Trend:
+    """Least-squares trend of a recorded metric's values over the window."""
+    t = insights_repo.recorded_trend_figures(store, pipeline, name, since)
+    sums = Sums(t.n, t.sx, t.sy, t.sxx, t.sxy, t.syy)
+    fit = fit_line(sums, t.day_span)
+    word, why = verdict(sums, fit)
+    per_day = per_run = None
+    if fit is not None:
+        per_day = Quantity(value=round(fit.slope, 6), unit=f"{unit}/day")
+        per_run = Quantity(value=round(fit.slope * t.day_span / (sums.n - 1), 6), unit=f"{unit}/sample")
+    return Trend(metric=name, unit=unit, samples=sums.n, slope_per_run=per_run, slope_per_day=per_day,
+                 verdict=word, reason=why)
+
+
+def _decimals(value: float) -> int:
+    """Decimal places of a value as written (245.3 -> 1), at most 6."""
+    text = repr(float(value))
+    if "e" in text or "." not in text:
+        return 0 if "e" not in text else 6
+    return min(6, len(text.split(".")[1].rstrip("0")))
+
+
 def _resolve_store(
     workspace_dir: str | os.PathLike[str] | None, store: Store | None, settings: Settings | None
 ) -> Store:
@@ -127,32 +156,122 @@ class PipelineOptimizer:
     ) -> int:
         """Store one metric; returns its id. Tags `pipeline`, `run_id` and `job` are indexed columns.
 
+        Units are accepted in their usual spellings (`seconds`, `sec`, `s`, `ms`; `MB`, `MiB`,
+        `GB`, `bytes`; `%`, `percent`) and stored in their dimension's unit (s, MB, percent),
+        the value converted. A metric whose name says what it measures (`duration`,
+        `memory_mb`, `cpu_percent`) takes only units of that dimension.
+
         Raises:
-            InputError: a bad name, a value that is not a finite number, an unknown unit, tags
-                that are not a mapping of strings, or a unit that differs from the one this
-                metric name was recorded with before (seconds and megabytes never mix).
+            InputError: a bad name, a value that is not a finite number, an unknown unit or one of
+                the wrong dimension for the metric, tags that are not a mapping of strings, or a
+                unit that differs from the one this metric name was recorded with before
+                (seconds and megabytes never mix).
         """
         if not isinstance(name, str) or not _METRIC_NAME.match(name):
             raise InputError(f"metric name {name!r}: use letters, digits and . _ - / (at most 128)")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise InputError(f"metric {name}: value {value!r} is not a finite number")
-        if unit not in KNOWN_UNITS:
-            raise InputError(
-                f"metric {name}: unknown unit {unit!r}; use one of {', '.join(sorted(KNOWN_UNITS))}"
-            )
+        try:
+            stored = _units.normalise(float(value), unit)
+        except ValueError as exc:
+            raise InputError(f"metric {name}: {exc}") from None
         tags = dict(tags or {})
         for key, tag in tags.items():
             if not isinstance(key, str) or not isinstance(tag, str | int | float | bool):
                 raise InputError(f"metric {name}: tag {key!r} must map a name to a string or number")
-        prior = insights_repo.metric_unit(self.store, name, unit)
+        prior = insights_repo.metric_unit(self.store, name, stored.unit)
+        try:
+            _units.check_dimension(name, unit)
+        except ValueError as exc:
+            was = f" (it is recorded in {prior!r})" if prior is not None else ""
+            raise InputError(f"metric {name}{was}: {exc}") from None
         if prior is not None:
             raise InputError(
                 f"metric {name} is recorded in {prior!r}; refusing {unit!r} (units never mix)"
             )
+        value, unit = stored.value, stored.unit
         columns = {k: str(tags.pop(k)) if k in tags else None for k in _COLUMN_TAGS}
         return insights_repo.record_metric(
             self.store, self._now() if ts is None else ts, name, float(value), unit,
             columns["pipeline"], columns["run_id"], columns["job"], json.dumps(tags, sort_keys=True),
+        )
+
+    # -- recorded metrics: the data of a pipeline that has no runs here ---------------------------
+    def _metrics_only(self, pipeline: str, since: float) -> bool:
+        return not self._run_counts(pipeline, since) and insights_repo.pipeline_has_metrics(
+            self.store, pipeline, since
+        )
+
+    def _recorded(self, pipeline: str, metric: str, since: float) -> tuple[str, Stats] | None:
+        found = insights_repo.recorded_metric_figures(
+            self.store, pipeline, _RECORDED[metric], since, percentile_rank
+        )
+        if found is None:
+            return None
+        name, unit, figures = found
+        stats = _stats(_queries.summary_of(figures), unit)
+        assert stats is not None
+        return name, stats
+
+    def _analysis_from_metrics(self, pipeline: str, time_range: float, since: float) -> PerformanceAnalysis:
+        stats: dict[str, MetricStats | None] = {}
+        used: list[str] = []
+        for metric in _RECORDED:
+            found = self._recorded(pipeline, metric, since)
+            stats[metric] = None if found is None else MetricStats(pipeline=found[1])
+            if found is not None:
+                used.append(f"{found[0]} ({found[1].count} in {found[1].unit})")
+        duration = self._recorded(pipeline, "duration", since)
+        trend = recorded_trend(self.store, pipeline, duration[0], duration[1].unit, since) if duration else None
+        return PerformanceAnalysis(
+            pipeline=pipeline,
+            status="ok",
+            message=f"{pipeline} has no runs in the last {time_range:g} day(s); figures from recorded metrics: "
+            + (", ".join(used) or "none of duration, memory, cpu")
+            + "; bottlenecks and suggestions need recorded runs",
+            window_days=time_range,
+            window_start=since,
+            duration_stats=stats["duration"],
+            cpu_stats=stats["cpu"],
+            memory_stats=stats["memory"],
+            trends=trend,
+            bottlenecks=Bottlenecks(
+                critical_path=None, critical_path_jobs=[], queueing=[], serial_chains=[], flaky_jobs=[],
+                retries=[], retry_time_lost=seconds(0.0),
+            ),
+            suggestions=[],
+            report_uri=report_uri(pipeline),
+        )
+
+    def _plan_from_metrics(
+        self, pipeline: str, target_improvement: float, time_range: float, since: float
+    ) -> OptimizationPlan | None:
+        found = self._recorded(pipeline, "duration", since)
+        if found is None:
+            return None
+        name, stats = found
+        # A target is stated no more precisely than the durations it derives from (245.3 s -> 196.2 s),
+        # and to a tenth of a second at least.
+        values = insights_repo.recorded_metric_values(self.store, pipeline, name, since, limit=1000)
+        places = max([1, *(_decimals(v) for v in values)])
+        mean = stats.mean
+        target = round(mean * (1 - target_improvement), places)
+        msg = (
+            f"mean of {stats.count} recorded {name} value(s): {mean:g} s; target {target:g} s. "
+            "There are no recorded runs to replay, so no change can be estimated"
+        )
+        return OptimizationPlan(
+            pipeline=pipeline,
+            status="ok",
+            message=msg,
+            target_improvement=target_improvement,
+            current_performance=CurrentPerformance(
+                runs=0, average_duration=seconds(mean), target_duration=seconds(target)
+            ),
+            suggestions=[],
+            expected_outcome=ExpectedOutcome(
+                reaches_target=None, estimated_duration=None, estimated_saving=None, improvement=None, message=msg,
+            ),
         )
 
     # -- analysis ----------------------------------------------------------------------------
@@ -200,6 +319,8 @@ class PipelineOptimizer:
             InputError: time_range is not a number of days in (0, 3650].
         """
         since = self._window(time_range)
+        if self._metrics_only(pipeline_name, since):
+            return self._analysis_from_metrics(pipeline_name, time_range, since)
         empty = self._empty(pipeline_name, time_range, since)
         if empty is not None:
             return empty
@@ -287,6 +408,10 @@ class PipelineOptimizer:
         ):
             raise InputError(f"target_improvement must be a fraction in (0, 1), got {target_improvement!r}")
         since = self._window(time_range)
+        if self._metrics_only(pipeline_name, since):
+            recorded = self._plan_from_metrics(pipeline_name, target_improvement, time_range, since)
+            if recorded is not None:
+                return recorded
         empty = self._empty(pipeline_name, time_range, since)
         none = CurrentPerformance(runs=0, average_duration=None, target_duration=None)
         if empty is not None:

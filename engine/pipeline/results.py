@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.pipeline.states import JobStatus, RunStatus
 
@@ -36,6 +37,7 @@ class JobResult:
     needs: list[str] = field(default_factory=list)
     log_path: str | None = None
     artifacts: list[ArtifactRecord] = field(default_factory=list)
+    deployment: dict[str, Any] | None = None  # a deploy stage's: deployment_id, status, rolled_back, ...
 
     @property
     def ok(self) -> bool:

@@ -246,6 +246,9 @@ class Runner:
             self.records.job(plan.name, status=res.status, ready_at=ready_at, started_at=started,
                              queue_wait=res.queue_wait)
             await self._emit("job_started", f"{plan.name} started", job=plan.name, status="running")
+            if plan.deploy_stage:  # a stage with `environment:` and no jobs: engine.pipeline._deploy_stage
+                await self._deploy_stage(state, writer)
+                return
             try:
                 inherited = [a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
                 prepare_workspace(workspace, source=self.plan.source_dir, state_root=self.paths.workspace_root,
@@ -447,6 +450,30 @@ class Runner:
             return JobStatus.SUCCEEDED, None
         why = getattr(result, "reason", None) or status_text
         return JobStatus.FAILED, f"deployment {result.deployment_id} {status_text}: {why}"
+
+    async def _deploy_stage(self, state: _JobState, writer: LogWriter) -> None:
+        from engine.pipeline._deploy_stage import run_deploy_stage
+
+        plan = state.plan
+        state.result.attempts = 1
+
+        async def emit_deploy(kind: str, message: str) -> None:
+            await self._emit(kind, message, job=plan.name, status="running")
+
+        try:
+            outcome = await run_deploy_stage(
+                plan, spec_path=self.plan.spec_path, run_id=self.run_id, store=self.store,
+                workspace_root=self.paths.workspace_root, release_dir=self.paths.job_dir(plan.name) / "release",
+                artifacts=[a for d in plan.needs for a in self.jobs[d].result.artifacts],
+                version=_interpolate(plan.deploy.version if plan.deploy else "${CICD_RUN_ID}", {
+                    **self._values(plan), "CICD_RUN_ID": self.run_id, "CICD_PIPELINE": self.plan.name}, None),
+                writer=writer, emit=emit_deploy,
+            )
+        except OSError as exc:
+            await self._infrastructure_failure(state, writer, exc, state.result.started_at or self.clock.time())
+            return
+        state.result.deployment = outcome.deployment
+        await self._finish_job(state, outcome.status, self.masker.mask(outcome.reason) if outcome.reason else None)
 
     def _with_standard_build(self, plan: JobPlan, project: Path) -> JobPlan:
         """A `language:` job without commands runs that language's standard build (engine.build)."""

@@ -184,12 +184,15 @@ class DeploySpec(_Model):
     """How a job of a deploy stage deploys, once its commands succeeded."""
 
     config: str | None = Field(None, description="Deployment config file (environments), relative to the pipeline "
-                               "file; default: environments already registered in the workspace.")
+                               "file; default: environments already registered in the workspace (a stage without "
+                               "jobs first looks for deployment_config.yaml beside the pipeline, then at "
+                               "PIPELINE_CONFIG_PATH).")
     service: str | None = Field(None, pattern=NAME_RE, description="Service name; default: the environment's.")
     version: str = Field("${CICD_RUN_ID}", description="Version to deploy; ${VAR} is interpolated.")
     artifact: str = Field(".", description="Directory or file in the job workspace that is deployed (artifacts of "
                           "the jobs it depends on are placed there).")
-    rollback_on_failure: bool = True
+    rollback_on_failure: bool | None = Field(None, description="Put the previous version back when the deploy "
+                                             "fails; default: the environment's, else ROLLBACK_AUTO_TRIGGER.")
     options: dict[str, Any] = Field(default_factory=dict, description="Strategy options (batch_size, steps, ...).")
 
     @field_validator("artifact")
@@ -201,19 +204,45 @@ class DeploySpec(_Model):
 
 
 class StageSpec(_Model):
+    """A stage: jobs, optionally deploying to an `environment`.
+
+    A stage with `environment:` and no `jobs` is a deploy stage: it deploys the artifacts of
+    the stages it depends on (engine.pipeline._deploy_stage), as the original design wrote it.
+    """
+
     name: str = Field(pattern=NAME_RE)
     depends_on: list[str] | None = Field(None, validation_alias=AliasChoices("depends_on", "dependencies"))
-    jobs: list[JobSpec] = Field(min_length=1)
+    jobs: list[JobSpec] = Field(default_factory=list, description="Required unless the stage has an environment.")
     environment: str | None = Field(None, pattern=NAME_RE,
-                                    description="Each job of this stage deploys to this environment.")
+                                    description="Each job of this stage deploys to this environment; without "
+                                    "jobs, the stage deploys the artifacts of the stages it depends on.")
     strategy: str | None = Field(None, description="Deploy strategy: recreate, rolling, blue_green, canary.")
+    rollback_on_failure: bool | None = Field(None, description="Put the previous version back when the deploy "
+                                             "fails (default: deploy.rollback_on_failure, else the environment's, else "
+                                             "ROLLBACK_AUTO_TRIGGER).")
     deploy: DeploySpec | None = None
 
     @model_validator(mode="after")
     def _deploy_needs_environment(self) -> StageSpec:
-        if (self.deploy is not None or self.strategy is not None) and self.environment is None:
-            raise ValueError("deploy and strategy need an environment")
+        if (self.deploy is not None or self.strategy is not None or self.rollback_on_failure is not None) \
+                and self.environment is None:
+            raise ValueError("deploy, strategy and rollback_on_failure need an environment")
+        if not self.jobs and self.environment is None:
+            raise ValueError("a stage needs `jobs` (or an `environment:` to deploy to, which makes it a "
+                             "deploy stage)")
         return self
+
+    @property
+    def deploys_only(self) -> bool:
+        """A deploy stage: an environment and no jobs."""
+        return not self.jobs and self.environment is not None
+
+    @property
+    def deploy_spec(self) -> DeploySpec:
+        spec = self.deploy or DeploySpec()
+        if self.rollback_on_failure is not None:
+            spec = spec.model_copy(update={"rollback_on_failure": self.rollback_on_failure})
+        return spec
 
 
 class PipelineSpec(_Model):
@@ -272,6 +301,7 @@ class JobPlan:
     deploy: DeploySpec | None = None
     deploy_config: str | None = None     # absolute path of the deployment config, if any
     runs_on: str | None = None           # executor kind; None: the runner's default
+    deploy_stage: bool = False           # a stage without jobs that deploys its dependencies' artifacts
 
 
 @dataclass(frozen=True)
@@ -288,6 +318,12 @@ class PipelinePlan:
     @property
     def graph(self) -> dict[str, list[str]]:
         return {n: list(j.needs) for n, j in self.jobs.items()}
+
+    @property
+    def environments(self) -> list[str]:
+        """The environments a run deploys to (deploy stages, and jobs of stages with `environment:`), in
+        order: what the trust gate must decide on before a run starts."""
+        return list(dict.fromkeys(j.environment for j in self.jobs.values() if j.environment is not None))
 
     def spec_json(self) -> str:
         return json.dumps(self.spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
@@ -340,6 +376,9 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
             base_jobs[job.name] = names
             stage_jobs[stage.name].extend(names)
             where[job.name] = (si, ji)
+        if stage.deploys_only:
+            # Its one job is named after it (no job may be named as a stage, so it is unique).
+            stage_jobs[stage.name].append(stage.name)
     total = sum(len(v) for v in base_jobs.values())
     if total > MAX_JOBS:
         issues.append(pos.issue(("stages",), f"the pipeline expands to {total} jobs; at most {MAX_JOBS}"))
@@ -422,15 +461,26 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     artifacts=list(job.artifacts.paths) if job.artifacts else [],
                     working_directory=job.working_directory, shell=job.shell or "bash",
                     environment=stage.environment, strategy=stage.strategy,
-                    deploy=(stage.deploy or DeploySpec()) if stage.environment else None,
+                    deploy=stage.deploy_spec if stage.environment else None,
                     deploy_config=_deploy_config(stage, spec_path), runs_on=job.runs_on,
                 )
+        if stage.deploys_only:
+            jobs[stage.name] = JobPlan(
+                name=stage.name, base_name=stage.name, stage=stage.name, commands=[], language=None,
+                needs=list(stage_deps[stage.name]), retry=RetrySpec(), timeout=spec.defaults.timeout,
+                allow_failure=False, condition=None, matrix={}, variables={}, artifacts=[],
+                working_directory=None, shell="bash", environment=stage.environment, strategy=stage.strategy,
+                deploy=stage.deploy_spec, deploy_config=_deploy_config(stage, spec_path), deploy_stage=True,
+            )
     if issues:
         raise SpecError(issues)
     graph = {n: j.needs for n, j in jobs.items()}
     cycle = dag.find_cycle(graph)
     if cycle:
-        first = jobs[cycle[0]].base_name
+        first = next((jobs[n].base_name for n in cycle if jobs[n].base_name in where), None)
+        if first is None:  # only deploy stages in the cycle: name the first one's depends_on
+            si = next(i for i, s in enumerate(spec.stages) if s.name == cycle[0])
+            raise SpecError([pos.issue(("stages", si, "depends_on"), "dependency cycle: " + " -> ".join(cycle))])
         si, ji = where[first]
         raise SpecError([pos.issue(("stages", si, "jobs", ji, "depends_on"),
                                    "dependency cycle: " + " -> ".join(cycle))])
@@ -529,4 +579,7 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
         raise SpecError([SpecIssue(f"cannot read the pipeline file: {exc.strerror or exc}",
                                    file=str(path)[:300])]) from exc
     data, pos = load_yaml(raw, str(path))
+    if isinstance(data, dict) and "name" not in data and _NAME.match(path.stem):
+        # As GitHub Actions names a workflow without `name:`: after its file.
+        data = {"name": path.stem, **data}
     return expand(parse_pipeline(data, pos), pos, spec_path=str(path.resolve()))

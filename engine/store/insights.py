@@ -36,8 +36,12 @@ __all__ = [
     "load_run",
     "metric_unit",
     "pipeline_exists",
+    "pipeline_has_metrics",
     "recent_runs",
     "record_metric",
+    "recorded_metric_figures",
+    "recorded_metric_values",
+    "recorded_trend_figures",
     "retry_losses",
     "run",
     "run_metric_figures",
@@ -513,3 +517,58 @@ def record_metric(
             (ts, name, value, unit, pipeline, run_id, job, tags_json),
         )
     return int(rows[0]["id"])
+
+
+def recorded_metric_figures(
+    store: Store, pipeline: str, names: Sequence[str], since: float, rank: RankFn
+) -> tuple[str, str, MetricFigures] | None:
+    """Figures of the first of `names` recorded for the pipeline since `since`, with `record_metric`:
+    (name, unit, figures), or None when none of them was."""
+    for name in names:
+        where = "name = ? AND pipeline = ? AND ts >= ?"
+        params = [name, pipeline, since]
+        row = store.query_one(
+            f"SELECT COUNT(value) AS n, {_total('value')} AS total, {_total('value * value')} AS squares,"
+            f" MIN(unit) AS unit FROM metrics WHERE {where}",
+            params,
+        )
+        assert row is not None  # an aggregate always yields a row
+        n = int(row["n"])
+        if n == 0:
+            continue
+        select = f"SELECT value AS v FROM metrics WHERE {where} ORDER BY value {{order}}"
+        ranked = _ranked(store, select, params, n, 1.0, rank)
+        return name, str(row["unit"]), _figures(n, float(row["total"]), float(row["squares"]), ranked)
+    return None
+
+
+def recorded_metric_values(store: Store, pipeline: str, name: str, since: float, limit: int) -> list[float]:
+    """The newest `limit` values of a recorded metric, newest first."""
+    rows = store.query(
+        "SELECT value FROM metrics WHERE name = ? AND pipeline = ? AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?",
+        (name, pipeline, since, limit),
+    )
+    return [float(r["value"]) for r in rows]
+
+
+def recorded_trend_figures(store: Store, pipeline: str, name: str, since: float) -> TrendFigures:
+    """Least-squares sums of a recorded metric's values against days since `since`."""
+    row = store.query_one(
+        f"""
+        SELECT COUNT(*) AS n, {_total("d")} AS sd, {_total("y")} AS sy, {_total("d * d")} AS sdd,
+               {_total("y * y")} AS syy, {_total("d * y")} AS sdy, MAX(d) - MIN(d) AS dspan
+          FROM (SELECT value AS y, (ts - ?) / 86400.0 AS d FROM metrics
+                 WHERE name = ? AND pipeline = ? AND ts >= ?) AS recorded
+        """,
+        (since, name, pipeline, since),
+    )
+    assert row is not None  # an aggregate always yields a row
+    return TrendFigures(int(row["n"]), float(row["sd"]), float(row["sy"]), float(row["sdd"]), float(row["sdy"]),
+                        float(row["syy"]), float(row["dspan"] or 0.0))
+
+
+def pipeline_has_metrics(store: Store, pipeline: str, since: float) -> bool:
+    """Whether any metric was recorded for the pipeline since `since`."""
+    return store.query_one(
+        "SELECT 1 FROM metrics WHERE pipeline = ? AND ts >= ? LIMIT 1", (pipeline, since)
+    ) is not None

@@ -299,6 +299,12 @@ class DockerTarget:
             context = next(a for a in release.artifacts if is_build_context(a))
             ref = tag = default_tag(release.service, release.version)
             image_id = await self._call(f"building {context}", lambda c: self._build(c, context, tag))
+            registry = self.context.docker_registry
+            if registry:
+                # The environment's registry keeps what was built, so that other hosts (and a later
+                # rollback) can pull the very image; unreachable, the deploy fails naming it.
+                ref = f"{registry.rstrip('/')}/{tag}"
+                await self._call(f"pushing {ref}", lambda c: self._push(c, tag, ref, registry))
         else:
             image_id = await self._call(f"looking up image {ref}", lambda c: self._ensure_image(c, ref))
         return replace(release, prepared={**release.prepared, "image": ref, "image_id": image_id})
@@ -328,6 +334,22 @@ class DockerTarget:
             tail = "".join(log)[-1500:]
             raise TargetError(f"docker: building {context} as {tag} failed: {error.strip()}\n{tail}")
         return image_id or str(client.images.get(tag).id)
+
+    def _push(self, client: Any, tag: str, ref: str, registry: str) -> None:
+        import docker.errors
+
+        repository, _, version = ref.rpartition(":")
+        try:
+            client.images.get(tag).tag(repository, version)
+            stream = client.images.push(repository, tag=version, stream=True, decode=True)
+            errors = [str(chunk["error"]) for chunk in stream if isinstance(chunk, dict) and "error" in chunk]
+        except docker.errors.APIError as exc:
+            errors = [str(exc.explanation or exc)]
+        if errors:
+            raise TargetError(
+                f"docker: pushing {ref} to the registry {registry} failed: {errors[-1].strip()} "
+                f"(is {registry} reachable from the docker engine, and does it accept pushes?)"
+            )
 
     def _ensure_image(self, client: Any, ref: str) -> str:
         import docker.errors

@@ -114,7 +114,6 @@ INVALID = [
     ("name: p\nstages:\n  - name: s\n    jobs:\n      - name: a\n        commands: [x\n",
      ["pipeline.yaml:", "invalid YAML"]),
     ("name: p\nstages: []\n", ["pipeline.yaml:2:9", "stages", "at least 1"]),
-    ("stages:\n  - name: s\n    jobs: [{name: a, commands: [x]}]\n", ["missing required field 'name'"]),
     ("name: 'bad name!'\nstages:\n  - name: s\n    jobs: [{name: a, commands: [x]}]\n",
      ["pipeline.yaml:1:7", "name", "pattern"]),
     ("name: p\nstages:\n  - name: s\n    jobs: [{name: a}]\n", ["needs commands"]),
@@ -140,6 +139,70 @@ def test_invalid_pipelines_are_refused_with_where_and_what(tmp_path: Path, text:
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_a_pipeline_without_name_is_named_after_its_file_and_refused_elsewhere(tmp_path: Path) -> None:
+    text = "stages:\n  - name: s\n    jobs: [{name: a, commands: [x]}]\n"
+    (tmp_path / "nightly.yaml").write_text(text)
+    assert load_pipeline(tmp_path / "nightly.yaml").name == "nightly"   # as GitHub Actions names workflows
+    with pytest.raises(SpecError, match="missing required field 'name'"):
+        load_pipeline(text)
+    (tmp_path / "not a name!.yaml").write_text(text)
+    with pytest.raises(SpecError, match="missing required field 'name'"):
+        load_pipeline(tmp_path / "not a name!.yaml")
+
+
+ORIGINAL = """\
+name: main-build
+trigger:
+  branches: [main, develop]
+  events: [push, pull_request]
+stages:
+  - name: build
+    jobs:
+      - name: build-python
+        language: python
+        commands: ["uv sync --all-extras", "uv run black --check src/", "uv run ruff check src/"]
+  - name: test
+    depends_on: [build]
+    jobs:
+      - name: unit-tests
+        commands: ["uv run pytest -m unit"]
+      - name: integration-tests
+        commands: ["uv run pytest -m integration"]
+  - name: deploy
+    depends_on: [test]
+    environment: staging
+    strategy: rolling
+    rollback_on_failure: true
+"""
+
+
+def test_a_stage_with_an_environment_and_no_jobs_is_a_deploy_stage() -> None:
+    plan = load_pipeline(ORIGINAL)
+    deploy = plan.jobs["deploy"]
+    assert deploy.deploy_stage and deploy.commands == [] and deploy.stage == "deploy"
+    assert deploy.needs == ["unit-tests", "integration-tests"]
+    assert (deploy.environment, deploy.strategy) == ("staging", "rolling")
+    assert deploy.deploy is not None and deploy.deploy.rollback_on_failure is True
+    assert not any(j.deploy_stage for n, j in plan.jobs.items() if n != "deploy")
+    assert plan.environments == ["staging"]
+    no_rollback = load_pipeline(ORIGINAL.replace("rollback_on_failure: true", "rollback_on_failure: false"))
+    assert no_rollback.jobs["deploy"].deploy is not None
+    assert no_rollback.jobs["deploy"].deploy.rollback_on_failure is False
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("  - name: s\n", "a stage needs `jobs`"),
+        ("  - name: s\n    strategy: rolling\n    jobs: [{name: a, commands: [x]}]\n", "need an environment"),
+        ("  - name: s\n    rollback_on_failure: true\n    jobs: [{name: a, commands: [x]}]\n", "need an environment"),
+    ],
+)
+def test_a_stage_without_jobs_needs_an_environment(stage: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_pipeline("name: p\nstages:\n" + stage)
 
 
 def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
