@@ -48,6 +48,7 @@ import re
 import secrets
 import select
 import shlex
+import socket
 import tarfile
 import tempfile
 import threading
@@ -75,6 +76,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPOOL = 16 * 1024 * 1024     # bytes of a tarball kept in memory before it spills to a temp file
 _FULL_WAIT = 0.02             # seconds between looks for a free slot (runs in other event loops free them too)
 _READ = 64 * 1024
+_COMPRESS_ABOVE = 1024 * 1024  # bytes of workspace tarball above which it travels gzipped
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -206,9 +208,12 @@ def _wrapper(job_dir: str, rel: str, argv: Sequence[str], token: str, artifacts:
                 f"tr '\\n' '\\0' < {d}/ctl/files | xargs -0 -r sha256sum -- > {d}/ctl/sums && "
                 f"tar czf {d}/ctl/artifacts.tgz -T {d}/ctl/files)")
     return "\n".join([
-        f"cd {d} && mkdir ws && tar xzf job.tgz && rm -f job.tgz || {{ echo '@setup failed' >&2; exit 125; }}",
+        # tar recognises a gzipped bundle by itself (large workspaces are compressed, small ones not).
+        f"cd {d} && tar xf job.tar || {{ echo '@setup failed' >&2; exit 125; }}",
         f"cd {shlex.quote(posixpath.join(job_dir, 'ws', rel))} || exit 125",
-        f". {d}/ctl/env; rm -f {d}/ctl/env",
+        # The env file (secrets too) stays in the job's 0700 directory until the end: the job's
+        # own user holds the same values in its environment.
+        f". {d}/ctl/env",
         f"CICD_SSH_JOB={token}; export CICD_SSH_JOB",
         f"setsid {shlex.join(argv)} </dev/null 2>&1 &",
         "pid=$!",
@@ -374,6 +379,8 @@ class SSHExecutor:
         self._shared = _state((source, pool))
         self._leftovers = _Leftovers((state_dir or settings.workspace / "executors") / "ssh-leftovers.jsonl")
         self._limiter = anyio.CapacityLimiter(sum(self._capacity.values()) + 4)
+        self._sftp_idle: dict[str, list[Any]] = {}
+        self._sftp_lock = threading.Lock()
 
     # -- the protocol -------------------------------------------------------------------------------
     def set_capacity(self, workers: int) -> None:
@@ -418,6 +425,10 @@ class SSHExecutor:
         return killed
 
     async def close(self) -> None:
+        with self._sftp_lock:
+            idle, self._sftp_idle = [c for cs in self._sftp_idle.values() for c in cs], {}
+        for sftp in idle:
+            sftp.close()
         await anyio.to_thread.run_sync(self._sessions.close)
 
     # -- slots and health -----------------------------------------------------------------------------
@@ -562,7 +573,11 @@ class SSHExecutor:
         """(worker thread) Upload the bundle and start the wrapper; the channel streams the job."""
         transport = client.get_transport()
         transport.set_keepalive(5)
-        sftp = client.open_sftp()
+        with contextlib.suppress(OSError, AttributeError):
+            # Each job is a few small request/reply exchanges: Nagle's algorithm with delayed ACKs
+            # would hold every one back ~40 ms.
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sftp = self._sftp(label, transport)
         try:
             try:
                 sftp.mkdir(job_dir, 0o700)
@@ -573,17 +588,34 @@ class SSHExecutor:
                 sftp.mkdir(job_dir, 0o700)
             with self._shared.lock:
                 self._shared.ready_dirs.add(label)
-            with sftp.open(posixpath.join(job_dir, "job.tgz"), "wb") as f:
+            with sftp.open(posixpath.join(job_dir, "job.tar"), "wb") as f:
                 f.set_pipelined(True)
                 bundle.seek(0)
                 while block := bundle.read(1 << 20):
                     f.write(block)
-        finally:
+        except BaseException:
             sftp.close()
+            raise
+        self._sftp_done(label, sftp)
         channel = transport.open_session(timeout=self.pool.connect_timeout)
         channel.exec_command("sh -c " + shlex.quote(wrapper))
         channel.shutdown_write()
         return channel
+
+    def _sftp(self, label: str, transport: Any) -> Any:
+        """An idle SFTP session on the host's live connection (opening one costs round trips per job)."""
+        with self._sftp_lock:
+            idle = self._sftp_idle.setdefault(label, [])
+            while idle:
+                sftp = idle.pop()
+                if sftp.get_channel().get_transport() is transport and not sftp.get_channel().closed:
+                    return sftp
+                sftp.close()
+        return transport.open_sftp_client()
+
+    def _sftp_done(self, label: str, sftp: Any) -> None:
+        with self._sftp_lock:
+            self._sftp_idle.setdefault(label, []).append(sftp)
 
     def _pump(self, channel: Any, log: LogWriter, attempt: _Attempt,
               on_start: OnStart | None) -> tuple[int | None, tuple[float, float], bool, bool]:
@@ -694,16 +726,24 @@ class SSHExecutor:
 
 
 def _bundle(workspace: Path, env: Mapping[str, str], script: str | None) -> IO[bytes]:
-    """(worker thread) The attempt's tarball: `ws/` (the workspace), `ctl/env`, `ctl/job.sh`."""
+    """(worker thread) The attempt's tarball: `ws/` (the workspace), `ctl/env`, `ctl/job.sh`;
+    gzipped when it is large (compressing a small one costs the host a process for nothing)."""
     out = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - the caller closes it
     try:
-        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w") as tar:
+        with tarfile.open(fileobj=out, mode="w") as tar:
             tar.add(workspace, arcname="ws", recursive=True)
             lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
             _add_bytes(tar, "ctl/env", lines.encode(), 0o600)
             if script is not None:
                 _add_bytes(tar, "ctl/job.sh", script.encode(), 0o700)
+        if out.tell() > _COMPRESS_ABOVE:
+            out.seek(0)
+            packed = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - the caller closes it
+            with gzip.GzipFile(fileobj=packed, mode="wb", compresslevel=1, mtime=0) as gz:
+                while block := out.read(1 << 20):
+                    gz.write(block)
+            out.close()
+            out = packed
     except BaseException:
         out.close()
         raise
