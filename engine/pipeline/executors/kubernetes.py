@@ -133,7 +133,8 @@ def load_config(path: Path) -> KubernetesExecutorConfig:
     try:
         config = KubernetesExecutorConfig.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([pos.issue(tuple(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+        raise SpecError([pos.issue(tuple(err["loc"]), err["msg"], key=err["type"] == "extra_forbidden")
+                         for err in exc.errors()]) from None
     if config.git is not None and config.volume is not None:
         raise SpecError([pos.issue(("volume",), "give git or volume as the source, not both")])
     return config
@@ -295,9 +296,9 @@ def pod_state(pod: Mapping[str, Any]) -> tuple[Literal["waiting", "running", "do
             return "failed", f"source container: {waiting['reason']}: {waiting.get('message', '')}".strip(), None
     for c in status.get("containerStatuses") or []:
         state = c.get("state") or {}
-        if state.get("terminated"):
+        if "terminated" in state:
             return "done", state["terminated"].get("reason", ""), int(state["terminated"].get("exitCode", 0))
-        if state.get("running"):
+        if "running" in state:
             return "running", "", None
         waiting = state.get("waiting") or {}
         if waiting.get("reason") in _BAD_WAITING:
@@ -332,6 +333,7 @@ class KubernetesExecutor:
             config = load_config(path.expanduser()) if path is not None else KubernetesExecutorConfig()
         self.config = config
         self.api = _Api(config, ExecutorError)
+        self._active = 0
 
     def set_capacity(self, workers: int) -> None:
         """The cluster schedules the pods; nothing to size here."""
@@ -372,6 +374,17 @@ class KubernetesExecutor:
 
     async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
         """Run the attempt as a Job and stream its pod's log (see the module docstring)."""
+        self._active += 1
+        try:
+            return await self._attempt(command, log, on_start)
+        finally:
+            self._active -= 1
+            if not self._active:
+                # Jobs are long and the executor has no end of its own: no connection is kept idle.
+                with anyio.CancelScope(shield=True):
+                    await self.api.close()
+
+    async def _attempt(self, command: JobCommand, log: LogWriter, on_start: OnStart | None) -> CommandResult:
         token = secrets.token_hex(4)
         run_id = command.env.get("CICD_RUN_ID", "run")
         name = _dns(f"cicd-{run_id}-{command.job}", 54).rstrip("-") + "-" + token
@@ -432,7 +445,7 @@ class KubernetesExecutor:
         assert pod is not None
         pod_name = pod["metadata"]["name"]
         splitter = _ArtifactSplitter(mark, log, self.config.artifacts_max_bytes)
-        await self._stream_log(pod_name, splitter)
+        await self._stream_log(name, pod_name, splitter)
         # The log ends when the container does; its status may lag the end of the stream a little.
         while True:
             pod = await self._pod(token)
@@ -454,19 +467,22 @@ class KubernetesExecutor:
             log.note(f"{count} artifact file(s) brought back from the pod, sha256 checked")
         return CommandResult(exit_code=code)
 
-    async def _stream_log(self, pod_name: str, splitter: _ArtifactSplitter) -> None:
-        """Follow the job container's log to its end. The stream is read in a thread of its own that
-        a cancellation abandons: it ends by itself once the Job is deleted."""
+    async def _stream_log(self, name: str, pod_name: str, splitter: _ArtifactSplitter) -> None:
+        """Follow the job container's log to its end, in a thread of its own. A cancellation deletes
+        the Job, which ends the stream, and waits (boundedly) for the thread to see it."""
         from kubernetes import client
 
         ns = self.config.namespace
         api_client = await self._call("get", "pods/log", lambda _b, core, api_client: api_client)
         failure: dict[str, BaseException] = {}
+        box: dict[str, Any] = {}
+        finished = threading.Event()
 
         def stream() -> None:
             try:
                 resp: Any = client.CoreV1Api(api_client).read_namespaced_pod_log(
                     pod_name, ns, container="job", follow=True, _preload_content=False)
+                box["resp"] = resp
                 try:
                     for chunk in resp.stream(64 * 1024, decode_content=False):
                         splitter.feed(chunk)
@@ -475,8 +491,20 @@ class KubernetesExecutor:
                 splitter.flush()
             except Exception as exc:  # noqa: BLE001 - mapped below, in the awaiting task
                 failure["error"] = exc
+            finally:
+                finished.set()
 
-        await anyio.to_thread.run_sync(stream, abandon_on_cancel=True)
+        try:
+            await anyio.to_thread.run_sync(stream, abandon_on_cancel=True)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._delete(name)
+                with anyio.move_on_after(10):
+                    while not finished.is_set():
+                        if "resp" in box:
+                            box["resp"].shutdown()   # unblocks the read at once
+                        await anyio.sleep(0.02)
+            raise
         if "error" in failure:
             exc = failure["error"]
             raise _forbidden(exc, "get", "pods/log", ns) or ExecutorError(
@@ -527,6 +555,8 @@ class KubernetesExecutor:
         names = [item["metadata"]["name"] for item in data.get("items") or []]
         for name in names:
             await self._delete(name)
+        if not self._active:
+            await self.api.close()
         return len(names)
 
     async def close(self) -> None:

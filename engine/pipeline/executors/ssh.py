@@ -162,7 +162,8 @@ def load_pools(path: Path) -> dict[str, SSHPool]:
     try:
         parsed = _PoolsFile.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([pos.issue(tuple(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+        raise SpecError([pos.issue(tuple(err["loc"]), err["msg"], key=err["type"] == "extra_forbidden")
+                         for err in exc.errors()]) from None
     base = path.parent
 
     def anchored(p: Path | None) -> Path | None:
