@@ -241,9 +241,11 @@ def test_recovery_deletes_a_dead_runners_jobs_found_by_label(tmp_path: Path, kub
     ws.mkdir()
     command = JobCommand(job="long", commands=("sleep 300",), env={"CICD_RUN_ID": "dead-run"}, cwd=ws, workspace=ws)
 
+    writer = LogWriter(tmp_path / "long.log")
+
     async def scenario() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(ex.run, command, LogWriter(tmp_path / "long.log"), records.append)
+            tg.start_soon(ex.run, command, writer, records.append)
             deadline = time.monotonic() + 10
             while not (records and kube.running_processes()):
                 assert time.monotonic() < deadline
@@ -252,7 +254,10 @@ def test_recovery_deletes_a_dead_runners_jobs_found_by_label(tmp_path: Path, kub
             assert await anyio.to_thread.run_sync(KubernetesExecutor(ex.config).recover, records[0])
             tg.cancel_scope.cancel()
 
-    anyio.run(scenario)
+    try:
+        anyio.run(scenario)
+    finally:
+        writer.close()
     assert records[0]["run"] == "dead-run" and records[0]["job_label"] == "long"
     lists = [q for m, p, q in kube.requests if m == "GET" and p.endswith("/jobs")]
     assert [parse_qs(q)["labelSelector"] for q in lists] == [
