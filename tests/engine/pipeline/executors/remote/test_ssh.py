@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,30 @@ def test_a_dead_runners_remote_job_is_killed_by_the_next_start(tmp_path: Path, p
         del os.environ["PIPELINE_SSH_POOLS"]
     assert processes_with(marker) == []
     assert list((pool_hosts[0].root / "jobs").iterdir()) == []
+
+
+@pytest.mark.ssh
+def test_a_host_that_refuses_fails_the_attempt_and_stays_out_of_the_pool(tmp_path: Path, pool_hosts: list[Any]) -> None:
+    with socket.socket() as s:      # a port nothing listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    good = pool_hosts[0]
+    pools = tmp_path / "pools.yaml"
+    pools.write_text(pools_yaml([good], max_jobs=1).replace(
+        "    hosts:\n", f"    hosts:\n      - host: 127.0.0.1\n        port: {closed}\n        name: gone\n", 1)
+        .replace("unhealthy_for: 1", "unhealthy_for: 60"))
+    ex = SSHExecutor(pools_file=pools, state_dir=tmp_path / "state")
+    mgr = PipelineManager(workspace_dir=tmp_path / "ws", executor=ex)
+    retry = {"max": 1, "when": ["infrastructure"], "backoff": 0.1}
+    spec = {"name": "p", "source": None, "stages": [
+        {"name": "a", "jobs": [{"name": "first", "retry": retry, "commands": ["echo one"]}]},
+        {"name": "b", "jobs": [{"name": "second", "depends_on": ["first"], "commands": ["echo two"]}]}]}
+    run = anyio.run(lambda: mgr.arun_pipeline(spec, run_id="ssh-refused"))
+    assert run.status == RunStatus.SUCCEEDED
+    attempts = mgr.store.query("SELECT job, attempt, failure_class, reason FROM attempts "
+                               "WHERE run_id = 'ssh-refused' ORDER BY job, attempt")
+    assert [(a["job"], a["failure_class"]) for a in attempts] == [("first", "infrastructure"), ("first", None),
+                                                                 ("second", None)]
+    assert "ssh gone" in attempts[0]["reason"] and "out of the pool for 60s" in attempts[0]["reason"]
+    for job in ("first", "second"):   # both ran on the good host; `second` did not try `gone` again
+        assert _log(tmp_path / "ws", "ssh-refused", job).count("running on h0") == 1
