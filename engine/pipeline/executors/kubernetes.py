@@ -59,7 +59,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.deploy.targets.kubernetes import _Api, _ApiSettings
 from engine.errors import ExecutorError, InputError, NotFoundError, SpecError
+from engine.pipeline.executors._remote import artifact_lister, remote_env
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
+from engine.pipeline.executors.local import local_argv
 from engine.pipeline.logs import LogWriter
 
 __all__ = ["RBAC_RULES", "KubernetesExecutor", "KubernetesExecutorConfig", "job_manifest", "load_config"]
@@ -156,20 +158,13 @@ def attempt_labels(run_id: str, job: str, token: str) -> dict[str, str]:
     }
 
 
-def _glob_word(pattern: str) -> str:
-    return "".join(c if c.isalnum() or c in "*?[]/._-" else "\\" + c for c in pattern)
-
-
-def _job_script(command: JobCommand) -> str:
-    """The job's commands as one shell script, each echoed before it runs (as the local executor logs)."""
-    if command.argv is not None:
-        return shlex.join(command.argv) + "\n"
-    lines = []
-    for text in command.commands:
-        first = text.splitlines()[0] if text else ""
-        lines.append(f"printf '%s\\n' {shlex.quote('$ ' + first[:2000])}")
-        lines.append(text)
-    return "\n".join(lines) + "\n"
+def _job_script(command: JobCommand) -> tuple[str, str | None]:
+    """The job's commands as one shell script (the local executor's, each command echoed before
+    it runs), and the line to log first when the job is one simple command."""
+    argv, echo = local_argv(command)
+    if command.argv is None and len(argv) >= 2 and argv[-2] == "-c":
+        return argv[-1], echo
+    return shlex.join(argv) + "\n", echo
 
 
 def _main_script(rel: str, shell: str, artifacts: Sequence[str]) -> str:
@@ -182,9 +177,7 @@ def _main_script(rel: str, shell: str, artifacts: Sequence[str]) -> str:
         "code=$?",
     ]
     if artifacts:
-        words = " ".join(_glob_word(p) for p in artifacts)
-        find = (f"for m in {words}; do if [ -d \"$m\" ] && [ ! -L \"$m\" ]; then find \"$m\" -type f; "
-                "elif [ -f \"$m\" ] && [ ! -L \"$m\" ]; then printf '%s\\n' \"$m\"; fi; done")
+        find = artifact_lister(artifacts)
         lines += [
             'if [ "$code" -eq 0 ]; then',
             # `**` needs bash's globstar; an image without bash globs with sh (`**` as `*`).
@@ -265,16 +258,7 @@ def job_manifest(config: KubernetesExecutorConfig, command: JobCommand, *, name:
 
 def secret_manifest(config: KubernetesExecutorConfig, command: JobCommand, *, name: str, token: str,
                     run_id: str, script: str, mark: str, remote_ws: str) -> dict[str, Any]:
-    import os
-
-    local_ws = str(command.workspace)
-    env: dict[str, str] = {}
-    for key, value in command.env.items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key) or os.environ.get(key) == value:
-            continue   # this host's own environment means nothing in the pod
-        if value == local_ws or value.startswith(local_ws + "/"):
-            value = remote_ws + value[len(local_ws):]
-        env[key] = value
+    env = remote_env(command, remote_ws)
     env.update({"CICD_JOB_SCRIPT": script, "CICD_ARTIFACT_MARK": mark})
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -393,8 +377,9 @@ class KubernetesExecutor:
         timeout = self.api.timeout
         try:
             sub_path = self._sub_path(command)
+            script, echo = _job_script(command)
             secret = secret_manifest(self.config, command, name=name, token=token, run_id=run_id,
-                                     script=_job_script(command), mark=mark, remote_ws=WORKSPACE + "/ws")
+                                     script=script, mark=mark, remote_ws=WORKSPACE + "/ws")
             job = job_manifest(self.config, command, name=name, token=token, run_id=run_id,
                                commit=command.env.get("CICD_COMMIT"), sub_path=sub_path)
             await self._call("create", "secrets", lambda _b, core, _c: core.create_namespaced_secret(
@@ -408,6 +393,8 @@ class KubernetesExecutor:
             if on_start is not None:
                 on_start(dict(record))
             log.note(f"kubernetes Job {ns}/{name} (image {job['spec']['template']['spec']['containers'][0]['image']})")
+            if echo is not None:
+                log.feed(echo.encode() + b"\n")
             return await self._follow(name, token, mark, command, log)
         except ExecutorError as exc:
             with anyio.CancelScope(shield=True):

@@ -42,7 +42,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import posixpath
 import re
 import secrets
@@ -64,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions
 from engine.errors import InputError, NotFoundError, SpecError, TargetError
+from engine.pipeline.executors._remote import artifact_lister, remote_env
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.executors.local import local_argv
 from engine.pipeline.logs import LogWriter
@@ -72,7 +72,6 @@ __all__ = ["SSHExecutor", "SSHPool", "SSHPoolHost", "load_pools", "pick_host"]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 DEFAULT_POOL = "default"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPOOL = 16 * 1024 * 1024     # bytes of a tarball kept in memory before it spills to a temp file
 _FULL_WAIT = 0.02             # seconds between looks for a free slot (runs in other event loops free them too)
 _READ = 64 * 1024
@@ -190,20 +189,12 @@ def pick_host(capacity: Mapping[str, int], running: Mapping[str, int], usable: S
     return chosen
 
 
-def _glob_word(pattern: str) -> str:
-    """`pattern` as an unquoted shell word whose only special characters are the glob's own."""
-    return "".join(c if c.isalnum() or c in "*?[]/._-" else "\\" + c for c in pattern)
-
-
 def _wrapper(job_dir: str, rel: str, argv: Sequence[str], token: str, artifacts: Sequence[str]) -> str:
     """The remote command of one attempt (POSIX sh; bash only for the artifacts' `**` globs)."""
     d = shlex.quote(job_dir)
     pack = "false"
     if artifacts:
-        words = " ".join(_glob_word(p) for p in artifacts)
-        finder = (f"cd {shlex.quote(posixpath.join(job_dir, 'ws', rel))} || exit 1; for m in {words}; do "
-                  'if [ -d "$m" ] && [ ! -L "$m" ]; then find "$m" -type f; '
-                  'elif [ -f "$m" ] && [ ! -L "$m" ]; then printf "%s\\n" "$m"; fi; done')
+        finder = f"cd {shlex.quote(posixpath.join(job_dir, 'ws', rel))} || exit 1; {artifact_lister(artifacts)}"
         pack = (f"bash -O globstar -O nullglob -c {shlex.quote(finder)} | sort -u > {d}/ctl/files && "
                 f"(cd {shlex.quote(posixpath.join(job_dir, 'ws', rel))} && "
                 f"tr '\\n' '\\0' < {d}/ctl/files | xargs -0 -r sha256sum -- > {d}/ctl/sums && "
@@ -246,20 +237,6 @@ def _kill_script(token: str, pgid: int | None, job_dir: str, grace: float) -> st
         "fi",
         f"rm -rf {shlex.quote(job_dir)}",
     ]) + "\n"
-
-
-def _remote_env(command: JobCommand, remote_ws: str) -> dict[str, str]:
-    """What the job's environment adds to the host's: values the runner set, not this host's own
-    (a local PATH or HOME means nothing there); paths into the local workspace point at the remote one."""
-    local_ws = str(command.workspace)
-    out: dict[str, str] = {}
-    for key, value in command.env.items():
-        if not _ENV_NAME.match(key) or os.environ.get(key) == value:
-            continue
-        if value == local_ws or value.startswith(local_ws + "/"):
-            value = remote_ws + value[len(local_ws):]
-        out[key] = value
-    return out
 
 
 def _parse_times(lines: Sequence[str]) -> tuple[float, float]:
@@ -507,7 +484,7 @@ class SSHExecutor:
         if len(argv) >= 2 and argv[-2] == "-c" and command.argv is None:
             # A long script would not fit in one argument (128 KiB on Linux): it travels as a file.
             script, argv = argv[-1], (*argv[:-2], posixpath.join(job_dir, "ctl", "job.sh"))
-        env = _remote_env(command, posixpath.join(job_dir, "ws"))
+        env = remote_env(command, posixpath.join(job_dir, "ws"))
         try:
             bundle = await anyio.to_thread.run_sync(_bundle, command.workspace, env, script)
         except OSError as exc:
