@@ -358,6 +358,7 @@ class SSHExecutor:
         self._leftovers = _Leftovers((state_dir or settings.workspace / "executors") / "ssh-leftovers.jsonl")
         self._limiter = anyio.CapacityLimiter(sum(self._capacity.values()) + 4)
         self._sftp_idle: dict[str, list[Any]] = {}
+        self._reaped: set[str] = set()
         self._sftp_lock = threading.Lock()
 
     # -- the protocol -------------------------------------------------------------------------------
@@ -373,6 +374,10 @@ class SSHExecutor:
         if label is None:
             return CommandResult(exit_code=None, infrastructure_error=why)
         try:
+            if label not in self._reaped:
+                # Leftovers another runner process wrote down for this host go the first time we use it.
+                self._reaped.add(label)
+                await self._reap_host(label)
             return await self._run_on(label, command, log, on_start)
         finally:
             with self._shared.lock:
@@ -521,7 +526,8 @@ class SSHExecutor:
                 await self._cancel(label, attempt, channel)
             raise
         if "error" in outcome:
-            channel.close()
+            with anyio.CancelScope(shield=True):
+                await self._cancel(label, attempt, channel)   # nothing of it may run on unsupervised
             return CommandResult(exit_code=None, infrastructure_error=f"lost track of the job on {label}: "
                                                                       f"{outcome['error']}")
         code, times, packed, broken = outcome["result"]
