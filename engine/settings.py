@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     PIPELINE_EXECUTOR: str = Field(
         default="local", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors).",
     )
+    PIPELINE_SSH_POOLS: Path | None = Field(
+        default=None, description="YAML file of the ssh executor's host pools (runs_on: ssh, ssh:<pool>).",
+    )
+    PIPELINE_KUBERNETES: Path | None = Field(
+        default=None, description="YAML file of the kubernetes executor's settings (runs_on: kubernetes).",
+    )
     PIPELINE_SECRETS_FILE: Path | None = Field(
         default=None, description="A KEY=VALUE file that secrets are read from when not in the environment."
     )

@@ -268,7 +268,8 @@ class Runner:
                     return
             values = self._values(plan)
             command = JobCommand(job=plan.name, commands=tuple(_interpolate(c, values, None) for c in plan.commands),
-                                 env=env, cwd=cwd, workspace=workspace, shell=plan.shell, timeout=plan.timeout)
+                                 env=env, cwd=cwd, workspace=workspace, shell=plan.shell, timeout=plan.timeout,
+                                 artifacts=tuple(plan.artifacts), image=plan.image, resources=plan.resources)
             try:
                 await executor.prepare(command)
             except (OSError, CicdError) as exc:

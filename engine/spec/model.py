@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ __all__ = [
     "JobSpec",
     "PipelinePlan",
     "PipelineSpec",
+    "ResourcesSpec",
     "RetrySpec",
     "StageSpec",
     "TriggerSpec",
@@ -58,8 +59,11 @@ MAX_MATRIX_JOBS = 256
 MAX_JOBS = 5000
 LANGUAGES = frozenset({"go", "javascript", "python", "rust"})
 """Languages whose standard build a `language:` job runs (engine.build has one builder for each)."""
-EXECUTOR_KINDS = frozenset({"local"})
-"""Executors a job may name in `runs_on:` (engine.pipeline.executors.EXECUTORS has one factory for each)."""
+EXECUTOR_KINDS = frozenset({"local", "ssh", "kubernetes"})
+"""Executors a job may name in `runs_on:` (engine.pipeline.executors.EXECUTORS has one factory for each);
+`ssh:<pool>` names a pool of the ssh executor."""
+_POOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+_QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 FailureClass = Literal["failure", "timeout", "infrastructure"]
 Scalar = str | int | float | bool
 
@@ -100,6 +104,13 @@ class ArtifactsSpec(_Model):
         return paths
 
 
+class ResourcesSpec(_Model):
+    """What a job asks of the machine that runs it (Kubernetes quantities: cpu "500m", memory "1Gi")."""
+
+    cpu: str | None = Field(None, pattern=_QUANTITY_RE, description="CPU request and limit (e.g. 500m, 2).")
+    memory: str | None = Field(None, pattern=_QUANTITY_RE, description="Memory request and limit (e.g. 512Mi).")
+
+
 class TriggerSpec(_Model):
     branches: list[str] = Field(default_factory=list)
     events: list[str] = Field(default_factory=list)
@@ -128,6 +139,8 @@ class JobSpec(_Model):
     working_directory: str | None = None
     shell: Literal["bash", "sh"] | None = None
     runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR.")
+    image: str | None = Field(None, description="Container image the job runs in (kubernetes executor).")
+    resources: ResourcesSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -145,6 +158,9 @@ class JobSpec(_Model):
     @field_validator("runs_on")
     @classmethod
     def _runs_on(cls, kind: str | None) -> str | None:
+        base, colon, pool = (kind or "").partition(":")
+        if kind is not None and colon and base == "ssh" and _POOL_RE.match(pool):
+            return kind
         if kind is not None and kind not in EXECUTOR_KINDS:
             raise ValueError(f"unknown executor {kind!r} for runs_on; known: {', '.join(sorted(EXECUTOR_KINDS))}")
         return kind
@@ -302,6 +318,8 @@ class JobPlan:
     deploy_config: str | None = None     # absolute path of the deployment config, if any
     runs_on: str | None = None           # executor kind; None: the runner's default
     deploy_stage: bool = False           # a stage without jobs that deploys its dependencies' artifacts
+    image: str | None = None
+    resources: dict[str, str] = field(default_factory=dict)   # cpu, memory
 
 
 @dataclass(frozen=True)
@@ -463,6 +481,7 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     environment=stage.environment, strategy=stage.strategy,
                     deploy=stage.deploy_spec if stage.environment else None,
                     deploy_config=_deploy_config(stage, spec_path), runs_on=job.runs_on,
+                    image=job.image, resources=job.resources.model_dump(exclude_none=True) if job.resources else {},
                 )
         if stage.deploys_only:
             jobs[stage.name] = JobPlan(

@@ -63,6 +63,9 @@ class JobCommand:
     shell: str = "bash"
     argv: tuple[str, ...] | None = None
     timeout: float | None = None         # seconds; the runner enforces it, an executor may pass it on
+    artifacts: tuple[str, ...] = ()      # globs (relative to cwd) the runner collects after success
+    image: str | None = None             # for executors that run containers
+    resources: Mapping[str, str] = field(default_factory=dict)   # cpu, memory (Kubernetes quantities)
 
 
 @dataclass(frozen=True)
@@ -105,19 +108,24 @@ class Executor(Protocol):
         ...
 
 
-EXECUTORS: LazyRegistry[Callable[[], Executor]] = LazyRegistry("executor", {
+EXECUTORS: LazyRegistry[Callable[..., Executor]] = LazyRegistry("executor", {
     "local": "engine.pipeline.executors.local:LocalExecutor",
+    "ssh": "engine.pipeline.executors.ssh:SSHExecutor",
+    "kubernetes": "engine.pipeline.executors.kubernetes:KubernetesExecutor",
 })
-"""Executor kind (a job's `runs_on:`) -> factory. engine.spec.model.EXECUTOR_KINDS names the same kinds."""
+"""Executor kind (a job's `runs_on:`) -> factory. engine.spec.model.EXECUTOR_KINDS names the same kinds.
+A kind may carry an option after a colon (`ssh:<pool>`), passed to the factory."""
 
 
 def make_executor(kind: str) -> Executor:
-    """A new executor of `kind`.
+    """A new executor of `kind` (`name` or `name:option`).
 
     Raises:
-        InputError: no such kind (the message lists the known ones).
+        InputError: no such kind (the message lists the known ones), or the option is refused.
     """
-    return EXECUTORS[kind]()
+    name, colon, option = kind.partition(":")
+    factory = EXECUTORS[name]
+    return factory(option) if colon else factory()
 
 
 # -- the fake -----------------------------------------------------------------------------------

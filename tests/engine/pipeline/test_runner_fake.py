@@ -342,7 +342,7 @@ def test_an_unknown_executor_is_refused_at_load_with_the_known_kinds() -> None:
         load_pipeline(text)
     message = str(err.value)
     assert ":8:" in message and "runs_on" in message and "local" in message
-    with pytest.raises(InputError, match="known: local"):
+    with pytest.raises(InputError, match="known: kubernetes, local, ssh"):
         make_executor("somewhere-else")
 
 
@@ -354,7 +354,7 @@ def test_an_unknown_default_executor_refuses_the_run_before_it_is_recorded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_EXECUTOR", "nowhere")
     manager = PipelineManager(tmp_path / "ws")
-    with pytest.raises(InputError, match="unknown executor kind 'nowhere' \\(known: local\\)"):
+    with pytest.raises(InputError, match="unknown executor kind 'nowhere' \\(known: kubernetes, local, ssh\\)"):
         manager.run_pipeline(pipeline(job("a")))
     assert manager.list_runs() == []
 
