@@ -304,6 +304,9 @@ class PipelineManager:
         plan = self.create_pipeline(source)
         if isinstance(source, Mapping):
             source = plan.spec_json()
+        elif "\n" not in os.fspath(source) and _is_file(Path(os.fspath(source))):
+            # The runner process works in another directory: a relative path must not change meaning.
+            source = str(Path(os.fspath(source)).resolve())
         run_id = run_id or _new_run_id()
         if not _RUN_ID.match(run_id):
             raise InputError(f"run id {run_id!r} is invalid")
