@@ -29,8 +29,12 @@ need ip iproute2
 need go golang-go
 need chromium chromium
 need npx npm
-# Debian ships venv's pip bootstrap separately from python3.
+# Debian ships venv's pip bootstrap separately from python3; tests/test_setup.py also makes a venv
+# with Debian's own /usr/bin/python3, whatever python3 comes first on PATH.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    packages+=(python3-venv)
+fi
 if [ "${#packages[@]}" -gt 0 ]; then
     echo "installing: ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
