@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.errors import CicdError, InputError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "new_parser", "run_command", "version"]
 
 _STATUS_MARK = {
     "succeeded": "ok", "failed": "FAIL", "timed_out": "TIMEOUT", "cancelled": "CANCEL", "skipped": "skip",
@@ -108,12 +108,19 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                            "created_at": r.created_at, "duration": r.duration, "reason": r.reason} for r in runs],
                          indent=2))
         return 0
-    for r in runs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        print(f"{r.run_id}  {when}  {r.pipeline:<24} {r.status.value:<12} {_fmt_duration(r.duration):>8}  "
-              f"{r.reason or ''}")
+    if args.quiet:
+        for r in runs:
+            print(r.run_id)
+        return 0
     if not runs:
         print("no runs yet")
+        return 0
+    rows = [("RUN ID", "STARTED", "PIPELINE", "STATUS", "DURATION", "REASON")]
+    rows += [(r.run_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)), r.pipeline,
+              r.status.value, _fmt_duration(r.duration), r.reason or "") for r in runs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -163,11 +170,44 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cicd-mcp", description="CI/CD automation for people and AI agents.")
+def version() -> str:
+    """The installed distribution's version; a checkout used through PYTHONPATH has none."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("cicd-mcp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Version(argparse.Action):
+    # argparse's own "version" action formats its text when the parser is built; this one asks
+    # importlib.metadata only when --version is given, which keeps `cicd-mcp serve` start-up lean.
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"cicd-mcp {version()}")
+        parser.exit()
+
+
+def new_parser() -> argparse.ArgumentParser:
+    """The top-level `cicd-mcp` parser and its options, without commands."""
+    parser = argparse.ArgumentParser(
+        prog="cicd-mcp", description="CI/CD automation for people and AI agents: run pipelines, read their "
+        "runs and logs, report, and serve it all to MCP clients (`cicd-mcp serve`).")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--workspace", default=os.environ.get("PIPELINE_WORKSPACE"),
                         help="state directory (default: $PIPELINE_WORKSPACE or ~/.local/share/cicd-mcp)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a pipeline file (or a registered pipeline by name)")
     p.add_argument("pipeline")
@@ -181,10 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GitHub Actions workflows: skip jobs using actions that cannot run here (default: fail them)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("runs", help="list recent runs")
-    p.add_argument("pipeline", nargs="?")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("runs", help="list recent runs, newest first")
+    p.add_argument("pipeline", nargs="?", help="only this pipeline's runs")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="a JSON array")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the run ids, one a line (RUN_ID=$(cicd-mcp runs -q --limit 1) is the newest)")
     p.set_defaults(func=_cmd_runs)
 
     p = sub.add_parser("show", help="one run as JSON")
@@ -214,17 +256,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: the one place where its expected failures become an exit status.
+
+    A CicdError is a one-line message and status 2; Ctrl-C is 130; a reader that stopped reading
+    (`cicd-mcp audit --json | head`) ends the command quietly with status 141, as SIGPIPE would.
+    """
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit where it prints a traceback
+        return code
     except CicdError as exc:
         print(f"cicd-mcp: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cicd-mcp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m server [serve|audit|token|manifests] ...`; with no command, serve on stdio."""
+"""`python -m server [serve|audit|token|manifests] ...`; with no command, the usage."""
 
 from server.cli import main
 

@@ -1,6 +1,6 @@
 """`cicd-mcp`: the engine's commands (run, runs, show, logs, cancel, report, export) and the
 server's (serve, audit, token create/list/revoke, manifests). `main()` is the installed
-`cicd-mcp` and `python -m server`; with no command it serves on stdio.
+`cicd-mcp` and `python -m server`; with no command it prints the usage (`serve` starts the server).
 
 The parser is the engine's (`engine.cli.build_parser`) with the server's commands added
 (`add_commands`, which adds them once whoever calls it first). Each server command is
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from server._transports import TRANSPORTS
 __all__ = ["add_commands", "build_parser", "main"]
 
 _SERVER_COMMANDS = ("serve", "audit", "token", "manifests")
+_MANIFESTS = "tool_manifests"
 
 
 def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
@@ -36,7 +36,8 @@ def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     p.add_argument("--workspace", default=argparse.SUPPRESS,
                    help="engine workspace (default: $PIPELINE_WORKSPACE)")
     if policy:
-        p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml, else the shipped one)")
+        p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml if the working directory has "
+                       "one, else the policy packaged with cicd-mcp)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -46,9 +47,18 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _policy(args: argparse.Namespace) -> Any:
+    from engine.errors import InputError
     from server.trust import default_policy_path, load_policy
 
-    return load_policy(getattr(args, "policy", None) or default_policy_path())
+    given = getattr(args, "policy", None)
+    if given and not Path(given).is_absolute() and not Path(given).exists():
+        # An MCP client starts the server in a directory of its own choosing, rarely the checkout.
+        raise InputError(
+            f"cannot read the trust policy {given}: there is no such file in {Path.cwd()}, the directory this "
+            f"server was started in. Give an absolute path (e.g. --policy \"$PWD/{given}\" when you register "
+            "the server with a client), or leave --policy out to use the policy packaged with cicd-mcp."
+        )
+    return load_policy(given or default_policy_path())
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -60,16 +70,48 @@ def _store(args: argparse.Namespace) -> Any:
 # -- serve ----------------------------------------------------------------------------------------
 
 
+_URL_PATHS = {"http": "/mcp", "sse": "/sse"}
+_TRANSPORT_NAMES = {"http": "streamable HTTP", "sse": "SSE"}
+
+
+def _policy_name(source: str) -> str:
+    if source.startswith("<"):
+        return source
+    path = Path(source).resolve()
+    packaged = " (the policy packaged with cicd-mcp)" if path.name == "default_trust_policy.yaml" else ""
+    return f"{path}{packaged}"
+
+
+def _announce(server: Any, transport: str, host: str, port: int) -> None:
+    """Tell the person who started the server, on stderr, where it listens and who may do what."""
+    policy = server.state.policy
+    where = f"trust policy {_policy_name(policy.source)}"
+    if policy.read_only:
+        where += " (read-only: every tool that changes something is refused)"
+    if transport == "stdio":
+        print(f"cicd-mcp: serving MCP on stdio (an MCP client starts this command and speaks on its "
+              f"stdin/stdout; Ctrl-C stops it); {where}; the stdio client is {server.state.stdio_level.value}",
+              file=sys.stderr)
+        return
+    tokens = len(policy.http.tokens) + len([t for t in server.state.tokens.list() if t.revoked_at is None])
+    shown = f"[{host}]" if ":" in host else host
+    print(f"cicd-mcp: serving MCP over {_TRANSPORT_NAMES[transport]} at http://{shown}:{port}{_URL_PATHS[transport]} "
+          f"(Ctrl-C stops it)", file=sys.stderr)
+    print(f"cicd-mcp: {where}; callers without a bearer token are {policy.http.anonymous_level.value}; "
+          f"{tokens} token(s) known (`cicd-mcp token create --level LEVEL` makes one)", file=sys.stderr, flush=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import build_server
-    from server.serve import run
+    from server.serve import check_bind, run
     from server.trust import Level
 
     transport = args.transport
-    server = build_server(
-        _policy(args), settings=_settings(args), transport=transport,
-        trust_level=Level(args.trust_level) if args.trust_level else None,
-    )
+    trust_level = Level(args.trust_level) if args.trust_level else None
+    server = build_server(_policy(args), settings=_settings(args), transport=transport, trust_level=trust_level)
+    if transport != "stdio":
+        check_bind(server, args.host)  # refused before it is announced
+    _announce(server, transport, args.host, args.port)
     run(server, transport, host=args.host, port=args.port)
     return 0
 
@@ -144,10 +186,18 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_manifests(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
     from engine.store import SQLiteStore
     from server.app import build_server
     from server.manifests import check_manifests, write_manifests
 
+    if args.out is None:
+        # The manifests belong to the checkout: run elsewhere, the command would leave a stray
+        # ./tool_manifests/ where nobody looks for it.
+        if not Path(_MANIFESTS).is_dir():
+            raise InputError(f"there is no ./{_MANIFESTS}/ in {Path.cwd()}: run `cicd-mcp manifests` at the root "
+                             "of the cicd-mcp repository, or name a directory with --out DIR")
+        args.out = _MANIFESTS
     server = build_server(_policy(args), settings=_settings(args), store=SQLiteStore(":memory:"))
     out = Path(args.out)
     if args.check:
@@ -170,9 +220,15 @@ def add_commands(sub: Any) -> None:
     a second call on the same object adds nothing."""
     if "serve" in sub.choices:
         return
-    p = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    p = sub.add_parser(
+        "serve", help="run the MCP server (stdio by default)",
+        description="Serve the engine's tools, resources and prompts to MCP clients, every tool call through the "
+        "trust gate. On stdio an MCP client starts this command itself; over HTTP or SSE it listens until "
+        "stopped. It names on stderr where it listens, the trust policy in force and the level of callers.")
     _common(p)
-    p.add_argument("--transport", choices=TRANSPORTS, default="stdio")
+    p.add_argument("--transport", choices=TRANSPORTS, default="stdio",
+                   help="stdio (default: for a client that starts the server), http (streamable HTTP at "
+                   "/mcp) or sse (at /sse)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP/SSE address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP/SSE port (default 8000)")
     p.add_argument("--trust-level", choices=("untrusted", "verified", "trusted"),
@@ -206,7 +262,8 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("manifests", help="write tool_manifests/ from the registered tools")
     _common(p)
-    p.add_argument("--out", default="tool_manifests")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: ./tool_manifests/ of the checkout; "
+                   "refused when there is none)")
     p.add_argument("--check", action="store_true", help="exit 1 when the manifests are out of date")
     p.set_defaults(func=cmd_manifests)
 
@@ -228,10 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _server_parser() -> argparse.ArgumentParser:
     """The server's commands under the engine's top-level options (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="cicd-mcp", description="CI/CD automation for people and AI agents.")
-    parser.add_argument("--workspace", default=os.environ.get("PIPELINE_WORKSPACE"),
-                        help="state directory (default: $PIPELINE_WORKSPACE or ~/.local/share/cicd-mcp)")
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    parser = engine_cli.new_parser()
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     return parser
 
 
@@ -243,24 +298,17 @@ def _command(argv: Sequence[str]) -> str | None:
     return rest[0] if rest else None
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; a CicdError becomes a one-line message and exit status 2."""
-    try:
-        return int(args.func(args) or 0)
-    except CicdError as exc:
-        print(f"cicd-mcp: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cicd-mcp: interrupted", file=sys.stderr)
-        return 130
+run_command = engine_cli.run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command(argv)
-    if command is None or command.startswith("-") and command not in ("-h", "--help"):
-        # `cicd-mcp` alone, or with serve's options only, serves on stdio.
-        argv, command = ["serve", *argv], "serve"
+    if command is None:
+        # A person who types `cicd-mcp` gets the commands, not a stdio server silently waiting for
+        # JSON-RPC on their terminal; MCP clients start `cicd-mcp serve`.
+        build_parser().print_help(sys.stderr)
+        return 2
     parser = _server_parser() if command in _SERVER_COMMANDS else build_parser()
     return run_command(parser.parse_args(argv))
 

@@ -11,11 +11,17 @@ __all__ = ["add_commands"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from engine.errors import NotFoundError
     from engine.insights.charts import render_report
     from engine.settings import get_settings
+    from engine.store import insights as insights_repo
     from engine.store import open_store
 
     store = open_store(get_settings(PIPELINE_WORKSPACE=args.workspace).workspace)
+    if args.pipeline and args.run is None and not insights_repo.pipeline_exists(store, args.pipeline):
+        known = insights_repo.known_pipelines(store)
+        raise NotFoundError(f"no pipeline {args.pipeline!r} is registered or has run here; known: "
+                            + (", ".join(known) if known else "none"))
     html = render_report(store, args.pipeline, args.run)
     if args.out == "-":
         sys.stdout.write(html)

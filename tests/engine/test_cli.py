@@ -58,3 +58,28 @@ def test_variables_from_the_command_line(tmp_path: Path) -> None:
     assert out.returncode == 0
     run_id = out.stdout.split("\nrun ")[1].split()[0]
     assert "got=cli-user" in cli("logs", run_id, "a", ws=tmp_path / "ws").stdout
+
+
+def test_runs_has_a_header_row_and_quiet_gives_only_ids(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("name: listed\nsource: null\nstages:\n  - name: s\n    jobs:\n      - {name: a, commands: ['true']}\n")
+    assert cli("runs", ws=tmp_path / "ws").stdout == "no runs yet\n"
+    ids = []
+    for _ in range(2):
+        out = cli("run", str(p), ws=tmp_path / "ws")
+        ids.append(out.stdout.split("\nrun ")[1].split()[0])
+    table = cli("runs", ws=tmp_path / "ws").stdout.splitlines()
+    assert table[0].split() == ["RUN", "ID", "STARTED", "PIPELINE", "STATUS", "DURATION", "REASON"]
+    assert [line.split()[0] for line in table[1:]] == ids[::-1]
+    assert table[1].index("listed") == table[0].index("PIPELINE")
+    quiet = cli("runs", "-q", "--limit", "1", ws=tmp_path / "ws")
+    assert quiet.stdout == f"{ids[1]}\n"
+
+
+def test_report_of_an_unknown_pipeline_fails_and_writes_nothing(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "report", "nosuch", "--out", str(tmp_path / "r.html")],
+                         cwd=ROOT, env={**os.environ, "PIPELINE_WORKSPACE": str(tmp_path / "ws")},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "no pipeline 'nosuch'" in out.stderr and "report written" not in out.stdout
+    assert not (tmp_path / "r.html").exists()

@@ -137,6 +137,32 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack a release tarball; no member may land outside `dest`.
+
+    Raises:
+        InputError: a member is absolute, climbs out with '..', links outside, or is a device.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    # Extraction filters came with Python 3.11.4; Debian 12's own python3 is 3.11.2. The same
+    # refusals as the "data" filter, made before anything is written.
+    root = dest.resolve()
+    for member in tar.getmembers():
+        where = (root / member.name).resolve()
+        if member.issym():
+            link = (where.parent / member.linkname).resolve()
+        elif member.islnk():
+            link = (root / member.linkname).resolve()
+        else:
+            link = root
+        if member.isdev() or not where.is_relative_to(root) or not link.is_relative_to(root):
+            raise InputError(f"local target: {os.fsdecode(tar.name or '')}: member {member.name!r} would be written "
+                             "outside the release directory (or is a device); refusing the archive")
+    tar.extractall(dest)
+
+
 class LocalTarget:
     """Services as local processes. See the module docstring."""
 
@@ -189,7 +215,7 @@ class LocalTarget:
                     shutil.copytree(src, tmp, dirs_exist_ok=True, symlinks=True)
                 elif src.is_file() and tarfile.is_tarfile(src):
                     with tarfile.open(src) as tar:
-                        tar.extractall(tmp, filter="data")
+                        _extract(tar, tmp)
                 elif src.is_file():
                     shutil.copy2(src, tmp / src.name)
                 else:
