@@ -14,6 +14,7 @@ decision from a context variable, so a tool cannot skip the question the gate as
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from engine.errors import WorldError
 from server.audit import AuditRecord, args_digest
 from server.state import AppState
 from server.tokens import resolve_token
@@ -160,31 +162,83 @@ class CicdServer(MCPServer[Any]):
         return Caller(name, level, st.transport, can_elicit)
 
     # -- what is called -----------------------------------------------------------------------
-    def facts(self, name: str, arguments: dict[str, Any]) -> ToolFacts:
+    def parsed(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as the SDK will hand them to the tool: a JSON string in a field that is not a
+        string is parsed first (the SDK's `pre_parse_json`), so the gate decides on what the tool gets."""
+        tool = self.registered_tool(name)
+        if tool is None:
+            return arguments
+        try:
+            return dict(tool.fn_metadata.pre_parse_json(arguments))
+        except Exception:  # noqa: BLE001 - the SDK will refuse these arguments itself
+            return arguments
+
+    def facts(self, name: str, arguments: dict[str, Any], *, resolve: bool = True) -> ToolFacts:
+        """What the gate knows of a call; with `resolve`, the environments the engine says it would change.
+
+        Raises:
+            Exception: whatever the tool's resolver raised: the call's targets cannot be told.
+        """
         spec = self.specs.get(name)
         if spec is None or self.registered_tool(name) is None:
             return ToolFacts(name, None, read_only=False, destructive=True)
-        env = None
-        if spec.environment is not None:
-            try:
-                env = spec.environment(arguments, self.state)
-            except Exception:  # noqa: BLE001 - an unreadable target must not open the gate
-                env = UNKNOWN_ENVIRONMENT
-            if env is None and spec.destructive:
-                raw = arguments.get("environment")
-                env = raw if isinstance(raw, str) else None
-        return ToolFacts(name, spec.default_level, spec.read_only, spec.destructive, env)
+        targets: frozenset[str] = frozenset()
+        if resolve and spec.environment is not None:
+            found = spec.environment(arguments, self.state)
+            targets = frozenset({found}) if isinstance(found, str) else (found or frozenset())
+        return ToolFacts(name, spec.default_level, spec.read_only, spec.destructive, environments=targets)
 
     def decision(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
+        """The trust decision for one call (blocking: resolving targets may read the store and files).
+
+        Level first, on the tool alone: a caller below the tool's level makes the server read nothing.
+        Then, when an environment matters (protected environments, or a caller scoped to some), on every
+        environment the engine says the call would change; a call whose targets cannot be resolved is
+        refused. A call that reaches another tool (the compat tool) must pass that tool's gate too.
+        """
         policy = self.state.policy
-        decision = decide(policy, caller, self.facts(name, arguments))
+        arguments = self.parsed(name, arguments)
+        decision = decide(policy, caller, self.facts(name, arguments, resolve=False))
+        if isinstance(decision, Deny):
+            return decision
+        # Arguments the tool's model refuses never reach the tool (the SDK answers with the model's
+        # message), so they need no targets.
+        if (policy.confirm.environments or caller.environments is not None) and self._valid(name, arguments):
+            try:
+                facts = self.facts(name, arguments)
+            except (OSError, WorldError):
+                # The world failed, not the call: the target may be anything, so it is protected.
+                facts = dataclasses.replace(self.facts(name, arguments, resolve=False),
+                                            environments=frozenset({UNKNOWN_ENVIRONMENT}))
+            except Exception as exc:  # noqa: BLE001 - an unresolvable target must not open the gate
+                return Deny(f"cannot tell which environments {name!r} would change, so it is refused: "
+                            + self._masked(str(exc) or type(exc).__name__, arguments), unresolved=True)
+            decision = decide(policy, caller, facts)
         spec = self.specs.get(name)
         if spec is not None and spec.delegate is not None and not isinstance(decision, Deny):
             target = spec.delegate(arguments)
             if target is not None:
                 tname, targs = target
-                decision = _combine(decision, decide(policy, caller, self.facts(tname, targs)))
+                decision = _combine(decision, self.decision(caller, tname, targs))
         return decision
+
+    def _valid(self, name: str, arguments: dict[str, Any]) -> bool:
+        tool = self.registered_tool(name)
+        if tool is None:
+            return False
+        try:
+            tool.fn_metadata.arg_model.model_validate(arguments)
+        except ValidationError:
+            return False
+        return True
+
+    def _masked(self, message: str, arguments: dict[str, Any]) -> str:
+        """An engine message about the call, secrets masked as a tool's error would be."""
+        from server.tools._errors import mask_text, secret_values
+
+        variables = arguments.get("variables")
+        extra = [(str(k), str(v)) for k, v in variables.items()] if isinstance(variables, dict) else []
+        return mask_text(message, secret_values(self.state, extra))
 
     # -- the gate ------------------------------------------------------------------------------
     async def call_tool(
@@ -197,7 +251,7 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = self.decision(caller, name, arguments)
+        decision = await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
         if isinstance(decision, Confirm) and not self._can_confirm(name):
             decision = Deny(
                 f"{name!r} on environment {decision.environment!r} needs a human confirmation that this tool "
@@ -210,6 +264,8 @@ class CicdServer(MCPServer[Any]):
         token = _CALL.set(call)
         try:
             if isinstance(decision, Deny):
+                if decision.unresolved:
+                    outcome = "error"
                 raise ToolError(f"refused by the trust policy: {decision.reason}")
             result = await super().call_tool(name, arguments, context)
             if isinstance(result, InputRequiredResult):
@@ -244,7 +300,7 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = self.decision(caller, name, arguments)
+        decision = await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
         if isinstance(decision, Confirm):
             decision = Deny(f"{name!r} needs a confirmation, which a resource read cannot ask for")
         verdict = "denied" if isinstance(decision, Deny) else "allowed"

@@ -10,8 +10,10 @@ Theory of operation, in the order `decide` applies the rules:
 1. read_only: a tool that is not read-only is refused outright.
 2. level: the caller's level must be at least the tool's (the policy's `tools:` entry,
    else the tool's own default, else `default_level` for a tool the server does not know).
-3. confirmation: a destructive call aimed at an environment listed under
-   `confirm.environments` needs a human "yes" through MCP elicitation; a client that
+3. scope: a scoped token may call only its tools and change only its environments.
+4. confirmation: a destructive call that would change an environment listed under
+   `confirm.environments` (any of the environments the engine says it changes, not only
+   the one its arguments name) needs a human "yes" through MCP elicitation; a client that
    cannot elicit is refused, never assumed to agree.
 """
 
@@ -176,6 +178,9 @@ class Caller:
     transport: str         # stdio | sse | http | memory
     can_elicit: bool = False
     refused: str | None = None   # set when the caller presented a credential that is not valid
+    # A scoped token: the only environments it may change and tools it may call (None: no limit).
+    environments: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,11 @@ class ToolFacts:
     read_only: bool
     destructive: bool
     environment: str | None = None   # where the call lands, when the tool says
+    environments: frozenset[str] = frozenset()   # every environment the call would change
+
+    @property
+    def targets(self) -> frozenset[str]:
+        return self.environments | ({self.environment} if self.environment is not None else set())
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,7 @@ class Allow:
 @dataclass(frozen=True)
 class Deny:
     reason: str
+    unresolved: bool = False   # refused because what the call would change could not be found out
 
 
 @dataclass(frozen=True)
@@ -245,9 +256,20 @@ def decide(policy: TrustPolicy, caller: Caller, tool: ToolFacts) -> Decision:
             f"{tool.name!r} needs trust level {needed}; this caller ({caller.name}) has {caller.level}. "
             f"To get it, {_how_to_get(needed, caller.transport)}."
         )
-    env = tool.environment
-    protected = env in policy.confirm.environments or (env == UNKNOWN_ENVIRONMENT and policy.confirm.environments)
-    if tool.destructive and env is not None and protected:
+    if caller.tools is not None and tool.name not in caller.tools:
+        return Deny(f"this caller ({caller.name}) is limited to the tools {', '.join(sorted(caller.tools))}; "
+                    f"{tool.name!r} is not one of them")
+    targets = tool.targets
+    if caller.environments is not None and not tool.read_only:
+        outside = sorted(targets - caller.environments)
+        if outside:
+            return Deny(f"this caller ({caller.name}) may change only the environments "
+                        f"{', '.join(sorted(caller.environments)) or '(none)'}; {tool.name!r} would change "
+                        f"{', '.join(outside)}")
+    guarded = policy.confirm.environments
+    protected = sorted(e for e in targets if e in guarded or (e == UNKNOWN_ENVIRONMENT and guarded))
+    if tool.destructive and protected:
+        env = ", ".join(protected)
         if not caller.can_elicit:
             return Deny(
                 f"{tool.name!r} on environment {env!r} needs a human confirmation, and this client "

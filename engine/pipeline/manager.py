@@ -25,7 +25,7 @@ from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
 from engine.pipeline.runner import Runner
 from engine.pipeline.states import JobStatus, RunStatus, check_run_move
 from engine.settings import Settings, resolve_settings
-from engine.spec.model import VAR_RE, PipelinePlan, load_pipeline
+from engine.spec.model import VAR_RE, PipelinePlan, deploy_environments, load_pipeline
 from engine.store import Store, open_store, runs
 
 __all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
@@ -114,6 +114,15 @@ class PipelineManager:
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
         return plan
+
+    def environments_of(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> frozenset[str]:
+        """The environments a run of `source` (as `run_pipeline` would load it) deploys to.
+
+        Raises:
+            SpecError: the pipeline is invalid.
+            NotFoundError: no such file or registered pipeline.
+        """
+        return deploy_environments(self._load(source))
 
     def list_pipelines(self) -> list[str]:
         return runs.pipeline_names(self.store)

@@ -46,6 +46,7 @@ __all__ = [
     "RetrySpec",
     "StageSpec",
     "TriggerSpec",
+    "deploy_environments",
     "expand",
     "load_pipeline",
     "parse_pipeline",
@@ -530,3 +531,11 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
                                    file=str(path)[:300])]) from exc
     data, pos = load_yaml(raw, str(path))
     return expand(parse_pipeline(data, pos), pos, spec_path=str(path.resolve()))
+
+
+def deploy_environments(plan: PipelinePlan) -> frozenset[str]:
+    """The environments a run of `plan` deploys to: every stage's `environment:`. Pure.
+
+    What a run would change, for whoever decides before it starts (the server's trust gate).
+    """
+    return frozenset(job.environment for job in plan.jobs.values() if job.environment)

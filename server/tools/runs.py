@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -24,6 +24,7 @@ from server.models import (
     RunOutput,
     RunPipelineInput,
 )
+from server.state import AppState
 from server.tools._errors import tool_errors
 from server.tools._paths import confined_config_path
 from server.tools._present import FAILED_STATUSES, log_uri, present_run, run_progress
@@ -170,6 +171,23 @@ async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
                                status=str(run.status))
 
 
+def _run_environments(arguments: dict[str, Any], state: AppState) -> frozenset[str]:
+    """Where a run lands, for the trust gate: the `environment` argument and every deploy stage of the
+    pipeline, loaded as the tool will load it.
+
+    Raises:
+        InputError, SpecError, NotFoundError: no pipeline given, or it cannot be read (the gate refuses).
+    """
+    from engine.errors import InputError
+
+    found = {arguments["environment"]} if isinstance(arguments.get("environment"), str) else set()
+    config, name = arguments.get("config_path"), arguments.get("pipeline")
+    source = confined_config_path(config, state.settings) if isinstance(config, str) and config else name
+    if not isinstance(source, str) or not source:
+        raise InputError("give config_path or pipeline")
+    return frozenset(found | state.manager.environments_of(source))
+
+
 _PIPELINE = ("engine.pipeline.manager",)
 
 SPECS = [
@@ -179,7 +197,7 @@ SPECS = [
         annotations=ToolAnnotations(title="Run a pipeline", read_only_hint=False, destructive_hint=True,
                                     idempotent_hint=False, open_world_hint=True),
         default_level=Level.TRUSTED, requires=_PIPELINE,
-        environment=lambda a, _s: a.get("environment") if isinstance(a.get("environment"), str) else None,
+        environment=_run_environments,
     ),
     ToolSpec(
         name="get_run", fn=get_run, input_model=GetRunInput, title="Get a run",

@@ -128,7 +128,6 @@ def policy(tmp_path: Path) -> Path:
 # -- 1. the production confirmation is decided on what the call changes ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_compat_arguments_as_a_json_string_are_confirmed(ws: Path, policy: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     pipe = marker_pipeline(tmp_path, "p", marker)
@@ -142,8 +141,12 @@ async def test_compat_arguments_as_a_json_string_are_confirmed(ws: Path, policy:
 
 
 def _production_deployment_and_plan(ws: Path) -> None:
+    from engine.rollback.plans import RollbackPlan
     from engine.store import deployments, rollbacks
 
+    plan = RollbackPlan(plan_id="rp-prod-1", deployment_id="dep-prod-1", environment="production", service="web",
+                        strategy="immediate", reason="", from_version="2", to_version="1",
+                        to_deployment_id="dep-prod-0", target_kind="local", steps=[], estimated_duration=1.0)
     with open_store(ws) as store:
         deployments.create(store, {"deployment_id": "dep-prod-1", "name": "web-2", "service": "web",
                                    "environment": "production", "version": "2", "strategy": "recreate",
@@ -152,12 +155,11 @@ def _production_deployment_and_plan(ws: Path) -> None:
                                     "environment": "production", "service": "web", "strategy": "immediate",
                                     "from_version": "2", "to_version": "1", "executable": 1,
                                     "estimated_duration": 1.0, "estimate_basis": "timeouts",
-                                    "created_at": time.time(), "plan_json": "{}"})
+                                    "created_at": time.time(), "plan_json": plan.model_dump_json()})
 
 
 @pytest.mark.parametrize("arguments", [{"plan_id": "dep-prod-1"}, {"deployment_id": "rp-prod-1"}],
                          ids=["plan_id=deployment", "deployment_id=plan"])
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_rollback_ids_given_the_other_way_round_are_confirmed(ws: Path, policy: Path,
                                                                     arguments: dict[str, str]) -> None:
     _production_deployment_and_plan(ws)
@@ -167,7 +169,6 @@ async def test_rollback_ids_given_the_other_way_round_are_confirmed(ws: Path, po
     assert audit(ws)[-1]["decision"] == "denied"
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_call_whose_target_cannot_be_resolved_is_refused(ws: Path, policy: Path) -> None:
     async with mcp.Client(stdio_params(ws, policy)) as client:
         result = await client.call_tool("execute_rollback", {"plan_id": "no-such-plan"})
@@ -175,7 +176,6 @@ async def test_a_call_whose_target_cannot_be_resolved_is_refused(ws: Path, polic
     assert audit(ws)[-1]["decision"] == "denied"
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_pipelines_deploy_stage_is_confirmed(ws: Path, policy: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     pipe = marker_pipeline(tmp_path, "ships", marker, environment="production")
