@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -100,6 +101,12 @@ def _client_can_elicit(context: Context) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
+def _expensive(arguments: dict[str, Any]) -> bool:
+    """A call that runs a caller's regex over logs (in a child process, up to its time bound)."""
+    grep = arguments.get("grep")
+    return isinstance(grep, str) and bool(grep)
+
+
 def _combine(first: Decision, second: Decision) -> Decision:
     """Both decisions must allow; a refusal wins, then a question."""
     for d in (first, second):
@@ -148,6 +155,11 @@ class CicdServer(MCPServer[Any]):
                 headers = context.headers
             except ValueError:
                 headers = None
+        return self.caller_from_headers(headers, can_elicit)
+
+    def caller_from_headers(self, headers: Mapping[str, str] | None, can_elicit: bool = False) -> Caller:
+        """The HTTP/SSE caller a request's headers name (its bearer token read now)."""
+        st = self.state
         auth = (headers or {}).get("authorization")
         if not auth:
             return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit)
@@ -257,6 +269,15 @@ class CicdServer(MCPServer[Any]):
                 f"{name!r} on environment {decision.environment!r} needs a human confirmation that this tool "
                 "cannot ask for; refused"
             )
+        held: list[str] = []
+        if not isinstance(decision, Deny) and caller.transport in ("http", "sse"):
+            kinds = ["calls", *(["expensive_calls"] if _expensive(arguments) else [])]
+            for kind in kinds:
+                refusal = self.state.usage.take(self.state.policy, caller.name, caller.level, kind)
+                if refusal is not None:
+                    decision = Deny(refusal)
+                    break
+                held.append(kind)
         call = _CallState(decision)
         verdict = "denied" if isinstance(decision, Deny) else "allowed"
         reason: str | None = decision.reason if isinstance(decision, Allow | Deny) else decision.question
@@ -285,6 +306,8 @@ class CicdServer(MCPServer[Any]):
             raise
         finally:
             _CALL.reset(token)
+            for kind in held:
+                self.state.usage.give(caller.name, kind)
             if isinstance(decision, Confirm):
                 if call.answered is True:
                     verdict = "confirmed"

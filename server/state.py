@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 
 from engine.settings import Settings
 from engine.store import Store
+from server._limits import Usage
 from server.audit import AuditLog
 from server.tokens import TokenStore
 from server.trust import Level, PolicyToken, TrustPolicy
@@ -38,6 +39,7 @@ class AppState:
     tokens: TokenStore
     audit: AuditLog
     background: TaskGroup | None = None
+    usage: Usage = field(default_factory=Usage)
     _manager: PipelineManager | None = None
     _recovered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -37,6 +37,7 @@ __all__ = [
     "Decision",
     "Deny",
     "Level",
+    "LevelLimits",
     "PolicyToken",
     "UNKNOWN_ENVIRONMENT",
     "ToolFacts",
@@ -109,6 +110,15 @@ class HttpCallers(BaseModel):
         default=Level.UNTRUSTED, description="Level of an HTTP/SSE request without a bearer token."
     )
     tokens: list[PolicyToken] = Field(default_factory=list)
+    allowed_hosts: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")]] = Field(
+        default_factory=list,
+        description="Host names clients may reach the server by, besides its bind address and, on loopback, "
+                    "localhost / 127.0.0.1 / [::1] (DNS-rebinding protection: any other Host or Origin is refused).",
+    )
+    header_timeout: float = Field(default=10.0, gt=0, le=300,
+                                  description="Seconds a client has to send a request's headers.")
+    body_timeout: float = Field(default=15.0, gt=0, le=3600,
+                                description="Seconds a client has to send a request's body once its headers are in.")
 
     @model_validator(mode="after")
     def _unique(self) -> HttpCallers:
@@ -128,6 +138,25 @@ class Confirmation(BaseModel):
     )
 
 
+class LevelLimits(BaseModel):
+    """What one caller (a token, or all anonymous callers together) may hold at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sessions: int = Field(ge=1, le=100_000, description="Open HTTP sessions (idle ones count until they expire).")
+    streams: int = Field(ge=1, le=100_000, description="Open SSE streams.")
+    calls: int = Field(ge=1, le=100_000, description="Tool calls in progress.")
+    expensive_calls: int = Field(ge=1, le=10_000, description="Calls in progress that run a caller's regex (grep).")
+
+
+def _default_limits() -> dict[Level, LevelLimits]:
+    return {
+        Level.UNTRUSTED: LevelLimits(sessions=16, streams=4, calls=16, expensive_calls=2),
+        Level.VERIFIED: LevelLimits(sessions=64, streams=16, calls=64, expensive_calls=4),
+        Level.TRUSTED: LevelLimits(sessions=512, streams=128, calls=512, expensive_calls=8),
+    }
+
+
 class TrustPolicy(BaseModel):
     """trust_policy.yaml."""
 
@@ -143,7 +172,15 @@ class TrustPolicy(BaseModel):
     stdio: StdioCallers = Field(default_factory=StdioCallers)
     http: HttpCallers = Field(default_factory=HttpCallers)
     confirm: Confirmation = Field(default_factory=Confirmation)
+    limits: dict[Level, LevelLimits] = Field(
+        default_factory=_default_limits,
+        description="Per caller, by level: what an HTTP/SSE caller may hold at once (anonymous callers share one "
+                    "allowance). A level left out keeps its default.",
+    )
     source: str = Field(default="<built-in>", exclude=True, description="Where the policy was read from.")
+
+    def limits_for(self, level: Level) -> LevelLimits:
+        return self.limits.get(level) or _default_limits()[level]
 
     def env_token_hashes(self, environ: dict[str, str] | None = None) -> dict[str, PolicyToken]:
         """sha256 → token entry for every token of the policy, env tokens read now.

@@ -193,7 +193,6 @@ async def test_a_pipelines_deploy_stage_is_confirmed(ws: Path, policy: Path, tmp
 
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_another_principal_cannot_answer_a_sessions_elicitation(ws: Path, policy: Path, tmp_path: Path,
                                                                        transport: str) -> None:
     marker = tmp_path / "ran"
@@ -231,7 +230,6 @@ async def test_another_principal_cannot_answer_a_sessions_elicitation(ws: Path, 
     assert [r["decision"] for r in rows if r["caller"] == "token:owner"][-1] == "declined"
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_another_principal_cannot_cancel_a_sessions_request(ws: Path, policy: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     pipe = marker_pipeline(tmp_path, "slow", marker, sleep=2)
@@ -264,7 +262,6 @@ async def test_another_principal_cannot_cancel_a_sessions_request(ws: Path, poli
 
 
 @pytest.mark.parametrize(("bind", "connect"), [("127.0.0.2", "127.0.0.2"), ("0:0:0:0:0:0:0:1", "[::1]")])
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_dns_rebinding_is_refused_on_other_loopback_addresses(ws: Path, policy: Path, bind: str,
                                                                      connect: str) -> None:
     port = free_port()
@@ -284,7 +281,6 @@ async def test_dns_rebinding_is_refused_on_other_loopback_addresses(ws: Path, po
 # -- 4. an expired token is not a token ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 def test_an_expired_token_does_not_open_a_non_loopback_bind(ws: Path, policy: Path) -> None:
     with open_store(ws) as store:
         TokenStore(store).create(Level.TRUSTED, "gone", lifetime=0.5)
@@ -299,7 +295,6 @@ def test_an_expired_token_does_not_open_a_non_loopback_bind(ws: Path, policy: Pa
 # -- 5. what an anonymous caller can cost ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_anonymous_expensive_calls_are_limited(ws: Path, policy: Path) -> None:
     from engine.pipeline.manager import PipelineManager
 
@@ -325,7 +320,6 @@ async def test_anonymous_expensive_calls_are_limited(ws: Path, policy: Path) -> 
     assert len(denied) == len(limited)
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_anonymous_sessions_are_limited_and_trusted_ones_still_open(ws: Path, policy: Path) -> None:
     secret = token(ws, "owner")
     port = free_port()
@@ -341,7 +335,6 @@ async def test_anonymous_sessions_are_limited_and_trusted_ones_still_open(ws: Pa
     assert len(refused) == codes.count(429)
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_anonymous_sse_streams_are_limited(ws: Path, policy: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/sse"
@@ -377,7 +370,6 @@ def _closed(sock: socket.socket, deadline: float) -> bool:
         return True
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_slowloris_connections_are_closed(ws: Path, policy: Path) -> None:
     port = free_port()
     secret = token(ws, "owner")
@@ -497,7 +489,6 @@ def _result(response: httpx.Response) -> dict[str, Any]:
     return dict(response.json())
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_request_state_cannot_be_replayed_by_another_caller(ws: Path, policy: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     arguments = {"config_path": str(marker_pipeline(tmp_path, "p", marker)), "environment": "production"}
