@@ -36,7 +36,8 @@ def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     p.add_argument("--workspace", default=argparse.SUPPRESS,
                    help="engine workspace (default: $PIPELINE_WORKSPACE)")
     if policy:
-        p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml, else the shipped one)")
+        p.add_argument("--policy", help="trust policy file (default: $CICD_TRUST_POLICY, else "
+                       "~/.config/cicd-mcp/trust_policy.yaml, else the shipped one; never the working directory's)")
 
 
 def _settings(args: argparse.Namespace) -> Any:

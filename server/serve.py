@@ -10,7 +10,9 @@ token again inside tools/call, where it decides the level.
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -101,6 +103,10 @@ def run(server: CicdServer, transport: str = "stdio", *, host: str = "127.0.0.1"
     """
     if transport not in TRANSPORTS:
         raise InputError(f"unknown transport {transport!r}; use one of {', '.join(TRANSPORTS)}")
+    # Which file decides who may do what: said once, where the operator looks (stdout is the protocol's).
+    source = server.state.policy.source
+    shown = str(Path(source).resolve()) if not source.startswith("<") else source
+    print(f"cicd-mcp: trust policy: {shown}", file=sys.stderr, flush=True)
     if transport == "stdio":
         anyio.run(server.run_stdio_async)
         return

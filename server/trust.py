@@ -346,11 +346,24 @@ def parse_policy(text: str | bytes, filename: str) -> TrustPolicy:
         raise SpecError(issues) from None
 
 
-def default_policy_path() -> Path:
-    """trust_policy.yaml in the working directory, else the one shipped with the package."""
-    here = Path("trust_policy.yaml")
-    if here.is_file():
-        return here
+POLICY_ENV = "CICD_TRUST_POLICY"
+
+
+def default_policy_path(environ: dict[str, str] | None = None) -> Path:
+    """The policy in force when `--policy` is not given: `$CICD_TRUST_POLICY`, else the user's
+    `$XDG_CONFIG_HOME/cicd-mcp/trust_policy.yaml` (`~/.config/...`), else the one shipped with the package.
+
+    Never a trust_policy.yaml of the working directory: a server started inside someone's repository
+    must not adopt the policy that repository ships.
+    """
+    env = os.environ if environ is None else environ
+    named = env.get(POLICY_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    config_home = Path(env.get("XDG_CONFIG_HOME", "").strip() or Path.home() / ".config")
+    user = config_home / "cicd-mcp" / "trust_policy.yaml"
+    if user.is_file():
+        return user
     shipped = Path(__file__).with_name("default_trust_policy.yaml")
     if shipped.is_file():
         return shipped

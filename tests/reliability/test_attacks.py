@@ -433,7 +433,6 @@ async def test_a_file_that_is_not_a_pipeline_is_not_quoted(ws: Path, policy: Pat
 # -- 10. the policy in force is never the working directory's ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_policy_in_the_working_directory_is_not_adopted(ws: Path, tmp_path: Path) -> None:
     repo = tmp_path / "someones-repo"
     repo.mkdir()
