@@ -65,8 +65,11 @@ class AppState:
         """The pipeline engine, built on first use."""
         with self._lock:
             if self._manager is None:
+                from engine._confined import config_roots
                 from engine.pipeline.manager import PipelineManager
 
+                # Every pipeline file a caller reaches, by path or by a registered name, stays under the
+                # operator's config roots.
                 self._manager = PipelineManager(workspace_dir=self.settings.workspace, settings=self.settings,
-                                                store=self.store)
+                                                store=self.store, config_roots=config_roots(self.settings))
             return self._manager

@@ -8,11 +8,12 @@ import re
 import secrets as _secrets
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from engine._confined import read_confined
 from engine._process import owner_alive
 from engine._secrets import SECRET_NAME, Masker, read_secrets_file
 from engine._sync import blocking
@@ -86,9 +87,13 @@ class PipelineManager:
     def __init__(
         self, workspace_dir: str | os.PathLike[str] | None = None, *, settings: Settings | None = None,
         store: Store | None = None, max_workers: int | None = None, executor: Executor | None = None,
+        config_roots: Sequence[Path] | None = None,
     ) -> None:
         """`executor` runs every job when given (a fake, in tests); otherwise each job's `runs_on:`
-        picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none."""
+        picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none.
+        With `config_roots` (a server's), every pipeline file read, however it was named (a path, or
+        the recorded source of a registered pipeline), must lie under one of them."""
+        self.config_roots = config_roots
         self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -139,11 +144,13 @@ class PipelineManager:
             from engine.interop import is_github_workflow, load_github_workflow, pipeline_data
 
             if is_github_workflow(path):
+                if self.config_roots is not None:
+                    read_confined(path, self.config_roots, what="workflow file")
                 spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
                 plan = load_pipeline(pipeline_data(spec))
                 return PipelinePlan(spec=plan.spec, jobs=plan.jobs, source_dir=plan.source_dir,
                                     spec_path=str(path.resolve()))
-            return load_pipeline(path)
+            return load_pipeline(path, roots=self.config_roots)
         return self._by_name(text)
 
     def _by_name(self, name: str) -> PipelinePlan:
@@ -151,7 +158,8 @@ class PipelineManager:
         if registered is not None:
             source_path, spec_json = registered
             if source_path and Path(source_path).is_file():
-                return load_pipeline(Path(source_path))  # the file may have changed: reload it
+                # The file may have changed: reload it, from under the config roots only.
+                return load_pipeline(Path(source_path), roots=self.config_roots)
             return load_pipeline(json.loads(spec_json))
         config = self.settings.PIPELINE_CONFIG_PATH
         if config is not None:
@@ -159,7 +167,7 @@ class PipelineManager:
             candidates = [config] if config.is_file() else [config / f"{name}.yaml", config / f"{name}.yml"]
             for cand in candidates:
                 if _is_file(cand):
-                    plan = load_pipeline(cand)
+                    plan = load_pipeline(cand, roots=self.config_roots)
                     if plan.name == name or cand.stem == name:
                         return plan
         known = self.list_pipelines()

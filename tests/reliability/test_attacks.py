@@ -398,7 +398,6 @@ async def test_slowloris_connections_are_closed(ws: Path, policy: Path) -> None:
 # -- 7. / 8. paths and what an error quotes --------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_registered_pipeline_outside_the_config_root_is_not_read(ws: Path, policy: Path,
                                                                         tmp_path: Path) -> None:
     from engine.pipeline.manager import PipelineManager
@@ -417,7 +416,6 @@ async def test_a_registered_pipeline_outside_the_config_root_is_not_read(ws: Pat
     assert not marker.exists() and runs(ws) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="break found by the attack test; fixed in the next commits")
 async def test_a_file_that_is_not_a_pipeline_is_not_quoted(ws: Path, policy: Path, tmp_path: Path) -> None:
     shadow = tmp_path / "shadow"
     shadow.write_text("root:$6$saltsalt$hashhash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
