@@ -107,8 +107,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from server.tokens import TokenStore, parse_lifetime
     from server.trust import Level
 
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
     token, info = TokenStore(_store(args)).create(
-        Level(args.level), args.name, lifetime=parse_lifetime(args.expires_in)
+        Level(args.level), args.name, lifetime=parse_lifetime(args.expires_in),
+        environments=names(args.environments), tools=names(args.tools),
     )
     print(token)
     print(f"token {info.name!r} ({info.level}) created, {info.state()}; it is shown only this once, store it "
@@ -129,7 +133,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         return 0
     for t in infos:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at)) if t.created_at else "-"
-        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {t.state()}")
+        scope = f" ({t.scope()})" if t.scope() else ""
+        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {t.state()}{scope}")
     return 0
 
 
@@ -196,6 +201,9 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--name")
     c.add_argument("--expires-in", default="90d", metavar="DURATION",
                    help="lifetime: a number and s, m, h, d or w (default 90d), or 'never'")
+    c.add_argument("--environments", metavar="NAMES",
+                   help="comma-separated: the only environments its calls may change (default: any)")
+    c.add_argument("--tools", metavar="NAMES", help="comma-separated: the only tools it may call (default: any)")
     c.set_defaults(func=cmd_token_create)
     c = tsub.add_parser("list", help="list tokens (never their values)")
     _common(c)

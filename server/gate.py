@@ -170,8 +170,8 @@ class CicdServer(MCPServer[Any]):
         found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
         if isinstance(found, str):
             return Caller("invalid-token", st.policy.http.anonymous_level, st.transport, can_elicit, refused=found)
-        name, level = found
-        return Caller(name, level, st.transport, can_elicit)
+        return Caller(found.caller, found.level, st.transport, can_elicit, environments=found.environments,
+                      tools=found.tools)
 
     # -- what is called -----------------------------------------------------------------------
     def parsed(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,10 @@ class PolicyToken(BaseModel):
     expires: AwareDatetime | None = Field(
         default=None, description="When the token stops being accepted (ISO 8601 with a timezone); none: never."
     )
+    environments: list[_Name] | None = Field(
+        default=None, description="The only environments this token's calls may change (none: any)."
+    )
+    tools: list[_Name] | None = Field(default=None, description="The only tools this token may call (none: any).")
 
     @model_validator(mode="after")
     def _one_source(self) -> PolicyToken:

@@ -504,3 +504,37 @@ async def test_a_request_state_cannot_be_replayed_by_another_caller(ws: Path, po
                 headers=raw_headers(**_modern_headers(other))))
     assert "error" in replay or replay["result"].get("isError"), replay
     assert not marker.exists() and runs(ws) == 0
+
+
+# -- scoped tokens -------------------------------------------------------------------------------------
+
+
+async def test_a_token_scoped_to_environments_and_tools(ws: Path, policy: Path, tmp_path: Path) -> None:
+    from tests.reliability.conftest import cli
+
+    made = cli(ws, "token", "create", "--level", "trusted", "--name", "stager", "--environments", "staging",
+               "--tools", "run_pipeline,pipeline_health")
+    assert made.returncode == 0, made.stderr
+    scoped = made.stdout.strip()
+    listed = cli(ws, "token", "list").stdout
+    assert "stager" in listed and "environments staging; tools run_pipeline,pipeline_health" in listed
+    staged, shipped = tmp_path / "staged", tmp_path / "shipped"
+    to_staging = marker_pipeline(tmp_path, "to-staging", staged)
+    to_production = marker_pipeline(tmp_path, "to-production", shipped, environment="production")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with serving_http(ws, policy, port):
+        async with client_over(url, "http", scoped, {}) as client:
+            ok = await client.call_tool("run_pipeline", {"config_path": str(to_staging), "environment": "staging"})
+            prod = await client.call_tool("run_pipeline", {"config_path": str(to_production)})
+            named = await client.call_tool("run_pipeline", {"config_path": str(to_staging),
+                                                            "environment": "production"})
+            other_tool = await client.call_tool("cancel_run", {"run_id": "x"})
+            health = await client.call_tool("pipeline_health", {})
+    assert not ok.is_error and staged.exists(), text(ok)
+    for refused in (prod, named):
+        assert refused.is_error and "may change only the environments staging" in text(refused), text(refused)
+    assert other_tool.is_error and "limited to the tools" in text(other_tool)
+    assert not health.is_error and not shipped.exists() and runs(ws) == 1
+    assert [r["decision"] for r in audit(ws) if r["caller"] == "token:stager"] == [
+        "allowed", "denied", "denied", "denied", "allowed"]
