@@ -81,6 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import AuditLog
 
+    if args.action == "verify":
+        return _audit_verify(args)
+
     since = time.time() - args.since_hours * 3600 if args.since_hours else None
     records = AuditLog(_store(args)).recent(args.limit, tool=args.tool, since=since)
     if args.json:
@@ -97,6 +100,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
               f"{r.duration_ms:8.1f}  {r.args_sha256[:12]}")
         if r.reason and r.decision != "allowed":
             print(f"{'':21}reason: {r.reason}")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from server.audit import verify_against_table
+
+    path = Path(args.file) if args.file else _settings(args).workspace / "audit.jsonl"
+    try:
+        report = verify_against_table(_store(args), path)
+    except OSError as exc:
+        print(f"cicd-mcp: cannot read the audit file {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if report.problem is not None:
+        print(f"{path}:{report.line}: {report.problem} ({report.records} records verified before it)")
+        return 1
+    print(f"{path}: {report.records} records, hash chain intact and matching the audit table")
     return 0
 
 
@@ -185,8 +204,11 @@ def add_commands(sub: Any) -> None:
                    help="level of the stdio client (overrides stdio.level of the policy)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("audit", help="print the trust gate's audit log")
+    p = sub.add_parser("audit", help="print the trust gate's audit log; `audit verify` checks its hash chain")
     _common(p, policy=False)
+    p.add_argument("action", nargs="?", choices=("verify",),
+                   help="verify: check audit.jsonl's hash chain and that the audit table matches it")
+    p.add_argument("--file", help="with verify: the JSONL file (default: <workspace>/audit.jsonl)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--tool")
     p.add_argument("--since-hours", type=float)

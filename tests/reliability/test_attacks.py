@@ -538,3 +538,38 @@ async def test_a_token_scoped_to_environments_and_tools(ws: Path, policy: Path, 
     assert not health.is_error and not shipped.exists() and runs(ws) == 1
     assert [r["decision"] for r in audit(ws) if r["caller"] == "token:stager"] == [
         "allowed", "denied", "denied", "denied", "allowed"]
+
+
+# -- the audit file's hash chain -----------------------------------------------------------------------
+
+
+async def test_audit_verify_detects_an_edited_or_deleted_record(ws: Path, policy: Path) -> None:
+    from tests.reliability.conftest import cli
+
+    async with mcp.Client(stdio_params(ws, policy, "--trust-level", "untrusted")) as client:
+        for _ in range(3):
+            await client.call_tool("pipeline_health", {})
+            await client.call_tool("run_pipeline", {"pipeline": "nope"})
+    chain = ws / "audit.jsonl"
+    lines = chain.read_text().splitlines(keepends=True)
+    assert len(lines) == 6 and all(json.loads(line)["hash"] for line in lines)
+    intact = cli(ws, "audit", "verify")
+    assert intact.returncode == 0 and "6 records, hash chain intact" in intact.stdout, intact.stdout + intact.stderr
+
+    def verify_with(text: str) -> subprocess.CompletedProcess[str]:
+        chain.write_text(text)
+        try:
+            return cli(ws, "audit", "verify")
+        finally:
+            chain.write_text("".join(lines))
+
+    edited = verify_with("".join(lines).replace('"decision":"denied"', '"decision":"allowed"', 1))
+    assert edited.returncode == 1 and ":2: its content does not match its hash" in edited.stdout, edited.stdout
+    deleted = verify_with("".join(lines[:2] + lines[3:]))
+    assert deleted.returncode == 1 and ":3: its prev does not match" in deleted.stdout, deleted.stdout
+    cut = verify_with("".join(lines[:-1]))
+    assert cut.returncode == 1 and "the table has records the other lacks" in cut.stdout, cut.stdout
+    with open_store(ws) as store:
+        store.execute("UPDATE audit SET decision = 'allowed' WHERE decision = 'denied'")
+    table = cli(ws, "audit", "verify")
+    assert table.returncode == 1 and ":2: the audit table's record differs" in table.stdout, table.stdout
