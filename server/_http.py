@@ -123,6 +123,7 @@ class _Sessions:
     idle_timeout: float
     owners: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)
+    opening: dict[str, int] = field(default_factory=dict)   # opening requests in flight, by principal
 
     def owner(self, sid: str) -> str | None:
         return self.owners.get(sid)
@@ -144,7 +145,7 @@ class _Sessions:
         cutoff = time.monotonic() - self.idle_timeout
         for sid in [s for s, t in self.last_used.items() if t < cutoff]:
             self.drop(sid)
-        return sum(1 for p in self.owners.values() if p == principal)
+        return sum(1 for p in self.owners.values() if p == principal) + self.opening.get(principal, 0)
 
 
 class Guard:
@@ -201,7 +202,16 @@ class Guard:
                                    f"{limit} of {limit}); end one (DELETE) or wait for an idle one to expire",
                                    started)
                 return
-            await self.app(scope, receive, self._binding_send(send, caller.name))
+            # Counted from admission, not from the response: concurrent openings must not all pass.
+            self.sessions.opening[caller.name] = self.sessions.opening.get(caller.name, 0) + 1
+            try:
+                await self.app(scope, receive, self._binding_send(send, caller.name))
+            finally:
+                left = self.sessions.opening[caller.name] - 1
+                if left:
+                    self.sessions.opening[caller.name] = left
+                else:
+                    del self.sessions.opening[caller.name]
             return
         await self.app(scope, receive, send)
         if sid is not None:

@@ -234,6 +234,17 @@ class CicdServer(MCPServer[Any]):
                 decision = _combine(decision, self.decision(caller, tname, targs))
         return decision
 
+    async def _decide(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
+        """`decision`, in a worker thread only when it may read the store or files (resolving targets):
+        most calls are decided on the level alone, and need not queue for a thread."""
+        spec = self.specs.get(name)
+        policy = self.state.policy
+        resolves = spec is not None and (spec.environment is not None or spec.delegate is not None) and (
+            bool(policy.confirm.environments) or caller.environments is not None)
+        if not resolves:
+            return self.decision(caller, name, arguments)
+        return await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
+
     def _valid(self, name: str, arguments: dict[str, Any]) -> bool:
         tool = self.registered_tool(name)
         if tool is None:
@@ -263,7 +274,7 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
+        decision = await self._decide(caller, name, arguments)
         if isinstance(decision, Confirm) and not self._can_confirm(name):
             decision = Deny(
                 f"{name!r} on environment {decision.environment!r} needs a human confirmation that this tool "
@@ -323,7 +334,7 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
+        decision = await self._decide(caller, name, arguments)
         if isinstance(decision, Confirm):
             decision = Deny(f"{name!r} needs a confirmation, which a resource read cannot ask for")
         verdict = "denied" if isinstance(decision, Deny) else "allowed"
