@@ -25,10 +25,12 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import h11
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -37,6 +39,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from server.audit import AuditRecord, args_digest
 from server.gate import CicdServer
+from server.oauth import METADATA_PATH, looks_like_jwt
 from server.trust import Caller
 
 __all__ = ["Guard", "HostCheck", "timed_h11_protocol"]
@@ -163,6 +166,13 @@ class Guard:
             return
         started = time.monotonic()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        oauth = self.server.state.oauth
+        if oauth is not None:
+            scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and looks_like_jwt(token) and oauth.cached(token) is None:
+                # Verified here, off the event loop (it may fetch the JWKS); the gate then hits the cache.
+                await anyio.to_thread.run_sync(oauth.verify, token)
         caller = self.server.caller_from_headers(headers)
         host, origin = headers.get("host", ""), headers.get("origin")
         if not host or not self.hosts.accepts(host):
@@ -174,6 +184,9 @@ class Guard:
             await self._refuse(scope, send, caller, 403, "forbidden_origin",
                                f"the Origin {origin[:200]!r} is not this server's (bound to {self.hosts.bind})",
                                started)
+            return
+        if oauth is not None and scope.get("method") == "GET" and scope.get("path", "").startswith(METADATA_PATH):
+            await _json(send, 200, oauth.metadata())
             return
         if caller.refused is not None:
             await self._refuse(scope, send, caller, 401, "invalid_token", caller.refused, started,
@@ -268,14 +281,29 @@ class Guard:
             decision="denied", reason=f"{reason} (request from {where}; answered {status})", outcome=None,
             duration_ms=(time.monotonic() - started) * 1000,
         ))
-        body = json.dumps({"error": error, "error_description": reason}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        extra: list[tuple[bytes, bytes]] = []
         if status == 401:
-            headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+            challenge = 'Bearer error="invalid_token"'
+            oauth = self.server.state.oauth
+            if oauth is not None:
+                challenge += f', resource_metadata="{_metadata_url(oauth.settings.resource)}"'
+            extra.append((b"www-authenticate", challenge.encode("latin-1")))
         if status == 429:
-            headers.append((b"retry-after", b"5"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            extra.append((b"retry-after", b"5"))
+        await _json(send, status, {"error": error, "error_description": reason}, extra)
+
+
+async def _json(send: Any, status: int, data: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _metadata_url(resource: str) -> str:
+    """RFC 9728: the metadata of https://host/path lives at https://host/.well-known/oauth-protected-resource/path."""
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{parts.path.rstrip('/')}"
 
 
 def _query_session(scope: Any) -> str | None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from engine.errors import WorldError
 from server.audit import AuditRecord, args_digest
+from server.oauth import looks_like_jwt
 from server.state import AppState
 from server.tokens import resolve_token
 from server.tools._registry import ToolSpec
@@ -167,7 +168,11 @@ class CicdServer(MCPServer[Any]):
         if scheme.lower() != "bearer" or not token.strip():
             return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit,
                           refused="the Authorization header must be 'Bearer <token>'")
-        found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
+        oauth = st.oauth
+        if oauth is not None and looks_like_jwt(token.strip()):
+            found = oauth.verify(token.strip())
+        else:
+            found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
         if isinstance(found, str):
             return Caller("invalid-token", st.policy.http.anonymous_level, st.transport, can_elicit, refused=found)
         return Caller(found.caller, found.level, st.transport, can_elicit, environments=found.environments,

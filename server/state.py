@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     # Loaded on first use (`AppState.manager`), not at start: the pipeline engine is most of
     # a cold start's cost, and a server that only reads the store never needs it.
     from engine.pipeline.manager import PipelineManager
+    from server.oauth import OAuthVerifier
 
 __all__ = ["AppState"]
 
@@ -40,6 +41,7 @@ class AppState:
     audit: AuditLog
     background: TaskGroup | None = None
     usage: Usage = field(default_factory=Usage)
+    _oauth: OAuthVerifier | None = None
     _manager: PipelineManager | None = None
     _recovered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,6 +61,19 @@ class AppState:
 
         recover_interrupted(self.store)
         DeploymentHistory(self.store).recover_interrupted()
+
+    @property
+    def oauth(self) -> OAuthVerifier | None:
+        """The JWT verifier when the policy configures OAuth (`http.oauth`), built on first use."""
+        settings = self.policy.http.oauth
+        if settings is None:
+            return None
+        with self._lock:
+            if self._oauth is None:
+                from server.oauth import OAuthVerifier
+
+                self._oauth = OAuthVerifier(settings)
+            return self._oauth
 
     @property
     def manager(self) -> PipelineManager:

@@ -38,6 +38,7 @@ __all__ = [
     "Deny",
     "Level",
     "LevelLimits",
+    "OAuthSettings",
     "PolicyToken",
     "UNKNOWN_ENVIRONMENT",
     "ToolFacts",
@@ -107,6 +108,41 @@ class StdioCallers(BaseModel):
     )
 
 
+def _https_or_loopback(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f"{url!r}: use an https:// URL (http:// only for a loopback address)")
+    return url
+
+
+class OAuthSettings(BaseModel):
+    """OAuth 2.1 resource-server mode: JWT access tokens from one authorization server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(description="The authorization server (the tokens' `iss`), as in its metadata.")
+    jwks_uri: str = Field(description="Where the issuer publishes its signing keys (JWKS).")
+    resource: str = Field(description="This server's URL as clients reach it (e.g. https://ci.example/mcp): the "
+                                      "audience (`aud`) a token must carry, and the RFC 9728 `resource`.")
+    scopes: dict[str, Level] = Field(
+        default_factory=lambda: {"cicd:read": Level.UNTRUSTED, "cicd:write": Level.VERIFIED,
+                                 "cicd:admin": Level.TRUSTED},
+        description="Scope -> trust level; a token gets the highest level among its scopes.",
+    )
+
+    @model_validator(mode="after")
+    def _secure_urls(self) -> OAuthSettings:
+        for url in (self.issuer, self.jwks_uri, self.resource):
+            _https_or_loopback(url)
+        if not self.scopes:
+            raise ValueError("map at least one scope to a trust level")
+        return self
+
+
 class HttpCallers(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -119,6 +155,8 @@ class HttpCallers(BaseModel):
         description="Host names clients may reach the server by, besides its bind address and, on loopback, "
                     "localhost / 127.0.0.1 / [::1] (DNS-rebinding protection: any other Host or Origin is refused).",
     )
+    oauth: OAuthSettings | None = Field(
+        default=None, description="Also accept JWT access tokens from an OAuth 2.1 authorization server.")
     header_timeout: float = Field(default=10.0, gt=0, le=300,
                                   description="Seconds a client has to send a request's headers.")
     body_timeout: float = Field(default=15.0, gt=0, le=3600,
