@@ -55,10 +55,13 @@ class ConfirmationAnswer(BaseModel):
 
 
 class Confirmation(BaseModel):
-    """What a tool receives: whether a human was asked, and said yes."""
+    """What a tool receives: whether a human was asked, and said yes; and the environments the gate
+    decided on (None when it did not resolve them), which the tool hands to the engine so that what
+    runs is what was decided on."""
 
     asked: bool
     environment: str | None = None
+    targets: frozenset[str] | None = None
 
 
 async def _ask(ctx: Context) -> Elicit[ConfirmationAnswer] | ConfirmationAnswer:
@@ -78,10 +81,11 @@ async def human_confirmation(
     """
     state = _CALL.get()
     if state is None or not isinstance(state.decision, Confirm):
-        return Confirmation(asked=False)
+        targets = state.decision.targets if state is not None and isinstance(state.decision, Allow) else None
+        return Confirmation(asked=False, targets=targets)
     if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
         state.answered = True
-        return Confirmation(asked=True, environment=state.decision.environment)
+        return Confirmation(asked=True, environment=state.decision.environment, targets=state.decision.targets)
     state.answered = False
     how = "did not confirm" if isinstance(answer, AcceptedElicitation) else f"answered {answer.action!r}"
     raise ToolError(
@@ -109,14 +113,17 @@ def _expensive(arguments: dict[str, Any]) -> bool:
 
 
 def _combine(first: Decision, second: Decision) -> Decision:
-    """Both decisions must allow; a refusal wins, then a question."""
+    """Both decisions must allow; a refusal wins, then a question; the targets found by either are kept."""
     for d in (first, second):
         if isinstance(d, Deny):
             return d
+    found = [d.targets for d in (first, second) if not isinstance(d, Deny) and d.targets is not None]
+    targets = frozenset().union(*found) if found else None
     for d in (first, second):
         if isinstance(d, Confirm):
-            return d
-    return first
+            return dataclasses.replace(d, targets=targets)
+    assert isinstance(first, Allow)
+    return dataclasses.replace(first, targets=targets)
 
 
 class CicdServer(MCPServer[Any]):
@@ -231,6 +238,8 @@ class CicdServer(MCPServer[Any]):
                 return Deny(f"cannot tell which environments {name!r} would change, so it is refused: "
                             + self._masked(str(exc) or type(exc).__name__, arguments), unresolved=True)
             decision = decide(policy, caller, facts)
+            if not isinstance(decision, Deny):
+                decision = dataclasses.replace(decision, targets=facts.targets)
         spec = self.specs.get(name)
         if spec is not None and spec.delegate is not None and not isinstance(decision, Deny):
             target = spec.delegate(arguments)

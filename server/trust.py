@@ -281,6 +281,9 @@ class ToolFacts:
 @dataclass(frozen=True)
 class Allow:
     reason: str
+    # The environments the call was found to change, when the gate resolved them: what was decided
+    # on, handed to the tool so the engine can refuse anything else (None: not resolved).
+    targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,7 @@ class Deny:
 class Confirm:
     question: str
     environment: str
+    targets: frozenset[str] | None = None   # as for Allow
 
 
 Decision = Allow | Deny | Confirm

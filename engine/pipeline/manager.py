@@ -105,17 +105,27 @@ class PipelineManager:
 
     # -- pipelines --------------------------------------------------------------------------
     def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
-                        skip_unsupported: bool = False) -> PipelinePlan:
+                        skip_unsupported: bool = False, environments: frozenset[str] | None = None,
+                        ) -> PipelinePlan:
         """Load and check a pipeline (file path, YAML text or mapping) and register it by name.
 
         A GitHub Actions workflow file is imported (engine.interop); its jobs that cannot
-        run here fail with the reason, or are skipped with `skip_unsupported`.
+        run here fail with the reason, or are skipped with `skip_unsupported`. With
+        `environments`, a pipeline that deploys anywhere else is refused (a caller decided on
+        those environments, and the file may have changed since).
 
         Raises:
             SpecError: the pipeline is invalid (file:line:col, field, message).
             NotFoundError: the file does not exist.
+            InputError: it deploys outside `environments`.
         """
         plan = self._load(source, skip_unsupported)
+        outside = sorted(deploy_environments(plan) - environments) if environments is not None else []
+        if outside:
+            raise InputError(
+                f"pipeline {plan.name!r} deploys to {', '.join(outside)}, which this run was not allowed to change "
+                "(the file changed after the call was checked?); nothing ran"
+            )
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
         return plan
@@ -181,15 +191,16 @@ class PipelineManager:
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
         run_id: str | None = None, max_workers: int | None = None, skip_unsupported: bool = False,
+        environments: frozenset[str] | None = None,
     ) -> PipelineRun:
         """Run a pipeline to the end and return its result. Cancelling the caller cancels the run.
 
         Raises:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
-            InputError: a secret has no value, a variable name is invalid, or PIPELINE_EXECUTOR names
-                no registered executor.
+            InputError: a secret has no value, a variable name is invalid, PIPELINE_EXECUTOR names
+                no registered executor, or it deploys outside `environments` (see `create_pipeline`).
         """
-        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
+        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported, environments=environments)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
         for key, value in overrides.items():
             if not re.match(VAR_RE, key):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -61,15 +62,17 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         variables = dict(args.variables)
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
+        # The environments the trust gate decided on: a pipeline file changed since to deploy elsewhere is refused.
+        allowed = confirmed.targets
         if args.wait:
-            run = await manager.arun_pipeline(source, variables, on_event=run_progress(ctx))
+            run = await manager.arun_pipeline(source, variables, on_event=run_progress(ctx), environments=allowed)
             return await anyio.to_thread.run_sync(present_run, run, manager)
         if state.background is None:
             raise RuntimeError("the server has no background task group (lifespan not running)")
         # Check the pipeline now so a bad file is this call's error, not a silent background failure.
-        await anyio.to_thread.run_sync(manager.create_pipeline, source)
+        await anyio.to_thread.run_sync(partial(manager.create_pipeline, source, environments=allowed))
         run_id = _new_run_id()
-        failure = await state.background.start(_background_run, manager, source, variables, run_id)
+        failure = await state.background.start(_background_run, manager, source, variables, run_id, allowed)
         if failure is not None:
             raise failure
         return await anyio.to_thread.run_sync(present_run, manager.get_run(run_id), manager)
@@ -77,7 +80,7 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
 
 async def _background_run(
     manager: PipelineManager, source: str, variables: dict[str, str], run_id: str,
-    *, task_status: TaskStatus[BaseException | None] = anyio.TASK_STATUS_IGNORED,
+    allowed: frozenset[str] | None, *, task_status: TaskStatus[BaseException | None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     started = False
 
@@ -88,7 +91,7 @@ async def _background_run(
             task_status.started(None)
 
     try:
-        await manager.arun_pipeline(source, variables, on_event=on_event, run_id=run_id)
+        await manager.arun_pipeline(source, variables, on_event=on_event, run_id=run_id, environments=allowed)
     except Exception as exc:  # noqa: BLE001 - reported to the caller or kept in the run's record
         if not started:
             task_status.started(exc)

@@ -189,6 +189,25 @@ async def test_a_pipelines_deploy_stage_is_confirmed(ws: Path, policy: Path, tmp
     assert [r["decision"] for r in audit(ws)] == ["denied", "denied"]
 
 
+@pytest.mark.parametrize("wait", [True, False])
+async def test_a_pipeline_changed_after_the_gate_looked_does_not_run(make_server: Any, tmp_path: Path,
+                                                                      wait: bool) -> None:
+    """The gate decides on the file as it was; the engine refuses the run if the file it loads deploys
+    anywhere else (here the gate is made to see a version of the file without the production stage)."""
+    import dataclasses
+
+    marker = tmp_path / "ran"
+    pipe = marker_pipeline(tmp_path, "swapped", marker, environment="production")
+    server = make_server()
+    spec = server.specs["run_pipeline"]
+    server.specs["run_pipeline"] = dataclasses.replace(spec, environment=lambda _a, _s: frozenset())
+    async with mcp.Client(server) as client:
+        result = await client.call_tool("run_pipeline", {"config_path": str(pipe), "wait": wait})
+    assert result.is_error and "which this run was not allowed to change" in text(result), text(result)
+    assert not marker.exists()
+    assert server.state.store.query_one("SELECT COUNT(*) AS n FROM runs")["n"] == 0
+
+
 # -- 2. sessions belong to the principal that opened them ----------------------------------------------
 
 
