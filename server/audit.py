@@ -120,6 +120,8 @@ def verify_chain(path: Path) -> ChainReport:
     prev = GENESIS
     count = 0
     with path.open("rb") as f:
+        # Shared lock: a server appending meanwhile finishes its line first (no half line read as "cut").
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
         for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 return ChainReport(count, "the last line is cut short (no newline): the file was truncated", number)

@@ -42,6 +42,8 @@ def check_bind(server: CicdServer, host: str) -> None:
     if _is_loopback(host):
         return
     state = server.state
+    if state.policy.http.oauth is not None:
+        return   # callers authenticate with the authorization server's tokens
     now = time.time()
     live = [t for t in state.tokens.list()
             if t.revoked_at is None and (t.expires_at is None or t.expires_at > now)]

@@ -122,3 +122,25 @@ async def test_jwt_access_tokens_from_the_configured_issuer(issuer: Issuer, tmp_
     assert rows.count(("invalid-token", "denied")) == len(bad)
     for row in (("oauth:bob", "denied"), ("oauth:alice", "allowed"), ("oauth:mallory", "denied")):
         assert row in rows, rows
+
+
+def test_an_oauth_server_may_listen_beyond_loopback(make_server: Any, issuer: Issuer) -> None:
+    from engine.errors import InputError
+    from server.serve import check_bind
+
+    plain = make_server(policy_text())
+    with pytest.raises(InputError, match="no bearer token"):
+        check_bind(plain, "192.0.2.1")
+    oauth = make_server(policy_text(http=(
+        f"{{anonymous_level: untrusted, oauth: {{issuer: '{issuer.url}', jwks_uri: '{issuer.url}/jwks', "
+        "resource: 'https://ci.example/mcp'}}")))
+    check_bind(oauth, "192.0.2.1")
+
+
+def test_oauth_urls_must_be_https_off_loopback() -> None:
+    from engine.errors import SpecError
+    from server.trust import parse_policy
+
+    with pytest.raises(SpecError, match="https"):
+        parse_policy("version: 1\nhttp: {oauth: {issuer: 'http://auth.example', jwks_uri: 'https://auth.example/j', "
+                     "resource: 'https://ci.example/mcp'}}\n", "p.yaml")
