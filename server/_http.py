@@ -25,6 +25,7 @@ import ipaddress
 import json
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -307,9 +308,16 @@ def _metadata_url(resource: str) -> str:
 
 
 def _query_session(scope: Any) -> str | None:
+    """The SSE session id of a POST's query, in the form the SDK keys it by: it reads the value with
+    `UUID(hex=...)`, which also takes braces, hyphens, upper case and a `urn:uuid:` prefix."""
     query = scope.get("query_string", b"").decode("latin-1")
     values = parse_qs(query).get("session_id")
-    return values[0].replace("-", "").lower() if values else None
+    if not values:
+        return None
+    try:
+        return uuid.UUID(hex=values[0]).hex
+    except ValueError:
+        return str(values[0])   # the SDK refuses it (400)
 
 
 # -- slow clients ------------------------------------------------------------------------------------

@@ -81,3 +81,17 @@ def test_every_protected_target_needs_confirmation() -> None:
     facts = ToolFacts("run_pipeline", Level.TRUSTED, False, True, environments=frozenset({"dev", "production"}))
     decision = decide(POLICY, caller, facts)
     assert isinstance(decision, Deny) and "'production'" in decision.reason and "human confirmation" in decision.reason
+
+
+@pytest.mark.parametrize("given", [
+    "0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF",
+    "01234567-89ab-cdef-0123-456789abcdef", "{01234567-89ab-cdef-0123-456789abcdef}",
+    "urn:uuid:01234567-89ab-cdef-0123-456789abcdef",
+])
+def test_every_spelling_of_an_sse_session_id_is_one_session(given: str) -> None:
+    from urllib.parse import quote
+
+    from server._http import _query_session
+
+    scope = {"query_string": f"session_id={quote(given)}".encode()}
+    assert _query_session(scope) == "0123456789abcdef0123456789abcdef"
