@@ -26,9 +26,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -43,7 +43,7 @@ from server.gate import CicdServer
 from server.oauth import METADATA_PATH, looks_like_jwt
 from server.trust import Caller
 
-__all__ = ["Guard", "HostCheck", "timed_h11_protocol"]
+__all__ = ["Guard", "HostCheck", "audit_timeout", "timed_h11_protocol"]
 
 _SESSION_HEADER = "mcp-session-id"
 _SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
@@ -323,13 +323,36 @@ def _query_session(scope: Any) -> str | None:
 # -- slow clients ------------------------------------------------------------------------------------
 
 
-def timed_h11_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
+TimeoutHook = Callable[[str, float, Any, "dict[str, Any] | None"], None]
+"""Told of each connection closed for slowness: (what was late, the timeout, client address, the
+request's scope once its head is in)."""
+
+
+def audit_timeout(server: CicdServer, what: str, seconds: float, client: Any, scope: dict[str, Any] | None) -> None:
+    """The audit row of a connection closed because a request's head or body came too slowly."""
+    where = f"{client[0]}:{client[1]}" if client else "an unknown address"
+    caller, level, tool = "unknown", "none", "(request head)"
+    if scope is not None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        found = server.caller_from_headers(headers)
+        caller, level = found.name, str(found.level)
+        tool = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+    server.state.audit.write(AuditRecord(
+        ts=time.time(), transport=server.state.transport, caller=caller, level=level, tool=tool,
+        args_sha256=args_digest({}), decision="denied",
+        reason=f"the request's {what} did not arrive within {seconds:g} s (request from {where}; connection closed)",
+        outcome=None, duration_ms=seconds * 1000,
+    ))
+
+
+def timed_h11_protocol(header_timeout: float, body_timeout: float,
+                       on_timeout: TimeoutHook | None = None) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the two timeouts it lacks.
 
     A request's head must arrive within `header_timeout` of its first byte (or of the connection,
     for the first request), and its body within `body_timeout` of the head; otherwise the connection
-    is closed (the app, if it was reading the body, sees a disconnect). Keep-alive between requests
-    stays uvicorn's own timer.
+    is closed (the app, if it was reading the body, sees a disconnect) and `on_timeout` is told.
+    Keep-alive between requests stays uvicorn's own timer.
     """
 
     class TimedH11Protocol(H11Protocol):
@@ -368,5 +391,9 @@ def timed_h11_protocol(header_timeout: float, body_timeout: float) -> type[H11Pr
             self._deadline = None
             if self.conn.their_state is phase and not self.transport.is_closing():
                 self.transport.close()
+                if on_timeout is not None:
+                    head = phase is h11.IDLE
+                    on_timeout("head" if head else "body", header_timeout if head else body_timeout, self.client,
+                               None if head else cast("dict[str, Any]", self.scope))
 
     return TimedH11Protocol

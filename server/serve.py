@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def http_app(server: CicdServer, transport: str, host: str) -> Any:
 async def _serve_http(server: CicdServer, transport: str, host: str, port: int) -> None:
     import uvicorn
 
-    from server._http import timed_h11_protocol
+    from server._http import audit_timeout, timed_h11_protocol
 
     # Recovered at process start, not at the first session's lifespan: orphaned jobs of a killed
     # server must not run on until a client connects.
@@ -92,7 +93,8 @@ async def _serve_http(server: CicdServer, transport: str, host: str, port: int) 
         http = server.state.policy.http
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                 timeout_keep_alive=75,
-                                http=timed_h11_protocol(http.header_timeout, http.body_timeout))
+                                http=timed_h11_protocol(http.header_timeout, http.body_timeout,
+                                                        partial(audit_timeout, server)))
         await uvicorn.Server(config).serve()
         tg.cancel_scope.cancel()
 

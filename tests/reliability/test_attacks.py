@@ -420,6 +420,9 @@ async def test_slowloris_connections_are_closed(ws: Path, policy: Path) -> None:
             for s in socks:
                 s.close()
     assert all(closed), closed
+    late = [r for r in audit(ws) if "connection closed" in (r["reason"] or "")]
+    assert sorted({r["reason"].split(" did not")[0] for r in late}) == ["the request's body", "the request's head"]
+    assert len(late) == len(socks), late
 
 
 # -- 7. / 8. paths and what an error quotes --------------------------------------------------------------
