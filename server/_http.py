@@ -227,6 +227,8 @@ class Guard:
                 else:
                     del self.sessions.opening[caller.name]
             return
+        if sid is not None:
+            self.sessions.touch(sid)   # now too: a call may outlast the idle timeout the registry prunes by
         await self.app(scope, receive, send)
         if sid is not None:
             if method == "DELETE":
