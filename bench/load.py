@@ -5,7 +5,10 @@ fresh workspace and a trusted bearer token, then, at the same time:
   - `--clients` sessions (default 20), each running `--runs` small pipelines (default 3) with
     run_pipeline(wait=true), one after the other;
   - `--health` pipeline_health calls (default 200), all in flight at once, spread over
-    `--health-sessions` sessions (default 20).
+    `--health-sessions` sessions (default 20);
+  - `--anonymous` sessions (default 500) opened without a token (an `initialize` each, 50 at a
+    time) and left idle until the end: the server holds only as many as the policy's limit for
+    anonymous callers allows (the rest get 429), and the trusted clients must not notice.
 Everything is bounded: a fixed number of calls and `--timeout` seconds in all.
 
 Reports throughput, p50/p99 latency per tool, errors (the goal is zero), whether every run a
@@ -99,6 +102,27 @@ async def run_load(url: str, token: str, pipelines: list[Path], args: argparse.N
     latencies: dict[str, list[float]] = {"run_pipeline": [], "pipeline_health": []}
     errors: list[str] = []
     run_ids: list[tuple[str, str]] = []
+    anonymous: dict[str, int] = {}
+
+    async def anonymous_sessions(n: int) -> None:
+        """Open `n` sessions without a token, 50 at a time, and leave them idle (never closed)."""
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "idle", "version": "1"}}}
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        limit = anyio.Semaphore(50)
+        async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=50)) as hc:
+            async def one() -> None:
+                async with limit:
+                    try:
+                        r = await hc.post(url, json=initialize, headers=headers)
+                        key = {200: "opened", 429: "refused_429"}.get(r.status_code, f"status_{r.status_code}")
+                    except Exception as exc:  # noqa: BLE001 - counted, apart from the trusted clients' errors
+                        key = f"error_{type(exc).__name__}"
+                    anonymous[key] = anonymous.get(key, 0) + 1
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(one)
 
     async def session(work: Any) -> None:
         try:
@@ -148,8 +172,10 @@ async def run_load(url: str, token: str, pipelines: list[Path], args: argparse.N
                 tg.start_soon(session, runner(i))
             for n in per_session:
                 tg.start_soon(session, health(n))
+            if args.anonymous:
+                tg.start_soon(anonymous_sessions, args.anonymous)
     wall = time.perf_counter() - t0
-    return {"wall": wall, "latencies": latencies, "errors": errors, "run_ids": run_ids}
+    return {"wall": wall, "latencies": latencies, "errors": errors, "run_ids": run_ids, "anonymous": anonymous}
 
 
 def main() -> int:
@@ -158,6 +184,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="pipelines per client")
     parser.add_argument("--health", type=int, default=200)
     parser.add_argument("--health-sessions", type=int, default=20)
+    parser.add_argument("--anonymous", type=int, default=500, help="idle anonymous sessions opened beside them")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--keepalive-expiry", type=float, default=5.0,
                         help="seconds a client keeps an idle connection (the HTTP client's default is 5)")
@@ -242,6 +269,7 @@ def main() -> int:
                            "mean_ms": round(statistics.fmean(v) * 1000, 1) if v else None}
                     for tool, v in out["latencies"].items()},
         "errors": len(out["errors"]), "error_samples": out["errors"][:5],
+        "anonymous_sessions": {"attempted": args.anonymous, **out["anonymous"]},
         "runs_expected": args.clients * args.runs, "runs_reported": len(told), "runs_stored": len(stored),
         "runs_succeeded": sum(1 for s in stored.values() if s == "succeeded"), "jobs_succeeded": jobs,
         "runs_missing_from_store": len(missing), "runs_status_mismatch": len(mismatched),
@@ -265,6 +293,7 @@ def main() -> int:
         print(f"runs: expected {report['runs_expected']}, reported {report['runs_reported']}, stored "
               f"{report['runs_stored']}, succeeded {report['runs_succeeded']}, "
               f"missing {report['runs_missing_from_store']}, status mismatch {report['runs_status_mismatch']}")
+        print(f"anonymous sessions beside them: {report['anonymous_sessions']}")
         print(f"server memory: idle {report['server_idle_rss_mb']} MB, peak RSS {report['server_peak_rss_mb']} MB, "
               f"VmHWM {report['server_vmhwm_mb']} MB")
         for e in report["error_samples"]:

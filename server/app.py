@@ -107,7 +107,7 @@ def build_server(
         transport=transport,
         stdio_level=trust_level if trust_level is not None else policy.stdio.level,
         tokens=TokenStore(store),
-        audit=AuditLog(store),
+        audit=AuditLog(store, settings.workspace / "audit.jsonl"),
     )
     tools = [
         build_tool(spec, required_level(policy, ToolFacts(spec.name, spec.default_level, spec.read_only,

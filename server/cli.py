@@ -36,8 +36,8 @@ def _common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     p.add_argument("--workspace", default=argparse.SUPPRESS,
                    help="engine workspace (default: $PIPELINE_WORKSPACE)")
     if policy:
-        p.add_argument("--policy", help="trust policy file (default: ./trust_policy.yaml if the working directory has "
-                       "one, else the policy packaged with cicd-mcp)")
+        p.add_argument("--policy", help="trust policy file (default: $CICD_TRUST_POLICY, else "
+                       "~/.config/cicd-mcp/trust_policy.yaml, else the shipped one; never the working directory's)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -122,6 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import AuditLog
 
+    if args.action == "verify":
+        return _audit_verify(args)
+
     since = time.time() - args.since_hours * 3600 if args.since_hours else None
     records = AuditLog(_store(args)).recent(args.limit, tool=args.tool, since=since)
     if args.json:
@@ -141,6 +144,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from server.audit import verify_against_table
+
+    path = Path(args.file) if args.file else _settings(args).workspace / "audit.jsonl"
+    try:
+        report = verify_against_table(_store(args), path)
+    except OSError as exc:
+        print(f"cicd-mcp: cannot read the audit file {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if report.problem is not None:
+        print(f"{path}:{report.line}: {report.problem} ({report.records} records verified before it)")
+        return 1
+    print(f"{path}: {report.records} records, hash chain intact and matching the audit table")
+    return 0
+
+
 # -- tokens ---------------------------------------------------------------------------------------
 
 
@@ -148,8 +167,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from server.tokens import TokenStore, parse_lifetime
     from server.trust import Level
 
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
     token, info = TokenStore(_store(args)).create(
-        Level(args.level), args.name, lifetime=parse_lifetime(args.expires_in)
+        Level(args.level), args.name, lifetime=parse_lifetime(args.expires_in),
+        environments=names(args.environments), tools=names(args.tools),
     )
     print(token)
     print(f"token {info.name!r} ({info.level}) created, {info.state()}; it is shown only this once, store it "
@@ -170,7 +193,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         return 0
     for t in infos:
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.created_at)) if t.created_at else "-"
-        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {t.state()}")
+        scope = f" ({t.scope()})" if t.scope() else ""
+        print(f"{t.name:24} {t.level:9} {t.source:6} created {created:16} {t.state()}{scope}")
     return 0
 
 
@@ -235,8 +259,11 @@ def add_commands(sub: Any) -> None:
                    help="level of the stdio client (overrides stdio.level of the policy)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("audit", help="print the trust gate's audit log")
+    p = sub.add_parser("audit", help="print the trust gate's audit log; `audit verify` checks its hash chain")
     _common(p, policy=False)
+    p.add_argument("action", nargs="?", choices=("verify",),
+                   help="verify: check audit.jsonl's hash chain and that the audit table matches it")
+    p.add_argument("--file", help="with verify: the JSONL file (default: <workspace>/audit.jsonl)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--tool")
     p.add_argument("--since-hours", type=float)
@@ -251,6 +278,9 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--name")
     c.add_argument("--expires-in", default="90d", metavar="DURATION",
                    help="lifetime: a number and s, m, h, d or w (default 90d), or 'never'")
+    c.add_argument("--environments", metavar="NAMES",
+                   help="comma-separated: the only environments its calls may change (default: any)")
+    c.add_argument("--tools", metavar="NAMES", help="comma-separated: the only tools it may call (default: any)")
     c.set_defaults(func=cmd_token_create)
     c = tsub.add_parser("list", help="list tokens (never their values)")
     _common(c)

@@ -14,7 +14,9 @@ decision from a context variable, so a tool cannot skip the question the gate as
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,9 +29,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, ListToolsResult, PaginatedRequestParams
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from engine.errors import WorldError
 from server.audit import AuditRecord, args_digest
+from server.oauth import looks_like_jwt
 from server.state import AppState
 from server.tokens import resolve_token
 from server.tools._errors import did_you_mean
@@ -53,10 +57,13 @@ class ConfirmationAnswer(BaseModel):
 
 
 class Confirmation(BaseModel):
-    """What a tool receives: whether a human was asked, and said yes."""
+    """What a tool receives: whether a human was asked, and said yes; and the environments the gate
+    decided on (None when it did not resolve them), which the tool hands to the engine so that what
+    runs is what was decided on."""
 
     asked: bool
     environment: str | None = None
+    targets: frozenset[str] | None = None
 
 
 async def _ask(ctx: Context) -> Elicit[ConfirmationAnswer] | ConfirmationAnswer:
@@ -76,10 +83,11 @@ async def human_confirmation(
     """
     state = _CALL.get()
     if state is None or not isinstance(state.decision, Confirm):
-        return Confirmation(asked=False)
+        targets = state.decision.targets if state is not None and isinstance(state.decision, Allow) else None
+        return Confirmation(asked=False, targets=targets)
     if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
         state.answered = True
-        return Confirmation(asked=True, environment=state.decision.environment)
+        return Confirmation(asked=True, environment=state.decision.environment, targets=state.decision.targets)
     state.answered = False
     how = "did not confirm" if isinstance(answer, AcceptedElicitation) else f"answered {answer.action!r}"
     raise ToolError(
@@ -100,15 +108,24 @@ def _client_can_elicit(context: Context) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
+def _expensive(arguments: dict[str, Any]) -> bool:
+    """A call that runs a caller's regex over logs (in a child process, up to its time bound)."""
+    grep = arguments.get("grep")
+    return isinstance(grep, str) and bool(grep)
+
+
 def _combine(first: Decision, second: Decision) -> Decision:
-    """Both decisions must allow; a refusal wins, then a question."""
+    """Both decisions must allow; a refusal wins, then a question; the targets found by either are kept."""
     for d in (first, second):
         if isinstance(d, Deny):
             return d
+    found = [d.targets for d in (first, second) if not isinstance(d, Deny) and d.targets is not None]
+    targets = frozenset().union(*found) if found else None
     for d in (first, second):
         if isinstance(d, Confirm):
-            return d
-    return first
+            return dataclasses.replace(d, targets=targets)
+    assert isinstance(first, Allow)
+    return dataclasses.replace(first, targets=targets)
 
 
 class CicdServer(MCPServer[Any]):
@@ -148,6 +165,11 @@ class CicdServer(MCPServer[Any]):
                 headers = context.headers
             except ValueError:
                 headers = None
+        return self.caller_from_headers(headers, can_elicit)
+
+    def caller_from_headers(self, headers: Mapping[str, str] | None, can_elicit: bool = False) -> Caller:
+        """The HTTP/SSE caller a request's headers name (its bearer token read now)."""
+        st = self.state
         auth = (headers or {}).get("authorization")
         if not auth:
             return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit)
@@ -155,38 +177,107 @@ class CicdServer(MCPServer[Any]):
         if scheme.lower() != "bearer" or not token.strip():
             return Caller("anonymous", st.policy.http.anonymous_level, st.transport, can_elicit,
                           refused="the Authorization header must be 'Bearer <token>'")
-        found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
+        oauth = st.oauth
+        if oauth is not None and looks_like_jwt(token.strip()):
+            found = oauth.verify(token.strip())
+        else:
+            found = resolve_token(token.strip(), st.policy_tokens, st.tokens)
         if isinstance(found, str):
             return Caller("invalid-token", st.policy.http.anonymous_level, st.transport, can_elicit, refused=found)
-        name, level = found
-        return Caller(name, level, st.transport, can_elicit)
+        return Caller(found.caller, found.level, st.transport, can_elicit, environments=found.environments,
+                      tools=found.tools)
 
     # -- what is called -----------------------------------------------------------------------
-    def facts(self, name: str, arguments: dict[str, Any]) -> ToolFacts:
+    def parsed(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as the SDK will hand them to the tool: a JSON string in a field that is not a
+        string is parsed first (the SDK's `pre_parse_json`), so the gate decides on what the tool gets."""
+        tool = self.registered_tool(name)
+        if tool is None:
+            return arguments
+        try:
+            return dict(tool.fn_metadata.pre_parse_json(arguments))
+        except Exception:  # noqa: BLE001 - the SDK will refuse these arguments itself
+            return arguments
+
+    def facts(self, name: str, arguments: dict[str, Any], *, resolve: bool = True) -> ToolFacts:
+        """What the gate knows of a call; with `resolve`, the environments the engine says it would change.
+
+        Raises:
+            Exception: whatever the tool's resolver raised: the call's targets cannot be told.
+        """
         spec = self.specs.get(name)
         if spec is None or self.registered_tool(name) is None:
             return ToolFacts(name, None, read_only=False, destructive=True)
-        env = None
-        if spec.environment is not None:
-            try:
-                env = spec.environment(arguments, self.state)
-            except Exception:  # noqa: BLE001 - an unreadable target must not open the gate
-                env = UNKNOWN_ENVIRONMENT
-            if env is None and spec.destructive:
-                raw = arguments.get("environment")
-                env = raw if isinstance(raw, str) else None
-        return ToolFacts(name, spec.default_level, spec.read_only, spec.destructive, env)
+        targets: frozenset[str] = frozenset()
+        if resolve and spec.environment is not None:
+            found = spec.environment(arguments, self.state)
+            targets = frozenset({found}) if isinstance(found, str) else (found or frozenset())
+        return ToolFacts(name, spec.default_level, spec.read_only, spec.destructive, environments=targets)
 
     def decision(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
+        """The trust decision for one call (blocking: resolving targets may read the store and files).
+
+        Level first, on the tool alone: a caller below the tool's level makes the server read nothing.
+        Then, when an environment matters (protected environments, or a caller scoped to some), on every
+        environment the engine says the call would change; a call whose targets cannot be resolved is
+        refused. A call that reaches another tool (the compat tool) must pass that tool's gate too.
+        """
         policy = self.state.policy
-        decision = decide(policy, caller, self.facts(name, arguments))
+        arguments = self.parsed(name, arguments)
+        decision = decide(policy, caller, self.facts(name, arguments, resolve=False))
+        if isinstance(decision, Deny):
+            return decision
+        # Arguments the tool's model refuses never reach the tool (the SDK answers with the model's
+        # message), so they need no targets.
+        if (policy.confirm.environments or caller.environments is not None) and self._valid(name, arguments):
+            try:
+                facts = self.facts(name, arguments)
+            except (OSError, WorldError):
+                # The world failed, not the call: the target may be anything, so it is protected.
+                facts = dataclasses.replace(self.facts(name, arguments, resolve=False),
+                                            environments=frozenset({UNKNOWN_ENVIRONMENT}))
+            except Exception as exc:  # noqa: BLE001 - an unresolvable target must not open the gate
+                return Deny(f"cannot tell which environments {name!r} would change, so it is refused: "
+                            + self._masked(str(exc) or type(exc).__name__, arguments), unresolved=True)
+            decision = decide(policy, caller, facts)
+            if not isinstance(decision, Deny):
+                decision = dataclasses.replace(decision, targets=facts.targets)
         spec = self.specs.get(name)
         if spec is not None and spec.delegate is not None and not isinstance(decision, Deny):
             target = spec.delegate(arguments)
             if target is not None:
                 tname, targs = target
-                decision = _combine(decision, decide(policy, caller, self.facts(tname, targs)))
+                decision = _combine(decision, self.decision(caller, tname, targs))
         return decision
+
+    async def _decide(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Decision:
+        """`decision`, in a worker thread only when it may read the store or files (resolving targets):
+        most calls are decided on the level alone, and need not queue for a thread."""
+        spec = self.specs.get(name)
+        policy = self.state.policy
+        resolves = spec is not None and (spec.environment is not None or spec.delegate is not None) and (
+            bool(policy.confirm.environments) or caller.environments is not None)
+        if not resolves:
+            return self.decision(caller, name, arguments)
+        return await anyio.to_thread.run_sync(self.decision, caller, name, arguments)
+
+    def _valid(self, name: str, arguments: dict[str, Any]) -> bool:
+        tool = self.registered_tool(name)
+        if tool is None:
+            return False
+        try:
+            tool.fn_metadata.arg_model.model_validate(arguments)
+        except ValidationError:
+            return False
+        return True
+
+    def _masked(self, message: str, arguments: dict[str, Any]) -> str:
+        """An engine message about the call, secrets masked as a tool's error would be."""
+        from server.tools._errors import mask_text, secret_values
+
+        variables = arguments.get("variables")
+        extra = [(str(k), str(v)) for k, v in variables.items()] if isinstance(variables, dict) else []
+        return mask_text(message, secret_values(self.state, extra))
 
     # -- the gate ------------------------------------------------------------------------------
     async def call_tool(
@@ -199,12 +290,21 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = self.decision(caller, name, arguments)
+        decision = await self._decide(caller, name, arguments)
         if isinstance(decision, Confirm) and not self._can_confirm(name):
             decision = Deny(
                 f"{name!r} on environment {decision.environment!r} needs a human confirmation that this tool "
                 "cannot ask for; refused"
             )
+        held: list[str] = []
+        if not isinstance(decision, Deny) and caller.transport in ("http", "sse"):
+            kinds = ["calls", *(["expensive_calls"] if _expensive(arguments) else [])]
+            for kind in kinds:
+                refusal = self.state.usage.take(self.state.policy, caller.name, caller.level, kind)
+                if refusal is not None:
+                    decision = Deny(refusal)
+                    break
+                held.append(kind)
         call = _CallState(decision)
         verdict = "denied" if isinstance(decision, Deny) else "allowed"
         reason: str | None = decision.reason if isinstance(decision, Allow | Deny) else decision.question
@@ -218,6 +318,8 @@ class CicdServer(MCPServer[Any]):
                 raise ToolError(f"{refused}Unknown tool {name!r}{did_you_mean(name, known)}; tools you can call: "
                                 + ", ".join(self.callable_tools(caller)))
             if isinstance(decision, Deny):
+                if decision.unresolved:
+                    outcome = "error"
                 raise ToolError(f"refused by the trust policy: {decision.reason}")
             result = await super().call_tool(name, arguments, context)
             if isinstance(result, InputRequiredResult):
@@ -237,6 +339,8 @@ class CicdServer(MCPServer[Any]):
             raise
         finally:
             _CALL.reset(token)
+            for kind in held:
+                self.state.usage.give(caller.name, kind)
             if isinstance(decision, Confirm):
                 if call.answered is True:
                     verdict = "confirmed"
@@ -252,7 +356,7 @@ class CicdServer(MCPServer[Any]):
         """
         started = time.monotonic()
         caller = self.caller(context)
-        decision = self.decision(caller, name, arguments)
+        decision = await self._decide(caller, name, arguments)
         if isinstance(decision, Confirm):
             decision = Deny(f"{name!r} needs a confirmation, which a resource read cannot ask for")
         verdict = "denied" if isinstance(decision, Deny) else "allowed"

@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 
 from engine.settings import Settings
 from engine.store import Store
+from server._limits import Usage
 from server.audit import AuditLog
 from server.tokens import TokenStore
 from server.trust import Level, PolicyToken, TrustPolicy
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     # Loaded on first use (`AppState.manager`), not at start: the pipeline engine is most of
     # a cold start's cost, and a server that only reads the store never needs it.
     from engine.pipeline.manager import PipelineManager
+    from server.oauth import OAuthVerifier
 
 __all__ = ["AppState"]
 
@@ -38,6 +40,8 @@ class AppState:
     tokens: TokenStore
     audit: AuditLog
     background: TaskGroup | None = None
+    usage: Usage = field(default_factory=Usage)
+    _oauth: OAuthVerifier | None = None
     _manager: PipelineManager | None = None
     _recovered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,12 +63,28 @@ class AppState:
         DeploymentHistory(self.store).recover_interrupted()
 
     @property
+    def oauth(self) -> OAuthVerifier | None:
+        """The JWT verifier when the policy configures OAuth (`http.oauth`), built on first use."""
+        settings = self.policy.http.oauth
+        if settings is None:
+            return None
+        with self._lock:
+            if self._oauth is None:
+                from server.oauth import OAuthVerifier
+
+                self._oauth = OAuthVerifier(settings)
+            return self._oauth
+
+    @property
     def manager(self) -> PipelineManager:
         """The pipeline engine, built on first use."""
         with self._lock:
             if self._manager is None:
+                from engine._confined import config_roots
                 from engine.pipeline.manager import PipelineManager
 
+                # Every pipeline file a caller reaches, by path or by a registered name, stays under the
+                # operator's config roots.
                 self._manager = PipelineManager(workspace_dir=self.settings.workspace, settings=self.settings,
-                                                store=self.store)
+                                                store=self.store, config_roots=config_roots(self.settings))
             return self._manager

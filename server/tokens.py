@@ -13,13 +13,14 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import ConflictError, InputError, NotFoundError
 from engine.store import Store, access
 from server.trust import Level, PolicyToken, TrustPolicy, hash_token
 
-__all__ = ["TokenInfo", "TokenStore", "parse_lifetime", "resolve_token"]
+__all__ = ["Grant", "TokenInfo", "TokenStore", "parse_lifetime", "resolve_token"]
 
 _PREFIX = "cicd_"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -51,6 +52,17 @@ class TokenInfo:
     revoked_at: float | None
     source: str   # store | policy
     expires_at: float | None = None
+    environments: tuple[str, ...] | None = None   # None: any environment
+    tools: tuple[str, ...] | None = None          # None: any tool
+
+    def scope(self) -> str:
+        """'' for an unlimited token, else what it is limited to (for listings)."""
+        parts = []
+        if self.environments is not None:
+            parts.append("environments " + (",".join(self.environments) or "(none)"))
+        if self.tools is not None:
+            parts.append("tools " + (",".join(self.tools) or "(none)"))
+        return "; ".join(parts)
 
     def state(self, now: float | None = None) -> str:
         """live | revoked <when> | expired <when> (for listings)."""
@@ -69,25 +81,34 @@ class TokenStore:
         self._store = store
 
     def create(
-        self, level: Level, name: str | None = None, *, lifetime: float | None = 90 * 86400.0
+        self, level: Level, name: str | None = None, *, lifetime: float | None = 90 * 86400.0,
+        environments: Sequence[str] | None = None, tools: Sequence[str] | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new random token; the caller must show it now, it cannot be read back. It is refused
-        `lifetime` seconds from now (None: never expires).
+        `lifetime` seconds from now (None: never expires). With `environments` / `tools`, its calls may
+        change only those environments and call only those tools.
 
         Raises:
             ConflictError: a token of that name exists (revoked ones too: names are not reused).
-            InputError: the name is not a plain identifier.
+            InputError: the name, an environment or a tool is not a plain identifier.
         """
         name = name or f"token-{secrets.token_hex(4)}"
-        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
+        if not _plain(name):
             raise InputError(f"token name {name!r}: use letters, digits, '-', '_' or '.', at most 64 characters")
+        for kind, names in (("environment", environments), ("tool", tools)):
+            bad = [n for n in names or () if not _plain(n)]
+            if bad:
+                raise InputError(f"{kind} name {bad[0]!r}: use letters, digits, '-', '_' or '.'")
         token = _PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         if access.token_named(self._store, name) is not None:
             raise ConflictError(f"a token named {name!r} already exists; pick another --name")
         expires_at = None if lifetime is None else now + lifetime
-        access.add_token(self._store, name, hash_token(token), str(level), now, expires_at)
-        return token, TokenInfo(name, level, now, None, "store", expires_at)
+        envs = None if environments is None else tuple(environments)
+        allowed = None if tools is None else tuple(tools)
+        access.add_token(self._store, name, hash_token(token), str(level), now, expires_at,
+                         environments=envs, tools=allowed)
+        return token, TokenInfo(name, level, now, None, "store", expires_at, envs, allowed)
 
     def list(self) -> list[TokenInfo]:
         return [_info(r) for r in access.tokens(self._store)]
@@ -108,14 +129,31 @@ class TokenStore:
         return None if found is None else _info(found)
 
 
+def _plain(name: str) -> bool:
+    return bool(name) and len(name) <= 64 and name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
 def _info(r: access.TokenRecord) -> TokenInfo:
-    return TokenInfo(r.name, Level(r.level), r.created_at, r.revoked_at, "store", r.expires_at)
+    return TokenInfo(r.name, Level(r.level), r.created_at, r.revoked_at, "store", r.expires_at, r.environments,
+                     r.tools)
 
 
-def resolve_token(
-    token: str, policy_tokens: dict[str, PolicyToken], tokens: TokenStore
-) -> tuple[str, Level] | str:
-    """(caller name, level) for a presented token, or the reason it is refused."""
+@dataclass(frozen=True)
+class Grant:
+    """What a valid token grants: who the caller is, its level, and what it is limited to."""
+
+    caller: str
+    level: Level
+    environments: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
+
+
+def _frozen(names: Sequence[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(names)
+
+
+def resolve_token(token: str, policy_tokens: dict[str, PolicyToken], tokens: TokenStore) -> Grant | str:
+    """What a presented token grants, or the reason it is refused."""
     digest = hash_token(token)
     now = time.time()
     for known, entry in policy_tokens.items():
@@ -125,7 +163,7 @@ def resolve_token(
             if expires_at is not None and expires_at <= now:
                 return (f"the bearer token {entry.name!r} expired at {_utc(expires_at)} (the trust policy's "
                         "`expires`); ask the operator for a new one")
-            return f"token:{entry.name}", entry.level
+            return Grant(f"token:{entry.name}", entry.level, _frozen(entry.environments), _frozen(entry.tools))
     found = tokens.lookup(digest)
     if found is None:
         return "the bearer token is not recognised (unknown token)"
@@ -133,11 +171,13 @@ def resolve_token(
         return f"the bearer token {found.name!r} has been revoked; ask the operator for a new one"
     if found.expires_at is not None and found.expires_at <= now:
         return f"the bearer token {found.name!r} expired at {_utc(found.expires_at)}; ask the operator for a new one"
-    return f"token:{found.name}", found.level
+    return Grant(f"token:{found.name}", found.level, _frozen(found.environments), _frozen(found.tools))
 
 
 def policy_token_infos(policy: TrustPolicy) -> list[TokenInfo]:
     return [
-        TokenInfo(t.name, t.level, 0.0, None, "policy", t.expires.timestamp() if t.expires is not None else None)
+        TokenInfo(t.name, t.level, 0.0, None, "policy", t.expires.timestamp() if t.expires is not None else None,
+                  None if t.environments is None else tuple(t.environments),
+                  None if t.tools is None else tuple(t.tools))
         for t in policy.http.tokens
     ]

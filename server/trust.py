@@ -10,8 +10,10 @@ Theory of operation, in the order `decide` applies the rules:
 1. read_only: a tool that is not read-only is refused outright.
 2. level: the caller's level must be at least the tool's (the policy's `tools:` entry,
    else the tool's own default, else `default_level` for a tool the server does not know).
-3. confirmation: a destructive call aimed at an environment listed under
-   `confirm.environments` needs a human "yes" through MCP elicitation; a client that
+3. scope: a scoped token may call only its tools and change only its environments.
+4. confirmation: a destructive call that would change an environment listed under
+   `confirm.environments` (any of the environments the engine says it changes, not only
+   the one its arguments name) needs a human "yes" through MCP elicitation; a client that
    cannot elicit is refused, never assumed to agree.
 """
 
@@ -35,6 +37,8 @@ __all__ = [
     "Decision",
     "Deny",
     "Level",
+    "LevelLimits",
+    "OAuthSettings",
     "PolicyToken",
     "UNKNOWN_ENVIRONMENT",
     "ToolFacts",
@@ -83,6 +87,10 @@ class PolicyToken(BaseModel):
     expires: AwareDatetime | None = Field(
         default=None, description="When the token stops being accepted (ISO 8601 with a timezone); none: never."
     )
+    environments: list[_Name] | None = Field(
+        default=None, description="The only environments this token's calls may change (none: any)."
+    )
+    tools: list[_Name] | None = Field(default=None, description="The only tools this token may call (none: any).")
 
     @model_validator(mode="after")
     def _one_source(self) -> PolicyToken:
@@ -100,6 +108,41 @@ class StdioCallers(BaseModel):
     )
 
 
+def _https_or_loopback(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f"{url!r}: use an https:// URL (http:// only for a loopback address)")
+    return url
+
+
+class OAuthSettings(BaseModel):
+    """OAuth 2.1 resource-server mode: JWT access tokens from one authorization server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(description="The authorization server (the tokens' `iss`), as in its metadata.")
+    jwks_uri: str = Field(description="Where the issuer publishes its signing keys (JWKS).")
+    resource: str = Field(description="This server's URL as clients reach it (e.g. https://ci.example/mcp): the "
+                                      "audience (`aud`) a token must carry, and the RFC 9728 `resource`.")
+    scopes: dict[str, Level] = Field(
+        default_factory=lambda: {"cicd:read": Level.UNTRUSTED, "cicd:write": Level.VERIFIED,
+                                 "cicd:admin": Level.TRUSTED},
+        description="Scope -> trust level; a token gets the highest level among its scopes.",
+    )
+
+    @model_validator(mode="after")
+    def _secure_urls(self) -> OAuthSettings:
+        for url in (self.issuer, self.jwks_uri, self.resource):
+            _https_or_loopback(url)
+        if not self.scopes:
+            raise ValueError("map at least one scope to a trust level")
+        return self
+
+
 class HttpCallers(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,6 +150,17 @@ class HttpCallers(BaseModel):
         default=Level.UNTRUSTED, description="Level of an HTTP/SSE request without a bearer token."
     )
     tokens: list[PolicyToken] = Field(default_factory=list)
+    allowed_hosts: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")]] = Field(
+        default_factory=list,
+        description="Host names clients may reach the server by, besides its bind address and, on loopback, "
+                    "localhost / 127.0.0.1 / [::1] (DNS-rebinding protection: any other Host or Origin is refused).",
+    )
+    oauth: OAuthSettings | None = Field(
+        default=None, description="Also accept JWT access tokens from an OAuth 2.1 authorization server.")
+    header_timeout: float = Field(default=10.0, gt=0, le=300,
+                                  description="Seconds a client has to send a request's headers.")
+    body_timeout: float = Field(default=15.0, gt=0, le=3600,
+                                description="Seconds a client has to send a request's body once its headers are in.")
 
     @model_validator(mode="after")
     def _unique(self) -> HttpCallers:
@@ -124,6 +178,25 @@ class Confirmation(BaseModel):
         default_factory=list,
         description="Environments whose destructive calls need a human confirmation (MCP elicitation).",
     )
+
+
+class LevelLimits(BaseModel):
+    """What one caller (a token, or all anonymous callers together) may hold at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sessions: int = Field(ge=1, le=100_000, description="Open HTTP sessions (idle ones count until they expire).")
+    streams: int = Field(ge=1, le=100_000, description="Open SSE streams.")
+    calls: int = Field(ge=1, le=100_000, description="Tool calls in progress.")
+    expensive_calls: int = Field(ge=1, le=10_000, description="Calls in progress that run a caller's regex (grep).")
+
+
+def _default_limits() -> dict[Level, LevelLimits]:
+    return {
+        Level.UNTRUSTED: LevelLimits(sessions=16, streams=4, calls=16, expensive_calls=2),
+        Level.VERIFIED: LevelLimits(sessions=64, streams=16, calls=64, expensive_calls=4),
+        Level.TRUSTED: LevelLimits(sessions=512, streams=128, calls=512, expensive_calls=8),
+    }
 
 
 class TrustPolicy(BaseModel):
@@ -144,7 +217,15 @@ class TrustPolicy(BaseModel):
     compatibility: bool = Field(
         default=False, description="List the original design's call_module_function (it is callable either way)."
     )
+    limits: dict[Level, LevelLimits] = Field(
+        default_factory=_default_limits,
+        description="Per caller, by level: what an HTTP/SSE caller may hold at once (anonymous callers share one "
+                    "allowance). A level left out keeps its default.",
+    )
     source: str = Field(default="<built-in>", exclude=True, description="Where the policy was read from.")
+
+    def limits_for(self, level: Level) -> LevelLimits:
+        return self.limits.get(level) or _default_limits()[level]
 
     def env_token_hashes(self, environ: dict[str, str] | None = None) -> dict[str, PolicyToken]:
         """sha256 → token entry for every token of the policy, env tokens read now.
@@ -179,6 +260,9 @@ class Caller:
     transport: str         # stdio | sse | http | memory
     can_elicit: bool = False
     refused: str | None = None   # set when the caller presented a credential that is not valid
+    # A scoped token: the only environments it may change and tools it may call (None: no limit).
+    environments: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,22 +274,32 @@ class ToolFacts:
     read_only: bool
     destructive: bool
     environment: str | None = None   # where the call lands, when the tool says
+    environments: frozenset[str] = frozenset()   # every environment the call would change
+
+    @property
+    def targets(self) -> frozenset[str]:
+        return self.environments | ({self.environment} if self.environment is not None else set())
 
 
 @dataclass(frozen=True)
 class Allow:
     reason: str
+    # The environments the call was found to change, when the gate resolved them: what was decided
+    # on, handed to the tool so the engine can refuse anything else (None: not resolved).
+    targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
 class Deny:
     reason: str
+    unresolved: bool = False   # refused because what the call would change could not be found out
 
 
 @dataclass(frozen=True)
 class Confirm:
     question: str
     environment: str
+    targets: frozenset[str] | None = None   # as for Allow
 
 
 Decision = Allow | Deny | Confirm
@@ -248,9 +342,20 @@ def decide(policy: TrustPolicy, caller: Caller, tool: ToolFacts) -> Decision:
             f"{tool.name!r} needs trust level {needed}; this caller ({caller.name}) has {caller.level}. "
             f"To get it, {_how_to_get(needed, caller.transport)}."
         )
-    env = tool.environment
-    protected = env in policy.confirm.environments or (env == UNKNOWN_ENVIRONMENT and policy.confirm.environments)
-    if tool.destructive and env is not None and protected:
+    if caller.tools is not None and tool.name not in caller.tools:
+        return Deny(f"this caller ({caller.name}) is limited to the tools {', '.join(sorted(caller.tools))}; "
+                    f"{tool.name!r} is not one of them")
+    targets = tool.targets
+    if caller.environments is not None and not tool.read_only:
+        outside = sorted(targets - caller.environments)
+        if outside:
+            return Deny(f"this caller ({caller.name}) may change only the environments "
+                        f"{', '.join(sorted(caller.environments)) or '(none)'}; {tool.name!r} would change "
+                        f"{', '.join(outside)}")
+    guarded = policy.confirm.environments
+    protected = sorted(e for e in targets if e in guarded or (e == UNKNOWN_ENVIRONMENT and guarded))
+    if tool.destructive and protected:
+        env = ", ".join(protected)
         if not caller.can_elicit:
             return Deny(
                 f"{tool.name!r} on environment {env!r} needs a human confirmation, and this client "
@@ -290,11 +395,24 @@ def parse_policy(text: str | bytes, filename: str) -> TrustPolicy:
         raise SpecError(issues) from None
 
 
-def default_policy_path() -> Path:
-    """trust_policy.yaml in the working directory, else the one shipped with the package."""
-    here = Path("trust_policy.yaml")
-    if here.is_file():
-        return here
+POLICY_ENV = "CICD_TRUST_POLICY"
+
+
+def default_policy_path(environ: dict[str, str] | None = None) -> Path:
+    """The policy in force when `--policy` is not given: `$CICD_TRUST_POLICY`, else the user's
+    `$XDG_CONFIG_HOME/cicd-mcp/trust_policy.yaml` (`~/.config/...`), else the one shipped with the package.
+
+    Never a trust_policy.yaml of the working directory: a server started inside someone's repository
+    must not adopt the policy that repository ships.
+    """
+    env = os.environ if environ is None else environ
+    named = env.get(POLICY_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    config_home = Path(env.get("XDG_CONFIG_HOME", "").strip() or Path.home() / ".config")
+    user = config_home / "cicd-mcp" / "trust_policy.yaml"
+    if user.is_file():
+        return user
     shipped = Path(__file__).with_name("default_trust_policy.yaml")
     if shipped.is_file():
         return shipped

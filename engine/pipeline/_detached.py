@@ -69,7 +69,9 @@ async def _run(request: Path, run_id: str) -> int:
     settings = Settings(**data["settings"])
     error_file = request.with_suffix(DETACHED_ERROR)
     try:
-        manager = PipelineManager(settings=settings, recover=False)
+        roots = data.get("config_roots")
+        manager = PipelineManager(settings=settings, recover=False,
+                                  config_roots=None if roots is None else [Path(r) for r in roots])
     except Exception as exc:  # noqa: BLE001 - reported to the starter, which is waiting for it
         error_file.write_text(json.dumps({"input": False, "message": f"{type(exc).__name__}: {exc}"}))
         return 2
@@ -79,7 +81,9 @@ async def _run(request: Path, run_id: str) -> int:
             tg.start_soon(_watch, manager, run_id, request)
             tg.start_soon(_signals, manager, run_id)
             try:
-                await manager.arun_pipeline(data["source"], data["variables"], run_id=run_id)
+                allowed = data.get("environments")
+                await manager.arun_pipeline(data["source"], data["variables"], run_id=run_id,
+                                            environments=None if allowed is None else frozenset(allowed))
                 recorded = True
             finally:
                 tg.cancel_scope.cancel()

@@ -8,11 +8,12 @@ import re
 import secrets as _secrets
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from engine._confined import read_confined
 from engine._process import owner_alive
 from engine._secrets import SECRET_NAME, Masker, read_secrets_file
 from engine._sync import blocking
@@ -25,7 +26,7 @@ from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
 from engine.pipeline.runner import Runner
 from engine.pipeline.states import JobStatus, RunStatus, check_run_move
 from engine.settings import Settings, resolve_settings
-from engine.spec.model import VAR_RE, PipelinePlan, load_pipeline
+from engine.spec.model import VAR_RE, PipelinePlan, deploy_environments, load_pipeline
 from engine.store import Store, open_store, runs
 
 __all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
@@ -96,12 +97,15 @@ class PipelineManager:
     def __init__(
         self, workspace_dir: str | os.PathLike[str] | None = None, *, settings: Settings | None = None,
         store: Store | None = None, max_workers: int | None = None, executor: Executor | None = None,
-        recover: bool = True,
+        recover: bool = True, config_roots: Sequence[Path] | None = None,
     ) -> None:
         """`executor` runs every job when given (a fake, in tests); otherwise each job's `runs_on:`
         picks one from the EXECUTORS registry, PIPELINE_EXECUTOR for jobs that name none. `recover`
         (default on) closes runs whose runner is gone; a detached runner, one of many, leaves that
-        to the servers and commands that start them."""
+        to the servers and commands that start them. With `config_roots` (a server's), every
+        pipeline file read, however it was named (a path, or the recorded source of a registered
+        pipeline), must lie under one of them."""
+        self.config_roots = config_roots
         self.settings = resolve_settings(workspace_dir, settings)
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -114,17 +118,27 @@ class PipelineManager:
 
     # -- pipelines --------------------------------------------------------------------------
     def create_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
-                        skip_unsupported: bool = False) -> PipelinePlan:
+                        skip_unsupported: bool = False, environments: frozenset[str] | None = None,
+                        ) -> PipelinePlan:
         """Load and check a pipeline (file path, YAML text or mapping) and register it by name.
 
         A GitHub Actions workflow file is imported (engine.interop); its jobs that cannot
-        run here fail with the reason, or are skipped with `skip_unsupported`.
+        run here fail with the reason, or are skipped with `skip_unsupported`. With
+        `environments`, a pipeline that deploys anywhere else is refused (a caller decided on
+        those environments, and the file may have changed since).
 
         Raises:
             SpecError: the pipeline is invalid (file:line:col, field, message).
             NotFoundError: the file does not exist.
+            InputError: it deploys outside `environments`.
         """
         plan = self._load(source, skip_unsupported)
+        outside = sorted(deploy_environments(plan) - environments) if environments is not None else []
+        if outside:
+            raise InputError(
+                f"pipeline {plan.name!r} deploys to {', '.join(outside)}, which this run was not allowed to change "
+                "(the file changed after the call was checked?); nothing ran"
+            )
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
         return plan
@@ -137,6 +151,15 @@ class PipelineManager:
             NotFoundError: the file does not exist.
         """
         return self._load(source)
+
+    def environments_of(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> frozenset[str]:
+        """The environments a run of `source` (as `run_pipeline` would load it) deploys to.
+
+        Raises:
+            SpecError: the pipeline is invalid.
+            NotFoundError: no such file or registered pipeline.
+        """
+        return deploy_environments(self._load(source))
 
     def list_pipelines(self) -> list[str]:
         return runs.pipeline_names(self.store)
@@ -153,11 +176,13 @@ class PipelineManager:
             from engine.interop import is_github_workflow, load_github_workflow, pipeline_data
 
             if is_github_workflow(path):
+                if self.config_roots is not None:
+                    read_confined(path, self.config_roots, what="workflow file")
                 spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
                 plan = load_pipeline(pipeline_data(spec))
                 return PipelinePlan(spec=plan.spec, jobs=plan.jobs, source_dir=plan.source_dir,
                                     spec_path=str(path.resolve()))
-            return load_pipeline(path)
+            return load_pipeline(path, roots=self.config_roots)
         return self._by_name(text)
 
     def _by_name(self, name: str) -> PipelinePlan:
@@ -165,7 +190,8 @@ class PipelineManager:
         if registered is not None:
             source_path, spec_json = registered
             if source_path and Path(source_path).is_file():
-                return load_pipeline(Path(source_path))  # the file may have changed: reload it
+                # The file may have changed: reload it, from under the config roots only.
+                return load_pipeline(Path(source_path), roots=self.config_roots)
             return load_pipeline(json.loads(spec_json))
         config = self.settings.PIPELINE_CONFIG_PATH
         if config is not None:
@@ -173,7 +199,7 @@ class PipelineManager:
             candidates = [config] if config.is_file() else [config / f"{name}.yaml", config / f"{name}.yml"]
             for cand in candidates:
                 if _is_file(cand):
-                    plan = load_pipeline(cand)
+                    plan = load_pipeline(cand, roots=self.config_roots)
                     if plan.name == name or cand.stem == name:
                         return plan
         known = self.list_pipelines()
@@ -187,15 +213,16 @@ class PipelineManager:
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
         run_id: str | None = None, max_workers: int | None = None, skip_unsupported: bool = False,
+        environments: frozenset[str] | None = None,
     ) -> PipelineRun:
         """Run a pipeline to the end and return its result. Cancelling the caller cancels the run.
 
         Raises:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
-            InputError: a secret has no value, a variable name is invalid, or PIPELINE_EXECUTOR names
-                no registered executor.
+            InputError: a secret has no value, a variable name is invalid, PIPELINE_EXECUTOR names
+                no registered executor, or it deploys outside `environments` (see `create_pipeline`).
         """
-        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
+        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported, environments=environments)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
         for key, value in overrides.items():
             if not re.match(VAR_RE, key):
@@ -286,7 +313,7 @@ class PipelineManager:
 
     def start_detached(
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
-        run_id: str | None = None,
+        run_id: str | None = None, environments: frozenset[str] | None = None,
     ) -> tuple[str, int]:
         """Start a run in a runner process of its own (engine.pipeline._detached) that outlives this
         process; returns (run id, runner pid) once the run is recorded.
@@ -301,7 +328,7 @@ class PipelineManager:
         import threading
 
         from engine.errors import ExecutorError
-        plan = self.create_pipeline(source)
+        plan = self.create_pipeline(source, environments=environments)
         if isinstance(source, Mapping):
             source = plan.spec_json()
         elif "\n" not in os.fspath(source) and _is_file(Path(os.fspath(source))):
@@ -315,7 +342,11 @@ class PipelineManager:
         request = folder / f"{run_id}.json"
         data = {"source": source if isinstance(source, str | dict) else os.fspath(source),
                 "variables": {str(k): _stringify(v) for k, v in (variables or {}).items()},
-                "settings": self.settings.model_dump(mode="json")}
+                "settings": self.settings.model_dump(mode="json"),
+                # The runner process checks the file again as it loads it: the same roots and the same
+                # environments a caller decided on hold there (the file may change in between).
+                "config_roots": None if self.config_roots is None else [str(r) for r in self.config_roots],
+                "environments": None if environments is None else sorted(environments)}
         fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # variables may hold credentials
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +47,7 @@ __all__ = [
     "RetrySpec",
     "StageSpec",
     "TriggerSpec",
+    "deploy_environments",
     "expand",
     "load_pipeline",
     "parse_pipeline",
@@ -534,6 +535,11 @@ def parse_pipeline(data: Any, pos: Positions | None = None) -> PipelineSpec:
     pos = pos or Positions("<pipeline>")
     if not isinstance(data, dict):
         raise SpecError([pos.issue((), f"a pipeline is a mapping with name and stages, not {type(data).__name__}")])
+    if "stages" not in data:
+        # Not a pipeline at all (a system file, say): refused without quoting a line of it, as the
+        # unknown-field messages below would.
+        raise SpecError([pos.issue((), "not a pipeline file: missing required field 'stages' (a pipeline is a "
+                                       "mapping with name and stages); its content is not shown")])
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
@@ -573,14 +579,16 @@ def _suggest(loc: tuple[Any, ...], data: Any) -> str:
     return f"; did you mean {match[0]!r}?" if match else "; known fields: " + ", ".join(sorted(known))
 
 
-def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
-    """Load, check and expand a pipeline from a file path, YAML text or a mapping.
+def load_pipeline(source: str | Path | Mapping[str, Any], *, roots: Sequence[Path] | None = None) -> PipelinePlan:
+    """Load, check and expand a pipeline from a file path, YAML text or a mapping. A file is opened
+    once; with `roots`, the opened file must lie under one of them (engine/_confined.py).
 
     Raises:
         SpecError: anything wrong with it, with file:line:col and field path.
         NotFoundError: the file does not exist.
+        InputError: the file lies outside `roots`.
     """
-    from engine.errors import NotFoundError
+    from engine._confined import read_confined
 
     if isinstance(source, Mapping):
         pos = Positions("<pipeline>")
@@ -590,15 +598,16 @@ def load_pipeline(source: str | Path | Mapping[str, Any]) -> PipelinePlan:
     if isinstance(source, str) and "\n" in source:
         data, pos = load_yaml(source, "<pipeline>")
         return expand(parse_pipeline(data, pos), pos)
-    try:
-        if not path.is_file():
-            raise NotFoundError(f"pipeline file {str(path)!r} does not exist")
-        raw = path.read_bytes()
-    except OSError as exc:   # a name too long, no permission, ...: the input is wrong, not the world
-        raise SpecError([SpecIssue(f"cannot read the pipeline file: {exc.strerror or exc}",
-                                   file=str(path)[:300])]) from exc
+    raw, real = read_confined(path, roots)
     data, pos = load_yaml(raw, str(path))
     if isinstance(data, dict) and "name" not in data and _NAME.match(path.stem):
         # As GitHub Actions names a workflow without `name:`: after its file.
         data = {"name": path.stem, **data}
-    return expand(parse_pipeline(data, pos), pos, spec_path=str(path.resolve()))
+    return expand(parse_pipeline(data, pos), pos, spec_path=str(real))
+
+
+def deploy_environments(plan: PipelinePlan) -> frozenset[str]:
+    """The environments a run of `plan` deploys to (deploy stages, and jobs of stages with
+    `environment:`). Pure: what a run would change, for whoever decides before it starts (the
+    server's trust gate)."""
+    return frozenset(plan.environments)

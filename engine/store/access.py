@@ -6,6 +6,8 @@ caller is named) belongs to the server; here they are rows of plain values.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,8 @@ class TokenRecord:
     created_at: float
     revoked_at: float | None
     expires_at: float | None
+    environments: tuple[str, ...] | None = None   # None: any environment
+    tools: tuple[str, ...] | None = None          # None: any tool
 
 
 @dataclass(frozen=True)
@@ -47,20 +51,29 @@ class AuditRecord:
     duration_ms: float
 
 
-_TOKEN_COLUMNS = "name, level, created_at, revoked_at, expires_at"
+_TOKEN_COLUMNS = "name, level, created_at, revoked_at, expires_at, environments_json, tools_json"
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(str(n) for n in json.loads(text))
 
 
 def _token(row: Any) -> TokenRecord:
-    return TokenRecord(row["name"], row["level"], row["created_at"], row["revoked_at"], row["expires_at"])
+    return TokenRecord(row["name"], row["level"], row["created_at"], row["revoked_at"], row["expires_at"],
+                       _names(row["environments_json"]), _names(row["tools_json"]))
 
 
-def add_token(store: Store, name: str, sha256: str, level: str, created_at: float, expires_at: float | None) -> None:
+def add_token(store: Store, name: str, sha256: str, level: str, created_at: float, expires_at: float | None,
+              *, environments: Sequence[str] | None = None, tools: Sequence[str] | None = None) -> None:
     """Raises:
     ConflictError: a token of that name or hash exists (as the store reports a unique key taken).
     """
     store.execute(
-        "INSERT INTO tokens (name, sha256, level, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-        (name, sha256, level, created_at, expires_at),
+        "INSERT INTO tokens (name, sha256, level, created_at, expires_at, environments_json, tools_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, sha256, level, created_at, expires_at,
+         None if environments is None else json.dumps(list(environments)),
+         None if tools is None else json.dumps(list(tools))),
     )
 
 

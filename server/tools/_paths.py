@@ -29,13 +29,9 @@ __all__ = ["confined_artifacts", "config_roots", "confined_config_path"]
 
 def config_roots(settings: Settings) -> list[Path] | None:
     """The directories a config_path may lie in, resolved; None when no config root is declared."""
-    configured = settings.PIPELINE_CONFIG_PATH
-    if configured is None:
-        return None
-    root = configured.expanduser().resolve()
-    if not root.is_dir():
-        root = root.parent
-    return [root, settings.workspace]
+    from engine._confined import config_roots as roots
+
+    return roots(settings)
 
 
 def confined_config_path(raw: str, settings: Settings, field: str = "config_path") -> str:

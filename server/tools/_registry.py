@@ -43,8 +43,9 @@ class ToolSpec:
     annotations: ToolAnnotations
     default_level: Level
     requires: tuple[str, ...] = ()   # engine modules that must exist for the tool to be registered
-    # Where a call lands (for confirmation), from the raw arguments; may read the store.
-    environment: Callable[[dict[str, Any], AppState], str | None] | None = None
+    # Where a call lands (for confirmation): the environments it would change, from the arguments as the
+    # SDK parses them; may read the store and files. Raising means "cannot tell": the gate refuses.
+    environment: Callable[[dict[str, Any], AppState], str | frozenset[str] | None] | None = None
     # A call that reaches another tool (the compat tool): (tool name, its arguments) or None.
     delegate: Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None] | None = None
 

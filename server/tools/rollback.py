@@ -28,29 +28,19 @@ def _manager(state: AppState) -> RollbackManager:
     return RollbackManager(store=state.store, settings=state.settings)
 
 
-def rollback_environment(arguments: dict[str, Any], state: AppState) -> str | None:
-    """The environment a rollback call lands in (from its plan or deployment), for the trust gate.
+def rollback_environment(arguments: dict[str, Any], state: AppState) -> str:
+    """The environment a rollback call lands in, resolved as the engine resolves it, for the trust gate.
 
-    None when the plan or deployment does not exist: the call then fails on its own.
+    Raises:
+        NotFoundError: the reference is neither a plan nor a deployment (the gate refuses the call).
     """
-    from engine.deploy.history import DeploymentHistory
-    from engine.errors import NotFoundError
-    from engine.rollback._journal import Journal
+    from engine.errors import InputError
+    from engine.rollback.targets import rollback_environment as resolve
 
-    plan_id, deployment = arguments.get("plan_id"), arguments.get("deployment_id")
-    try:
-        if isinstance(plan_id, str):
-            return Journal(state.store).get_plan(plan_id).environment
-        if isinstance(deployment, str):
-            history = DeploymentHistory(state.store)
-            try:
-                return history.get(deployment).environment
-            except NotFoundError:
-                rec = history.latest_by_name(deployment)
-                return rec.environment if rec is not None else None
-    except NotFoundError:
-        return None
-    return None
+    ref = arguments.get("plan_id") or arguments.get("deployment_id")
+    if not isinstance(ref, str):
+        raise InputError("give plan_id or deployment_id")
+    return resolve(state.store, ref)
 
 
 async def create_rollback_plan(args: CreateRollbackPlanInput, ctx: Context) -> RollbackPlanOutput:

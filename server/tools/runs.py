@@ -40,6 +40,7 @@ from server.trust import Level
 if TYPE_CHECKING:
     # Types only: the pipeline engine loads on the first call that needs it (AppState.manager).
     from engine.pipeline.manager import PipelineManager
+    from server.state import AppState
 
 __all__ = ["SPECS"]
 
@@ -80,8 +81,10 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         variables = dict(args.variables)
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
+        # The environments the trust gate decided on: a pipeline file changed since to deploy elsewhere is refused.
+        allowed = confirmed.targets
         run_id, pid = await anyio.to_thread.run_sync(
-            lambda: manager.start_detached(str(source), variables, run_id=_new_run_id()))
+            lambda: manager.start_detached(str(source), variables, run_id=_new_run_id(), environments=allowed))
         if not args.wait:
             run = await anyio.to_thread.run_sync(manager.get_run, run_id)
             out = await anyio.to_thread.run_sync(lambda: present_run(run, manager, budget=budget))
@@ -291,6 +294,23 @@ async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
                                status=str(run.status))
 
 
+def _run_environments(arguments: dict[str, Any], state: AppState) -> frozenset[str]:
+    """Where a run lands, for the trust gate: the `environment` argument and every deploy stage of the
+    pipeline, loaded as the tool will load it.
+
+    Raises:
+        InputError, SpecError, NotFoundError: no pipeline given, or it cannot be read (the gate refuses).
+    """
+    from engine.errors import InputError
+
+    found = {arguments["environment"]} if isinstance(arguments.get("environment"), str) else set()
+    config, name = arguments.get("config_path"), arguments.get("pipeline")
+    source = confined_config_path(config, state.settings) if isinstance(config, str) and config else name
+    if not isinstance(source, str) or not source:
+        raise InputError("give config_path or pipeline")
+    return frozenset(found | state.manager.environments_of(source))
+
+
 _PIPELINE = ("engine.pipeline.manager",)
 
 SPECS = [
@@ -300,7 +320,7 @@ SPECS = [
         annotations=ToolAnnotations(title="Run a pipeline", read_only_hint=False, destructive_hint=True,
                                     idempotent_hint=False, open_world_hint=True),
         default_level=Level.TRUSTED, requires=_PIPELINE,
-        environment=lambda a, _s: a.get("environment") if isinstance(a.get("environment"), str) else None,
+        environment=_run_environments,
     ),
     ToolSpec(
         name="get_run", fn=get_run, input_model=GetRunInput, title="Get a run",

@@ -89,20 +89,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 
 @contextmanager
-def serving_http(workspace: Path, policy: Path, port: int, *args: str,
-                 **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The server as a subprocess on streamable HTTP at 127.0.0.1:port."""
+def serving_http(workspace: Path, policy: Path, port: int, *args: str, host: str = "127.0.0.1",
+                 transport: str = "http", **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The server as a subprocess on streamable HTTP (or SSE) at host:port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--transport", "http", "--port", str(port), "--policy", str(policy),
-         *args],
+        [sys.executable, "-m", "server", "serve", "--transport", transport, "--host", host, "--port", str(port),
+         "--policy", str(policy), *args],
         cwd=REPO, env=server_env(workspace, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         def listening() -> bool:
             if proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise AssertionError(f"server exited with {proc.returncode}: {err}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family) as s:
+                return s.connect_ex((host, port)) == 0
 
         wait_for(listening, 60, f"the server to listen on {port}")
         yield proc

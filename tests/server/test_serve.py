@@ -165,11 +165,6 @@ async def test_expired_tokens_are_refused_and_audited(
     from engine.store import open_store
     from server.trust import hash_token
 
-    # Long enough for the server to start and one run to finish on a loaded machine.
-    made = cli(workspace, "token", "create", "--level", "trusted", "--name", "brief", "--expires-in", "15s")
-    assert made.returncode == 0, made.stderr
-    brief = made.stdout.strip()
-    assert "live until" in made.stderr
     assert cli(workspace, "token", "create", "--level", "trusted", "--expires-in", "0d").returncode == 2
     stale = "cicd_stale-policy-token"
     policy = tmp_path / "expiring.yaml"
@@ -194,6 +189,11 @@ async def test_expired_tokens_are_refused_and_audited(
     with serving(workspace, policy, "http", HTTP_PORT):
         refused = post(stale)
         assert refused.status_code == 401 and "'old' expired at 2026-01-01 00:00 UTC" in refused.text
+        # Made once the server listens: a loaded machine may take longer than the token lives to start it.
+        made = cli(workspace, "token", "create", "--level", "trusted", "--name", "brief", "--expires-in", "15s")
+        assert made.returncode == 0, made.stderr
+        brief = made.stdout.strip()
+        assert "live until" in made.stderr
         async with http_client(url, brief) as client:
             ok = await client.call_tool("run_pipeline", {"config_path": str(pipelines["ok"])})
             assert not ok.is_error
