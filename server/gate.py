@@ -371,7 +371,8 @@ class CicdServer(MCPServer[Any]):
         for name, spec in self.specs.items():
             if spec.delegate is not None and not self.state.policy.compatibility:
                 continue
-            if not isinstance(decide(self.state.policy, caller, self.facts(name, {})), Deny):
+            # On the level alone: a listing has no arguments whose targets could be resolved.
+            if not isinstance(decide(self.state.policy, caller, self.facts(name, {}, resolve=False)), Deny):
                 names.append(name)
         return names
 

@@ -7,7 +7,7 @@ with `summary`, a short text an LLM can read without parsing the rest.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -361,6 +361,9 @@ class CallModuleFunctionOutput(_Out):
         "still going on (our own status is in `result`).")
     deployment_id: str | None = Field(default=None, description="The deployment concerned, for handle_rollback.")
     run_id: str | None = Field(default=None, description="The run concerned.")
+
+    # The original design's agent code reads result["deployment_id"]: present even when None.
+    ALWAYS_PRESENT: ClassVar[tuple[str, ...]] = ("deployment_id", "run_id")
 
 
 # -- deployments ----------------------------------------------------------------------------------

@@ -206,6 +206,8 @@ def render_text(data: dict[str, Any]) -> str:
 def shape(out: BaseModel, limit: int, *, more: str | None = None) -> CallToolResult:
     """The result of a tool call within `limit` characters of text and of structured JSON each."""
     data = _round(out.model_dump(mode="json", exclude_none=True))
+    for key in getattr(type(out), "ALWAYS_PRESENT", ()):
+        data.setdefault(key, None)   # a contract that reads result[key] must find it, None or not
     data, notes = fit(data, limit, more=more)
     if notes and isinstance(data.get("summary"), str):
         data["summary"] += " [cut to fit max_chars=" + str(limit) + ": " + "; ".join(notes) + "]"
