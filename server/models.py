@@ -466,6 +466,7 @@ class RollbackPlanOutput(_Out):
     steps: list[PlanStepOut]
     runbook: str | None = None
     notes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="Non-empty: executing needs force=true.")
 
 
 class ExecuteRollbackInput(_In):
@@ -474,6 +475,7 @@ class ExecuteRollbackInput(_In):
         description="Roll this deployment back (id or name) with its newest plan, or a new default one.",
     )
     plan_id: str | None = Field(default=None, max_length=128, description="Execute this plan.")
+    force: bool = Field(default=False, description="Run a plan that would not undo what is live (see its warnings).")
 
     @model_validator(mode="after")
     def _one_ref(self) -> ExecuteRollbackInput:
@@ -507,6 +509,7 @@ class RollbackExecutionOutput(_Out):
     duration: float = Field(description="Seconds.")
     steps: list[StepResultOut]
     skipped_steps: list[str] = Field(default_factory=list, description="Done earlier (a resumed execution).")
+    already_completed_at: str | None = Field(default=None, description="Set when this call found it done.")
 
 
 # -- validation -----------------------------------------------------------------------------------

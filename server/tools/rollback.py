@@ -79,7 +79,7 @@ async def execute_rollback(args: ExecuteRollbackInput, ctx: Context, confirmed: 
         ref = args.plan_id or args.deployment_id
         assert ref is not None
         try:
-            execution = await manager.execute_rollback(ref, on_event=step_progress(ctx))
+            execution = await manager.execute_rollback(ref, on_event=step_progress(ctx), force=args.force)
         finally:
             await manager.aclose()
         return present_execution(execution)

@@ -4,7 +4,6 @@ and what it printed; thin calls into engine.deploy's orchestrator, answers check
 from __future__ import annotations
 
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,6 +25,7 @@ from server.models import (
 from server.state import AppState
 from server.tools._errors import did_you_mean, tool_errors
 from server.tools._paths import confined_config_path
+from server.tools._present import iso
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["SPECS"]
 
 _PROBE_SECONDS = 0.5
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _answers(host: str, port: int | None) -> bool | None:
@@ -112,7 +108,7 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
         instances = [
             InstanceStatus(slot=i.slot, address=addr, version=i.version, color=i.color, alive=i.alive,
                            answers=answers, ref=i.ref, deployment_id=i.deployment_id,
-                           since=_iso(started.get(i.deployment_id or ""))) for i, addr, answers in found
+                           since=iso(started.get(i.deployment_id or ""))) for i, addr, answers in found
         ]
         live = sorted({i.version for i, _, _ in found if i.alive and i.version})
         healthy = sum(1 for x in instances if x.alive and x.answers is not False)
@@ -127,7 +123,7 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
             recorded_live_version=recorded.version if recorded else None, instances=instances,
             lock_holder=f"deployment {holder.deployment_id} ({holder.status})" if holder else None,
             last_deployments=[DeploymentBrief(deployment_id=r.deployment_id, version=r.version, status=str(r.status),
-                                              strategy=r.strategy, created=_iso(r.created_at) or "",
+                                              strategy=r.strategy, created=iso(r.created_at) or "",
                                               reason=(r.reason or "")[:200] or None) for r in recent],
         )
 
