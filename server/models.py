@@ -52,7 +52,8 @@ Environment = Annotated[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"wait": "yes"` or `"limit": "10"` is refused with the type expected, never guessed.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_chars: int | None = Field(
         default=None, ge=500, le=1_000_000,
@@ -516,14 +517,14 @@ class RollbackExecutionOutput(_Out):
 
 
 class ValidatePipelineInput(_In):
-    config_path: str | None = Field(default=None, max_length=4096,
-                                    description="A pipeline YAML file on the server. Give this or `yaml`.")
+    config_path: str | None = Field(default=None, max_length=4096, description="A pipeline YAML file on the server.")
     yaml: str | None = Field(default=None, max_length=200_000, description="The pipeline's YAML text.")
+    pipeline: PipelineName | None = Field(default=None, description="A known pipeline, by name.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ValidatePipelineInput:
-        if (self.config_path is None) == (self.yaml is None):
-            raise ValueError("give exactly one of config_path (a YAML file) or yaml (the text)")
+        if sum(v is not None for v in (self.config_path, self.yaml, self.pipeline)) != 1:
+            raise ValueError("give exactly one of config_path (a YAML file), yaml (the text) or pipeline (a name)")
         return self
 
 

@@ -107,7 +107,16 @@ class RollbackManager:
         try:
             rec = self.orchestrator.get_deployment(deployment_id)
         except NotFoundError:
-            raise NotFoundError(f"no deployment {deployment_id!r} (by id or name) to roll back") from None
+            import difflib
+
+            recent = self.history.recent(None, limit=50)
+            names = list(dict.fromkeys([*(d.deployment_id for d in recent), *(d.name for d in recent)]))
+            close = difflib.get_close_matches(deployment_id, names, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            listed = ", ".join(d.deployment_id for d in recent[:10]) or "none yet"
+            raise NotFoundError(
+                f"no deployment {deployment_id!r} (by id or name) to roll back{hint}; recent deployments: {listed}"
+            ) from None
         if rec.status == DeploymentStatus.PLANNED:
             raise InputError(f"deployment {rec.deployment_id} never ran (planned): there is nothing to roll back")
         if rec.status.active:

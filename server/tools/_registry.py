@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.state import AppState
 from server.trust import Level
@@ -149,6 +150,23 @@ def output_schema(spec: ToolSpec) -> dict[str, Any]:
     return _loose_output(model.model_json_schema(by_alias=True))
 
 
+class _Tool(Tool):
+    """The SDK's Tool, whose argument errors read as one line per field (server.tools._validation)."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            from server.tools._validation import argument_errors
+
+            # The cause stays the ValidationError: the SDK logs its field names, never the values.
+            message = argument_errors(cause, self.fn_metadata.arg_model)
+            raise ToolError(f"Error executing tool {self.name}: {message}") from cause
+
+
 def build_tool(spec: ToolSpec, level: Level, prebuilt: dict[str, Any] | None = None) -> Tool:
     """The MCP tool of `spec`, with its input model as the tool's flat argument schema;
     `level` (the policy's) is shown to clients in the tool's `_meta`.
@@ -176,7 +194,7 @@ def build_tool(spec: ToolSpec, level: Level, prebuilt: dict[str, Any] | None = N
 
     flat = _flat_arguments(spec.input_model, "args")
     resolved = find_resolved_parameters(fn)
-    return Tool(
+    return _Tool(
         fn=bounded,
         name=spec.name,
         title=spec.title,

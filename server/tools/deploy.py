@@ -23,6 +23,7 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
     deployment config file (`config_path`) or registered earlier."""
     # Imported per call, not at start-up: the orchestrator pulls in the deploy targets' clients.
     from engine.deploy.orchestrator import DeploymentOrchestrator
+    from server.tools.service import find_environment
 
     state = state_of(ctx)
     with tool_errors(state):
@@ -30,7 +31,7 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
         config = confined_config_path(args.config_path, state.settings) if args.config_path else None
         orch = DeploymentOrchestrator(config, store=state.store, settings=state.settings)
         try:
-            env = orch.get_environment(args.environment)
+            env = find_environment(orch, args.environment)
             service = args.service or env.service_name
             name = args.name or f"{service}-{args.version}"
             kind = env.target.kind if env.target is not None else state.settings.DEPLOY_TARGET

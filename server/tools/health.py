@@ -14,7 +14,7 @@ from mcp_types import ToolAnnotations
 from engine.store import Store, runs
 from server.gate import state_of
 from server.models import PipelineHealthInput, PipelineHealthOutput
-from server.tools._errors import tool_errors
+from server.tools._errors import tool_errors, unknown_pipeline
 from server.tools._present import present_health
 from server.tools._registry import ToolSpec
 from server.trust import Level
@@ -79,8 +79,7 @@ def health_from_store(store: Store, name: str | None, days: float) -> PipelineHe
     out = [present_health(h) for h in report.pipelines]
     if name is not None and out and out[0].runs == 0 and out[0].last_run_id is None:
         if not runs.pipeline_registered(store, name):
-            raise NotFoundError(f"no pipeline named {name!r} has been registered or run; "
-                                "call pipeline_health without pipeline_name to list them all")
+            raise NotFoundError(unknown_pipeline(name, runs.pipeline_names(store)))
     if not out:
         summary = "no pipelines have been registered or run yet"
     else:

@@ -12,6 +12,7 @@ import anyio
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
+from engine.errors import NotFoundError
 from server.gate import Confirmed, state_of
 from server.models import (
     CancelRunInput,
@@ -30,7 +31,14 @@ from server.models import (
     WaitForRunOutput,
 )
 from server.tools._budget import max_chars, server_cap
-from server.tools._errors import did_you_mean, parse_since, tool_errors, unknown_pipeline
+from server.tools._errors import (
+    did_you_mean,
+    missing_config_file,
+    parse_since,
+    pipeline_lookup,
+    tool_errors,
+    unknown_pipeline,
+)
 from server.tools._follow import follow, progress_of, running_jobs
 from server.tools._paths import confined_config_path
 from server.tools._present import FAILED_STATUSES, clip, log_uri, present_run
@@ -77,11 +85,14 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         # A file from the call is confined to the config roots (server/tools/_paths.py); a name is looked up.
         source = confined_config_path(args.config_path, state.settings) if args.config_path else args.pipeline
         assert source is not None
+        if args.config_path and (missing := missing_config_file(str(source))):
+            raise NotFoundError(missing)
         variables = dict(args.variables)
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
-        run_id, pid = await anyio.to_thread.run_sync(
-            lambda: manager.start_detached(str(source), variables, run_id=_new_run_id()))
+        with pipeline_lookup(args.pipeline, manager.list_pipelines):
+            run_id, pid = await anyio.to_thread.run_sync(
+                lambda: manager.start_detached(str(source), variables, run_id=_new_run_id()))
         if not args.wait:
             run = await anyio.to_thread.run_sync(manager.get_run, run_id)
             out = await anyio.to_thread.run_sync(lambda: present_run(run, manager, budget=budget))
@@ -139,8 +150,6 @@ async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
 
 
 def _list_runs(manager: PipelineManager, args: ListRunsInput) -> ListRunsOutput:
-    from engine.errors import NotFoundError
-
     if args.pipeline is not None and args.pipeline not in manager.list_pipelines():
         raise NotFoundError(unknown_pipeline(args.pipeline, manager.list_pipelines()))
     since = parse_since(args.since) if args.since else None

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from engine.deploy.orchestrator import DeploymentOrchestrator
     from engine.deploy.targets.base import Instance
 
-__all__ = ["SPECS"]
+__all__ = ["SPECS", "find_environment"]
 
 _PROBE_SECONDS = 0.5
 
@@ -56,7 +56,8 @@ def _orchestrator(state: AppState, config_path: str | None) -> DeploymentOrchest
     return DeploymentOrchestrator(config, store=state.store, settings=state.settings)
 
 
-def _environment(orch: DeploymentOrchestrator, name: str) -> Any:
+def find_environment(orch: DeploymentOrchestrator, name: str) -> Any:
+    """Raises: NotFoundError: no such environment (the near names and the known ones are listed)."""
     from engine.deploy.history import EnvironmentStore
     from engine.errors import NotFoundError
 
@@ -66,6 +67,23 @@ def _environment(orch: DeploymentOrchestrator, name: str) -> Any:
         known = sorted(set(orch.environments) | set(EnvironmentStore(orch.store).names()))
         raise NotFoundError(f"unknown environment {name!r}{did_you_mean(name, known)}; known environments: "
                             + (", ".join(known) or "none yet (deploy with a config_path first)")) from None
+
+
+def _service(orch: DeploymentOrchestrator, env: Any, name: str | None) -> str:
+    """The service a call is about: `name`, checked against what the environment has known.
+
+    Raises:
+        NotFoundError: the environment never had a service `name` (near names listed).
+    """
+    from engine.errors import NotFoundError
+
+    if name is None or name == env.service_name:
+        return str(env.service_name)
+    known = sorted({env.service_name} | {d.service for d in orch.history.recent(env.name, limit=200)})
+    if name in known:
+        return name
+    raise NotFoundError(f"unknown service {name!r} in {env.name}{did_you_mean(name, known)}; services there: "
+                        + ", ".join(known))
 
 
 async def _instances(orch: DeploymentOrchestrator, env_name: str, service: str,
@@ -93,8 +111,8 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             found = await _instances(orch, env.name, service)
             history = orch.history
             recorded = history.live_release(env.name, service)
@@ -136,8 +154,8 @@ async def stop_service(args: StopServiceInput, ctx: Context, confirmed: Confirme
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             before = await _instances(orch, env.name, service)
             stopped = await orch.stop_service(env.name, service)
             after = await orch.service_instances(env.name, service)
@@ -178,8 +196,8 @@ async def get_service_logs(args: GetServiceLogsInput, ctx: Context) -> GetServic
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             found = await orch.service_instances(env.name, service)
             if args.slot is not None:
                 slots = [i.slot for i in found]
