@@ -32,11 +32,12 @@ from server.trust import Level, ToolFacts, TrustPolicy, required_level
 __all__ = ["all_specs", "build_server"]
 
 INSTRUCTIONS = """\
-cicd-mcp runs CI/CD pipelines for you on this machine: run_pipeline starts a pipeline from a YAML
-file or by name and reports per-job results with the failed jobs' log tails; get_run, get_job_logs
-and pipeline_health read what happened; cancel_run stops a run. Whole logs are resources
-(cicd://runs/{run_id}/logs/{job}). Every call passes a trust gate: a refusal says which trust level
-is needed and how to get it. Calls on protected environments ask the user to confirm."""
+cicd-mcp runs CI/CD pipelines and deployments on this machine, for real. Start a run with run_pipeline
+(wait=false returns at once; then wait_for_run, which blocks up to 45 s per call); find runs with
+list_runs; read logs with get_job_logs. Before a deploy or rollback, environment_status says what is
+live. Every result stays within max_chars (default 8000 characters): a cut says what was cut and the
+call that gets the rest. Whole runs and logs are resources (cicd://runs/{run_id}, read logs in windows:
+cicd://runs/{run_id}/logs/{job}?offset=&limit=). Calls on protected environments ask the user to confirm."""
 
 
 def all_specs() -> list[ToolSpec]:

@@ -129,20 +129,27 @@ def _compact(node: Any, *, keep_descriptions: bool) -> Any:
 
 
 def _loose_output(schema: dict[str, Any]) -> dict[str, Any]:
-    """The output schema an agent reads: the field names, with the type of the plain ones (the
-    structure of nested ones is in the results themselves). Results are still validated against
-    the full model on the server."""
-    props: dict[str, Any] = {}
-    for name, prop in (schema.get("properties") or {}).items():
-        prop = _compact(prop, keep_descriptions=False)
-        kind = prop.get("type")
-        props[name] = {"type": kind} if kind in ("string", "integer", "number", "boolean") else {}
-    return {"type": "object", "properties": props, "required": list(schema.get("required", []))}
+    """The output schema an agent reads: the field names, `summary` first (a text it can read
+    without parsing the rest); their structure is in the results themselves. Results are still
+    validated against the full model on the server."""
+    props: dict[str, Any] = {name: {} for name in schema.get("properties") or {}}
+    if "summary" in props:
+        props["summary"] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": ["summary"] if "summary" in props else []}
+
+
+# On every tool, so said once (in the server's instructions and docs/agents.md), not fifteen times.
+_MAX_CHARS_LISTED = {"type": "integer"}
 
 
 def input_schema(spec: ToolSpec) -> dict[str, Any]:
     flat = _flat_arguments(spec.input_model, "args")
-    return _compact(flat.model_json_schema(by_alias=True), keep_descriptions=True)  # type: ignore[no-any-return]
+    schema: dict[str, Any] = _compact(flat.model_json_schema(by_alias=True), keep_descriptions=True)
+    props = schema.get("properties") or {}
+    if "max_chars" in props:
+        # Its range is checked on the server, with a message that names it.
+        props["max_chars"] = _MAX_CHARS_LISTED
+    return schema
 
 
 def output_schema(spec: ToolSpec) -> dict[str, Any]:

@@ -16,11 +16,8 @@ from server.trust import Level
 __all__ = ["SPECS"]
 
 async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> DeployOutput:
-    """Deploy a version of a service to an environment for real (local processes, Docker containers, SSH
-    hosts or Kubernetes, as the environment says), with a rollout strategy (rolling, blue_green, canary,
-    recreate), health checks, and automatic rollback to the previous verified version on failure.
-    Reports progress per step; cancelling the call stops the rollout. Environments are defined in a
-    deployment config file (`config_path`) or registered earlier."""
+    """Deploy a version of a service to an environment for real (its target: local, Docker, SSH or
+    Kubernetes) with a rollout strategy and health checks; rolls back by itself on failure."""
     # Imported per call, not at start-up: the orchestrator pulls in the deploy targets' clients.
     from engine.deploy.orchestrator import DeploymentOrchestrator
     from server.tools.service import find_environment

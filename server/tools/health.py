@@ -92,9 +92,8 @@ def health_from_store(store: Store, name: str | None, days: float) -> PipelineHe
 
 
 async def pipeline_health(args: PipelineHealthInput, ctx: Context) -> PipelineHealthOutput:
-    """Health of one pipeline or all of them, from their stored runs of the last `time_range_days`:
-    healthy, degraded, failing or unknown, with the reasons, success rate, failures in a row, the last
-    run, mean time to recovery, flaky jobs and the duration trend. Read-only."""
+    """Health of one or all pipelines from recent runs: status with reasons, success rate, failure
+    streak, last run, recovery time, flaky jobs, duration trend."""
     state = state_of(ctx)
     with tool_errors(state):
         hit = _CACHE.cached(state.store, args.pipeline_name, args.time_range_days)

@@ -73,10 +73,8 @@ def analysis_from_store(store: Store, args: AnalyzePerformanceInput) -> AnalyzeP
 
 
 async def analyze_performance(args: AnalyzePerformanceInput, ctx: Context) -> AnalyzePerformanceOutput:
-    """Analyse a pipeline's recorded runs: duration statistics (mean, median, p95), the duration trend,
-    the critical path and slowest jobs, flaky jobs, and ranked suggestions (each with the seconds it
-    saves per run, estimated by replaying recorded runs) and whether they reach `target_improvement`.
-    The visual report is the resource in `report_uri`. Read-only."""
+    """Why a pipeline is slow, from its recorded runs: duration stats, trend, critical path,
+    slowest and flaky jobs, ranked suggestions with the seconds each saves."""
     state = state_of(ctx)
     with tool_errors(state):
         return await anyio.to_thread.run_sync(analysis_from_store, state.store, args)

@@ -104,9 +104,8 @@ async def _instances(orch: DeploymentOrchestrator, env_name: str, service: str,
 
 
 async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> EnvironmentStatusOutput:
-    """What is live in an environment, read from the world: the running version of the service, each
-    instance with its address, whether it answers and since when, who holds the environment's lock (a
-    deployment or rollback in progress), and the last deployments there."""
+    """What is live in an environment, read from the world: version, instances with address,
+    health and since when, the lock holder, recent deployments."""
     state = state_of(ctx)
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
@@ -147,9 +146,7 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
 
 
 async def stop_service(args: StopServiceInput, ctx: Context, confirmed: Confirmed) -> StopServiceOutput:
-    """Stop (undeploy) a service in an environment for real: every instance is stopped (gracefully, then
-    forcibly); refused while a deployment holds the environment. Afterwards each address is checked: the
-    answer says whether anything still listens there."""
+    """Stop (undeploy) a service in an environment: every instance is stopped and checked gone."""
     state = state_of(ctx)
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
@@ -186,8 +183,7 @@ def _split(addr: str) -> tuple[str, int | None]:
 
 
 async def get_service_logs(args: GetServiceLogsInput, ctx: Context) -> GetServiceLogsOutput:
-    """The recent output of a deployed service's instances (all of them, or one slot), bounded: the last
-    `max_bytes` of each, long lines cut in the middle."""
+    """Recent output of a deployed service's instances, bounded."""
     from engine.pipeline.logs import cut_line
     from server.tools._budget import max_chars
 

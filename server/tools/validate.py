@@ -27,10 +27,8 @@ def _levels(graph: dict[str, list[str]]) -> list[list[str]]:
 
 
 async def validate_pipeline(args: ValidatePipelineInput, ctx: Context) -> ValidatePipelineOutput:
-    """Check a pipeline without running anything (a YAML file on the server, inline YAML, or a known
-    pipeline by name): every
-    problem with file:line and field, or the job graph: the jobs, what each needs, where each runs and
-    deploys, and which can run together. Nothing is executed or registered."""
+    """Check a pipeline without running it (file, YAML text or name): its errors with file:line,
+    or the job graph and which jobs run together."""
     import anyio
 
     from engine.errors import NotFoundError, SpecError
