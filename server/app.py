@@ -61,6 +61,20 @@ def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
         ])
 
 
+class _Server(CicdServer):
+    """The gated server whose `resources/list` also names the recent runs and live deployments."""
+
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> Any:
+        from mcp.server.mcpserver import Context
+        from mcp_types import ListResourcesResult
+
+        from server.resources import listed_resources
+
+        result = await super()._handle_list_resources(ctx, params)
+        extra = await listed_resources(self, Context(request_context=ctx, mcp_server=self))
+        return ListResourcesResult(resources=[*result.resources, *extra])
+
+
 @asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[AppState]:
     state: AppState = app.state
@@ -115,7 +129,7 @@ def build_server(
                                                           spec.destructive)))
         for spec in specs
     ]
-    server = CicdServer(
+    server = _Server(
         state,
         {spec.name: spec for spec in specs},
         tools,
