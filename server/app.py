@@ -10,8 +10,10 @@ dead process's work as live.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -44,6 +46,23 @@ def all_specs() -> list[ToolSpec]:
     """Every tool the server knows, whether or not its engine is installed."""
     return [*runs.SPECS, *validate.SPECS, *health.SPECS, *insights.SPECS, *deploy.SPECS, *service.SPECS,
             *rollback.SPECS, *compat.SPECS]
+
+
+_MANIFESTS = Path(__file__).resolve().parent.parent / "tool_manifests"
+
+
+def _prebuilt(spec: ToolSpec) -> dict[str, Any] | None:
+    """The tool's schemas from tool_manifests/ (generated from the models, kept current by a test),
+    which spares the JSON-schema generation that is most of a start's own cost; None when there is no
+    manifest or its fields are not the model's (then the schemas are generated)."""
+    try:
+        doc = json.loads((_MANIFESTS / f"{spec.name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fields = {f.alias or name for name, f in spec.input_model.model_fields.items()}
+    if not isinstance(doc, dict) or set(doc.get("inputSchema", {}).get("properties", {})) != fields:
+        return None
+    return {"inputSchema": doc["inputSchema"], "outputSchema": doc["outputSchema"]}
 
 
 def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
@@ -126,7 +145,7 @@ def build_server(
     )
     tools = [
         build_tool(spec, required_level(policy, ToolFacts(spec.name, spec.default_level, spec.read_only,
-                                                          spec.destructive)))
+                                                          spec.destructive)), prebuilt=_prebuilt(spec))
         for spec in specs
     ]
     server = _Server(
