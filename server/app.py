@@ -148,6 +148,9 @@ def build_server(
                                                           spec.destructive)), prebuilt=_prebuilt(spec))
         for spec in specs
     ]
+    from server.tools._tasks import TasksExtension
+
+    tasks = TasksExtension()
     server = _Server(
         state,
         {spec.name: spec for spec in specs},
@@ -158,7 +161,9 @@ def build_server(
         version="0.1.0",
         lifespan=_lifespan,
         log_level="WARNING",
+        extensions=[tasks],
     )
+    tasks.server = server
     register_resources(server)
     register_prompts(server)
     return server
