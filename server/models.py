@@ -53,7 +53,8 @@ Environment = Annotated[
 
 class _In(BaseModel):
     # strict: `"wait": "yes"` or `"limit": "10"` is refused with the type expected, never guessed.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # defer_build: validators are built on a tool's first call, not at every server start.
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     max_chars: int | None = Field(
         default=None, ge=500, le=1_000_000,
@@ -62,7 +63,7 @@ class _In(BaseModel):
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # -- runs -----------------------------------------------------------------------------------------
