@@ -72,7 +72,7 @@ class _Out(BaseModel):
 class RunPipelineInput(_In):
     config_path: str | None = Field(
         default=None,
-        description="A pipeline YAML file on the server (under its config root, if it has one). Or `pipeline`.",
+        description="A pipeline YAML file on the server. Or `pipeline`.",
         max_length=4096,
     )
     pipeline: PipelineName | None = Field(
@@ -88,12 +88,12 @@ class RunPipelineInput(_In):
     )
     environment: Environment | None = Field(
         default=None,
-        description="The environment it deploys to, if any (variable CICD_ENVIRONMENT).",
+        description="Where it deploys, if it does.",
     )
 
     cancel_on_disconnect: bool = Field(
         default=False,
-        description="true: cancelling this call cancels the run (default: it runs on).",
+        description="Cancelling this call cancels the run.",
     )
 
     @model_validator(mode="after")
@@ -385,7 +385,7 @@ class DeployInput(_In):
     )
     config_path: str | None = Field(
         default=None, max_length=4096,
-        description="A deployment config YAML on the server defining environments.",
+        description="A deployment config YAML.",
     )
 
 
@@ -466,7 +466,7 @@ class ExecuteRollbackInput(_In):
         description="Id or name: its newest plan (or a new one).",
     )
     plan_id: str | None = Field(default=None, max_length=128)
-    force: bool = Field(default=False, description="Run a plan with warnings (not undoing what is live).")
+    force: bool = Field(default=False, description="Run a plan that has warnings.")
 
     @model_validator(mode="after")
     def _one_ref(self) -> ExecuteRollbackInput:
@@ -551,7 +551,7 @@ class _ServiceIn(_In):
     service: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
                                 description="Default: the environment's.")
     config_path: str | None = Field(default=None, max_length=4096,
-                                    description="A deployment config, if the environment is not registered.")
+                                    description="A deployment config YAML.")
 
 
 class EnvironmentStatusInput(_ServiceIn):

@@ -72,9 +72,8 @@ def _caller_name(ctx: Context) -> str:
 
 
 async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirmed) -> RunOutput:
-    """Run a pipeline for real: each job a process, in a runner process that outlives this call and
-    the session. wait=true: returns at the end, with progress; wait=false: returns the run id at once.
-    Failed jobs come back with their log tail. Only cancel_run stops a run."""
+    """Run a pipeline for real, in a runner process that outlives this call and the session. wait=true
+    returns at the end, with progress and failed jobs' log tails; wait=false returns the run id at once."""
     state = state_of(ctx)
     budget = max_chars(args.max_chars)
     with tool_errors(state, args.variables.items()):
@@ -110,8 +109,8 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
 
 
 async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
-    """Wait up to `timeout` seconds for a run to end, instead of polling get_run. Returns the state,
-    what changed, the running jobs with their last line, and whether to call again."""
+    """Wait up to `timeout` seconds for a run to end, instead of polling: the state, what changed,
+    the running jobs' last lines, and whether to call again."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = state.manager
@@ -271,8 +270,8 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput, budget: int) -> G
 
 
 async def get_job_logs(args: GetJobLogsInput, ctx: Context) -> GetJobLogsOutput:
-    """A run's job logs, bounded: the last `tail` lines, a page (`head` from `offset`/`byte_offset`) or
-    `grep` matches; one job, all, or the failed ones. Every cut says how to read the rest."""
+    """A run's job logs, bounded: the last `tail` lines, a page (`head` from `offset`), or `grep`
+    matches; one job, all, or the failed ones. A cut says how to read the rest."""
     state = state_of(ctx)
     with tool_errors(state):
         return await anyio.to_thread.run_sync(_job_logs, state.manager, args, max_chars(args.max_chars))

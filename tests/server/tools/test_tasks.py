@@ -99,3 +99,21 @@ async def test_deploy_and_rollback_as_tasks_and_a_client_without_the_extension_g
     async with mcp.Client(server) as plain:
         result = await plain.call_tool("list_runs", {})
         assert not result.is_error
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_run_task_cancels_the_run(make_server: MakeServer, pipelines: dict[str, Path]) -> None:
+    from mcp_types import CancelTaskRequest, CancelTaskRequestParams, CancelTaskResult
+
+    async with mcp.Client(make_server(), extensions=[Tasks()]) as client:
+        raw = await client.session.call_tool("run_pipeline", {"config_path": str(pipelines["slow"])},
+                                             allow_claimed=True)
+        assert isinstance(raw, TaskResult)
+        cancelled: CancelTaskResult = await client.session.send_request(
+            CancelTaskRequest(params=CancelTaskRequestParams(task_id=raw.task.task_id)), CancelTaskResult)
+        final = await _resolve(raw, ClaimContext(session=client.session, tool_name="run_pipeline",
+                                                 read_timeout_seconds=None))
+        state = await _get(client.session, raw.task.task_id)
+    assert cancelled.task_id == raw.task.task_id
+    assert final.structured_content and final.structured_content["status"] == "cancelled"
+    assert state.status == "cancelled"
