@@ -55,7 +55,9 @@ async def call_module_function(
     try:
         inner = spec.input_model.model_validate(args.arguments)
     except ValidationError as exc:
-        raise ToolError(f"arguments for {args.function} ({target}) are invalid: {exc}") from exc
+        from server.tools._validation import argument_errors
+
+        raise ToolError(f"arguments for {args.function} ({target}): {argument_errors(exc, spec.input_model)}") from exc
     kwargs: dict[str, Any] = {"args": inner, "ctx": ctx}
     tool = server.registered_tool(target)
     if tool is not None and "confirmed" in tool.resolved_params:
