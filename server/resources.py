@@ -157,7 +157,9 @@ def register_resources(server: CicdServer) -> None:
         except NotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         out = await anyio.to_thread.run_sync(lambda: present_run(run, state.manager, cap=False))
-        return json.dumps(out.model_dump(mode="json"), indent=2)
+        from server.tools._budget import rounded
+
+        return json.dumps(rounded(out.model_dump(mode="json")), indent=2)
 
     @server.resource("cicd://runs/{run_id}/logs/{job}{?offset,limit}", name="job_log", title="A job's log",
                      mime_type="text/plain",
@@ -224,4 +226,6 @@ def _deployment_json(state: AppState, deployment_id: str) -> str:
     doc["status"] = str(rec.status)
     doc["steps"] = history.steps(deployment_id)
     doc["events"] = history.events(deployment_id)
-    return json.dumps(doc, indent=2, default=str)
+    from server.tools._budget import rounded
+
+    return json.dumps(rounded(json.loads(json.dumps(doc, default=str))), indent=2)

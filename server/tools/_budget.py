@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from engine.pipeline.logs import cut_line
 
-__all__ = ["CAP_ENV", "DEFAULT_MAX_CHARS", "fit", "max_chars", "render_text", "shape"]
+__all__ = ["CAP_ENV", "DEFAULT_MAX_CHARS", "fit", "max_chars", "render_text", "rounded", "shape"]
 
 DEFAULT_MAX_CHARS = 8000
 CAP_ENV = "CICD_MAX_RESULT_CHARS"
@@ -63,6 +63,11 @@ _SECONDS = frozenset({
     "duration", "estimate", "estimated_duration", "estimated_saving", "last_duration", "mean", "median",
     "mean_time_to_recovery", "p95", "seconds", "timeout",
 })
+
+
+def rounded(data: Any) -> Any:
+    """JSON data with its numbers rounded as tool results round them (seconds to the millisecond)."""
+    return _round(data)
 
 
 def _round(data: Any, key: str | None = None) -> Any:
