@@ -7,6 +7,8 @@
 2. Cold start: from spawning the process to the first `tools/list` response, our server
    against a bare MCPServer with one tool (heavy SDKs - docker, paramiko, kubernetes - must
    load only when first used). Alternating, median of --starts. Goal: <= 1.2x.
+3. Listing: the size of our `tools/list` answer as sent (characters / 4 ~ tokens), for the
+   policy's stdio caller. Goal: <= 4,000 tokens.
 
     python3 bench/mcp.py [--calls 300] [--starts 7] [--check]
 """
@@ -51,6 +53,7 @@ server.run()
 """
 
 GOALS = {"round_trip": 1.5, "cold_start": 1.2}
+LISTING_GOAL_TOKENS = 4000
 
 
 def populate_runs(workspace: Path, runs: int) -> None:
@@ -99,6 +102,13 @@ async def round_trips(ours: StdioServerParameters, bare: StdioServerParameters, 
         assert h.structured_content and h.structured_content["pipelines"][0]["runs"] > 0
     ours_ms, bare_ms = statistics.median(t_ours) * 1000, statistics.median(t_bare) * 1000
     return {"pipeline_health_ms": ours_ms, "echo_ms": bare_ms, "ratio": ours_ms / bare_ms}
+
+
+async def listing_tokens(p: StdioServerParameters) -> dict[str, int]:
+    async with mcp.Client(p) as client:
+        listing = await client.list_tools()
+    wire = listing.model_dump_json(by_alias=True, exclude_none=True)
+    return {"tools": len(listing.tools), "chars": len(wire), "tokens": len(wire) // 4}
 
 
 def _children_cpu() -> float:
@@ -150,14 +160,20 @@ def main() -> int:
         ours, bare = params(workspace, echo_file)
         rt = anyio.run(round_trips, ours, bare, args.calls)
         cs = anyio.run(cold_starts, ours, bare, args.starts)
-    results = {"round_trip": rt, "cold_start": cs, "runs": args.runs, "calls": args.calls, "starts": args.starts}
+        listing = anyio.run(listing_tokens, ours)
+    results = {"round_trip": rt, "cold_start": cs, "listing": listing, "runs": args.runs, "calls": args.calls,
+               "starts": args.starts}
     print(f"round trip  pipeline_health ({args.runs} runs) {rt['pipeline_health_ms']:.2f} ms"
           f" / echo {rt['echo_ms']:.2f} ms = {rt['ratio']:.2f}x (goal <= {GOALS['round_trip']}x)")
     print(f"cold start  server {cs['server_ms']:.0f} ms / bare MCPServer {cs['bare_ms']:.0f} ms"
           f" = {cs['ratio']:.2f}x (goal <= {GOALS['cold_start']}x); CPU {cs['server_cpu_ms']:.0f} ms"
           f" / {cs['bare_cpu_ms']:.0f} ms = {cs['cpu_ratio']:.2f}x")
+    print(f"tools/list  {listing['tools']} tools, {listing['chars']} characters ~ {listing['tokens']} tokens"
+          f" (goal <= {LISTING_GOAL_TOKENS})")
     print(json.dumps(results))
     missed = [k for k, goal in GOALS.items() if results[k]["ratio"] > goal]  # type: ignore[index]
+    if listing["tokens"] > LISTING_GOAL_TOKENS:
+        missed.append("listing")
     if missed:
         print("missed: " + ", ".join(missed), file=sys.stderr)
     return 1 if missed and args.check else 0

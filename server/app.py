@@ -10,8 +10,10 @@ dead process's work as live.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,17 +34,35 @@ from server.trust import Level, ToolFacts, TrustPolicy, required_level
 __all__ = ["all_specs", "build_server"]
 
 INSTRUCTIONS = """\
-cicd-mcp runs CI/CD pipelines for you on this machine: run_pipeline starts a pipeline from a YAML
-file or by name and reports per-job results with the failed jobs' log tails; get_run, get_job_logs
-and pipeline_health read what happened; cancel_run stops a run. Whole logs are resources
-(cicd://runs/{run_id}/logs/{job}). Every call passes a trust gate: a refusal says which trust level
-is needed and how to get it. Calls on protected environments ask the user to confirm."""
+cicd-mcp runs CI/CD pipelines and deployments on this machine, for real. Start a run with run_pipeline
+(wait=false returns at once; then wait_for_run, which blocks up to 45 s per call); find runs with
+list_runs; read logs with get_job_logs. Before a deploy or rollback, environment_status says what is
+live. Every result stays within max_chars (default 8000 characters): a cut says what was cut and the
+call that gets the rest. Whole runs and logs are resources (cicd://runs/{run_id}, read logs in windows:
+cicd://runs/{run_id}/logs/{job}?offset=&limit=). Calls on protected environments ask the user to confirm."""
 
 
 def all_specs() -> list[ToolSpec]:
     """Every tool the server knows, whether or not its engine is installed."""
     return [*runs.SPECS, *validate.SPECS, *health.SPECS, *insights.SPECS, *deploy.SPECS, *service.SPECS,
             *rollback.SPECS, *compat.SPECS]
+
+
+_MANIFESTS = Path(__file__).resolve().parent.parent / "tool_manifests"
+
+
+def _prebuilt(spec: ToolSpec) -> dict[str, Any] | None:
+    """The tool's schemas from tool_manifests/ (generated from the models, kept current by a test),
+    which spares the JSON-schema generation that is most of a start's own cost; None when there is no
+    manifest or its fields are not the model's (then the schemas are generated)."""
+    try:
+        doc = json.loads((_MANIFESTS / f"{spec.name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fields = {f.alias or name for name, f in spec.input_model.model_fields.items()}
+    if not isinstance(doc, dict) or set(doc.get("inputSchema", {}).get("properties", {})) != fields:
+        return None
+    return {"inputSchema": doc["inputSchema"], "outputSchema": doc["outputSchema"]}
 
 
 def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
@@ -58,6 +78,20 @@ def _check_tool_names(policy: TrustPolicy, known: set[str]) -> None:
                       field=f"tools.{name}")
             for name in unknown
         ])
+
+
+class _Server(CicdServer):
+    """The gated server whose `resources/list` also names the recent runs and live deployments."""
+
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> Any:
+        from mcp.server.mcpserver import Context
+        from mcp_types import ListResourcesResult
+
+        from server.resources import listed_resources
+
+        result = await super()._handle_list_resources(ctx, params)
+        extra = await listed_resources(self, Context(request_context=ctx, mcp_server=self))
+        return ListResourcesResult(resources=[*result.resources, *extra])
 
 
 @asynccontextmanager
@@ -111,10 +145,13 @@ def build_server(
     )
     tools = [
         build_tool(spec, required_level(policy, ToolFacts(spec.name, spec.default_level, spec.read_only,
-                                                          spec.destructive)))
+                                                          spec.destructive)), prebuilt=_prebuilt(spec))
         for spec in specs
     ]
-    server = CicdServer(
+    from server.tools._tasks import TasksExtension
+
+    tasks = TasksExtension()
+    server = _Server(
         state,
         {spec.name: spec for spec in specs},
         tools,
@@ -124,7 +161,9 @@ def build_server(
         version="0.1.0",
         lifespan=_lifespan,
         log_level="WARNING",
+        extensions=[tasks],
     )
+    tasks.server = server
     register_resources(server)
     register_prompts(server)
     return server

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from server.gate import CicdServer
+from server.tools._registry import input_schema, output_schema
 
 __all__ = ["check_manifests", "render_manifests", "write_manifests"]
 
@@ -20,8 +21,9 @@ def render_manifests(server: CicdServer) -> dict[str, str]:
             "name": tool.name,
             "title": tool.title,
             "description": tool.description,
-            "inputSchema": tool.parameters,
-            "outputSchema": tool.output_schema,
+            # From the models, never from the tool: the server's tools are built from these files.
+            "inputSchema": input_schema(spec) if spec else tool.parameters,
+            "outputSchema": output_schema(spec) if spec else tool.output_schema,
             "annotations": tool.annotations.model_dump(mode="json", by_alias=True, exclude_none=True)
             if tool.annotations else None,
             "trustLevel": (tool.meta or {}).get("cicd/trust_level"),

@@ -32,27 +32,29 @@ __all__ = [
 RunId = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
-    Field(description="A run id as returned by run_pipeline or get_run."),
+    Field(description="A run id."),
 ]
 PipelineName = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
-    Field(description="A pipeline's name (its `name:` field)."),
+    Field(description="A pipeline's `name:`."),
 ]
 JobName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=256),
-    Field(description="A job name as shown in the run, e.g. 'test' or 'lint[py=3.11]'."),
+    Field(description="e.g. test or lint[py=3.11]"),
 ]
 Environment = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
-    Field(description="Target environment, e.g. staging or production."),
+    Field(description="e.g. staging"),
 ]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"wait": "yes"` or `"limit": "10"` is refused with the type expected, never guessed.
+    # defer_build: validators are built on a tool's first call, not at every server start.
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     max_chars: int | None = Field(
         default=None, ge=500, le=1_000_000,
@@ -61,7 +63,7 @@ class _In(BaseModel):
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -70,32 +72,28 @@ class _Out(BaseModel):
 class RunPipelineInput(_In):
     config_path: str | None = Field(
         default=None,
-        description="Path of a pipeline YAML file on the server. Give this or `pipeline`. When the server has a "
-        "config root (PIPELINE_CONFIG_PATH), the file must lie under it or the workspace (symlinks followed).",
+        description="A pipeline YAML file on the server. Or `pipeline`.",
         max_length=4096,
     )
     pipeline: PipelineName | None = Field(
-        default=None, description="Name of a pipeline already known to the server. Give this or `config_path`."
+        default=None, description="A known pipeline, by name. Or `config_path`."
     )
     variables: dict[str, str] = Field(
         default_factory=dict,
-        description="Variables for the run (override the pipeline's `variables:`). Secret values are masked.",
+        description="Override the pipeline's `variables:`.",
     )
     wait: bool = Field(
         default=True,
-        description="true: return when the run has finished (progress is reported meanwhile). "
-        "false: return the run id at once; follow it with wait_for_run.",
+        description="false: return the run id at once (then wait_for_run).",
     )
     environment: Environment | None = Field(
         default=None,
-        description="The environment this run changes, if it deploys (e.g. production). Runs aimed at a "
-        "protected environment need a human confirmation. Passed to the run as variable CICD_ENVIRONMENT.",
+        description="Where it deploys, if it does.",
     )
 
     cancel_on_disconnect: bool = Field(
         default=False,
-        description="true: cancelling this call (notifications/cancelled) cancels the run. Default: the run goes on "
-        "whatever happens to the call or the session.",
+        description="Cancelling this call cancels the run.",
     )
 
     @model_validator(mode="after")
@@ -149,21 +147,21 @@ class GetRunInput(_In):
 
 class GetJobLogsInput(_In):
     run_id: RunId
-    job: JobName | None = Field(default=None, description="One job; omit for every job of the run.")
-    tail: int = Field(default=100, ge=1, le=5000, description="Return at most this many lines from the end.")
+    job: JobName | None = Field(default=None, description="Omit for every job.")
+    tail: int = Field(default=100, ge=1, le=5000, description="Last N lines.")
     head: int | None = Field(
         default=None, ge=1, le=5000,
-        description="Read forward instead: this many lines from `offset` (a line number) or `byte_offset`.",
+        description="Instead: N lines from `offset` or `byte_offset`.",
     )
-    offset: int | None = Field(default=None, ge=0, description="First line to read forward from (0-based).")
+    offset: int | None = Field(default=None, ge=0, description="Line number (0-based).")
     byte_offset: int | None = Field(
-        default=None, ge=0, description="First byte to read forward from (a page's `next_byte_offset`)."
+        default=None, ge=0, description="A page's `next_byte_offset`."
     )
     grep: str | None = Field(
-        default=None, max_length=512, description="Only lines matching this regular expression (Python syntax)."
+        default=None, max_length=512, description="Only lines matching this regex."
     )
-    failed_only: bool = Field(default=False, description="Only jobs that failed or timed out.")
-    timestamps: bool = Field(default=True, description="false: leave out each line's timestamp.")
+    failed_only: bool = Field(default=False, description="Only failed jobs.")
+    timestamps: bool = Field(default=True)
 
     @model_validator(mode="after")
     def _one_position(self) -> GetJobLogsInput:
@@ -200,7 +198,7 @@ class GetJobLogsOutput(_Out):
 
 class WaitForRunInput(_In):
     run_id: RunId
-    timeout: float = Field(default=30, gt=0, le=45, description="Seconds to wait at most (1-45).")
+    timeout: float = Field(default=30, gt=0, le=45, description="Seconds, at most 45.")
 
 
 class RunningJob(_Out):
@@ -224,11 +222,11 @@ class WaitForRunOutput(_Out):
 
 
 class ListRunsInput(_In):
-    pipeline: PipelineName | None = Field(default=None, description="Only runs of this pipeline.")
+    pipeline: PipelineName | None = None
     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None = None
-    since: str | None = Field(default=None, max_length=40, description="Only runs created since (ISO 8601).")
+    since: str | None = Field(default=None, max_length=40, description="ISO 8601 date or time.")
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: str | None = Field(default=None, max_length=200, description="`next_cursor` of the previous page.")
+    cursor: str | None = Field(default=None, max_length=200, description="The last page's `next_cursor`.")
 
 
 class RunBrief(_Out):
@@ -262,8 +260,8 @@ class CancelRunOutput(_Out):
 
 
 class PipelineHealthInput(_In):
-    pipeline_name: PipelineName | None = Field(default=None, description="One pipeline; omit for all of them.")
-    time_range_days: float = Field(default=7, gt=0, le=3650, description="Look at runs of the last N days.")
+    pipeline_name: PipelineName | None = Field(default=None, description="Omit for all.")
+    time_range_days: float = Field(default=7, gt=0, le=3650)
 
 
 class PipelineHealth(_Out):
@@ -297,10 +295,8 @@ class PipelineHealthOutput(_Out):
 
 class AnalyzePerformanceInput(_In):
     pipeline_name: PipelineName
-    time_range_days: float = Field(default=7, gt=0, le=3650, description="Analyse runs of the last N days.")
-    target_improvement: float = Field(
-        default=0.2, gt=0, lt=1, description="Wanted speed-up as a fraction of the mean run time (0.2 = 20%)."
-    )
+    time_range_days: float = Field(default=7, gt=0, le=3650)
+    target_improvement: float = Field(default=0.2, gt=0, lt=1, description="Wanted speed-up, 0.2 = 20%.")
 
 
 class DurationStats(_Out):
@@ -343,12 +339,12 @@ class AnalyzePerformanceOutput(_Out):
 
 
 class CallModuleFunctionInput(_In):
-    module: Literal["ci_cd_automation"] = Field(description="The original design's module name.")
+    module: Literal["ci_cd_automation"]
     function: Literal["run_pipeline", "manage_deployments", "handle_rollback", "optimize_pipeline_performance"]
     arguments: dict[str, Any] = Field(
         default_factory=dict, validation_alias=AliasChoices("arguments", "args"),
-        description="Arguments of the function (also accepted as `args`, the original design's name); the same "
-        "as the first-class tool it maps to (run_pipeline, deploy, execute_rollback, analyze_performance).",
+        description="As for the tool it maps to (run_pipeline, deploy, execute_rollback, analyze_performance); "
+        "`args` is accepted too (the original design's name).",
     )
 
 
@@ -372,36 +368,33 @@ class CallModuleFunctionOutput(_Out):
 class DeployInput(_In):
     version: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-        description="The version to deploy, e.g. 1.4.2: letters, digits, '.', '_', '-' (a Docker tag's characters), "
-        "starting with a letter or digit.",
+        description="e.g. 1.4.2",
     )
     environment: Environment = Field(
-        description="Environment to deploy to: one defined in `config_path` or registered earlier. Deploying "
-        "to a protected environment (e.g. production) asks the user to confirm."
+        description="Defined in `config_path` or registered earlier."
     )
     artifacts: list[str] = Field(
         default_factory=list, max_length=100,
-        description="What to deploy: release directories/files on the server, or image references.",
+        description="Release directories/files on the server, or images.",
     )
     name: str | None = Field(
-        default=None, max_length=128, description="Name of this deployment; default <service>-<version>."
+        default=None, max_length=128, description="Default <service>-<version>."
     )
     service: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Service; default the environment's."
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="Default: the environment's."
     )
     strategy: Literal["rolling", "blue_green", "canary", "recreate"] | None = Field(
-        default=None, description="Rollout strategy; default the environment's (else DEPLOY_STRATEGY)."
+        default=None, description="Default: the environment's."
     )
     strategy_options: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the strategy, e.g. canary {steps: [10, 50, 100]}."
+        default_factory=dict, description="e.g. canary {steps: [10, 50, 100]}."
     )
     rollback_on_failure: bool | None = Field(
-        default=None, description="Put the previous verified version back if this one fails its health checks."
+        default=None, description="Put the last good version back on failure."
     )
     config_path: str | None = Field(
         default=None, max_length=4096,
-        description="A deployment config YAML on the server defining environments (targets, health checks). When "
-        "the server has a config root (PIPELINE_CONFIG_PATH), the file must lie under it or the workspace.",
+        description="A deployment config YAML.",
     )
 
 
@@ -438,15 +431,14 @@ RollbackStrategyName = Literal["immediate", "rolling", "blue_green", "canary", "
 
 
 class CreateRollbackPlanInput(_In):
-    deployment_id: str = Field(min_length=1, max_length=128, description="The deployment to undo (id or name).")
+    deployment_id: str = Field(min_length=1, max_length=128, description="Id or name.")
     strategy: RollbackStrategyName | None = Field(
-        default=None, description="How to put the old version back; default ROLLBACK_DEFAULT_STRATEGY. "
-        "manual: a runbook for a person, not executable."
+        default=None, description="manual: a runbook for a person."
     )
-    reason: str = Field(default="", max_length=2000, description="Why; kept with the plan and the history.")
+    reason: str = Field(default="", max_length=2000)
     to_version: str | None = Field(
         default=None, max_length=128,
-        description="Version to go back to; default the last one verified healthy before this deployment.",
+        description="Default: the last one verified healthy before it.",
     )
 
 
@@ -474,14 +466,16 @@ class RollbackPlanOutput(_Out):
     steps: list[PlanStepOut]
     runbook: str | None = None
     notes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="Non-empty: executing needs force=true.")
 
 
 class ExecuteRollbackInput(_In):
     deployment_id: str | None = Field(
         default=None, max_length=128,
-        description="Roll this deployment back (id or name) with its newest plan, or a new default one.",
+        description="Id or name: its newest plan (or a new one).",
     )
-    plan_id: str | None = Field(default=None, max_length=128, description="Execute this plan.")
+    plan_id: str | None = Field(default=None, max_length=128)
+    force: bool = Field(default=False, description="Run a plan that has warnings.")
 
     @model_validator(mode="after")
     def _one_ref(self) -> ExecuteRollbackInput:
@@ -515,20 +509,21 @@ class RollbackExecutionOutput(_Out):
     duration: float = Field(description="Seconds.")
     steps: list[StepResultOut]
     skipped_steps: list[str] = Field(default_factory=list, description="Done earlier (a resumed execution).")
+    already_completed_at: str | None = Field(default=None, description="Set when this call found it done.")
 
 
 # -- validation -----------------------------------------------------------------------------------
 
 
 class ValidatePipelineInput(_In):
-    config_path: str | None = Field(default=None, max_length=4096,
-                                    description="A pipeline YAML file on the server. Give this or `yaml`.")
-    yaml: str | None = Field(default=None, max_length=200_000, description="The pipeline's YAML text.")
+    config_path: str | None = Field(default=None, max_length=4096, description="A YAML file on the server.")
+    yaml: str | None = Field(default=None, max_length=200_000, description="Or the YAML text.")
+    pipeline: PipelineName | None = Field(default=None, description="Or a known pipeline's name.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ValidatePipelineInput:
-        if (self.config_path is None) == (self.yaml is None):
-            raise ValueError("give exactly one of config_path (a YAML file) or yaml (the text)")
+        if sum(v is not None for v in (self.config_path, self.yaml, self.pipeline)) != 1:
+            raise ValueError("give exactly one of config_path (a YAML file), yaml (the text) or pipeline (a name)")
         return self
 
 
@@ -563,13 +558,13 @@ class ValidatePipelineOutput(_Out):
 class _ServiceIn(_In):
     environment: Environment
     service: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-                                description="Default: the environment's service.")
+                                description="Default: the environment's.")
     config_path: str | None = Field(default=None, max_length=4096,
-                                    description="A deployment config defining the environment, if not registered.")
+                                    description="A deployment config YAML.")
 
 
 class EnvironmentStatusInput(_ServiceIn):
-    deployments: int = Field(default=5, ge=0, le=50, description="How many recent deployments to list.")
+    deployments: int = Field(default=5, ge=0, le=50, description="Recent deployments listed.")
 
 
 class InstanceStatus(_Out):
@@ -619,7 +614,7 @@ class StopServiceOutput(_Out):
 
 class GetServiceLogsInput(_ServiceIn):
     slot: str | None = Field(default=None, max_length=256, description="One instance; default all.")
-    max_bytes: int = Field(default=4000, ge=200, le=200_000, description="At most this much of each instance.")
+    max_bytes: int = Field(default=4000, ge=200, le=200_000, description="Per instance.")
 
 
 class ServiceLog(_Out):

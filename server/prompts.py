@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
 from server.gate import CicdServer
 
 __all__ = ["register_prompts"]
@@ -9,7 +13,9 @@ __all__ = ["register_prompts"]
 
 def register_prompts(server: CicdServer) -> None:
     @server.prompt(name="diagnose_failed_run", title="Diagnose a failed run")
-    def diagnose_failed_run(run_id: str) -> str:
+    def diagnose_failed_run(
+        run_id: Annotated[str, Field(description="The run to diagnose (list_runs shows recent ones).")],
+    ) -> str:
         """Find out why a pipeline run failed and what to change."""
         return (
             f"Pipeline run {run_id} did not succeed. Diagnose it:\n"
@@ -23,7 +29,11 @@ def register_prompts(server: CicdServer) -> None:
         )
 
     @server.prompt(name="plan_safe_deploy", title="Plan a safe deployment")
-    def plan_safe_deploy(service: str, version: str, environment: str = "staging") -> str:
+    def plan_safe_deploy(
+        service: Annotated[str, Field(description="The service to deploy, as named in the deployment config.")],
+        version: Annotated[str, Field(description="The version to deploy, e.g. 1.4.2.")],
+        environment: Annotated[str, Field(description="Where to deploy (default staging).")] = "staging",
+    ) -> str:
         """Plan a deployment that can be rolled back, checking health first."""
         return (
             f"Plan the deployment of {service} version {version} to {environment}, safely:\n"

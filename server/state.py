@@ -57,7 +57,7 @@ class AppState:
             self._recovered = True
         # Imported here for the cold start (see above).
         from engine.deploy.history import DeploymentHistory
-        from engine.pipeline.manager import recover_interrupted
+        from engine.pipeline._recovery import recover_interrupted
 
         recover_interrupted(self.store)
         DeploymentHistory(self.store).recover_interrupted()

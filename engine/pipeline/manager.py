@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from engine._confined import read_confined
-from engine._process import owner_alive
 from engine._secrets import SECRET_NAME, Masker, read_secrets_file
 from engine._sync import blocking
 from engine.errors import InputError, NotFoundError, SpecError, SpecIssue
 from engine.events import EventCallback
+from engine.pipeline._recovery import recover_interrupted
 from engine.pipeline._workspace import RunPaths, safe_name
-from engine.pipeline.executors import Executor, make_executor
+from engine.pipeline.executors import Executor
 from engine.pipeline.logs import LogSlice, read_log_slice
 from engine.pipeline.results import ArtifactRecord, JobResult, PipelineRun
 from engine.pipeline.runner import Runner
-from engine.pipeline.states import JobStatus, RunStatus, check_run_move
+from engine.pipeline.states import JobStatus, RunStatus
 from engine.settings import Settings, resolve_settings
 from engine.spec.model import VAR_RE, PipelinePlan, deploy_environments, load_pipeline
 from engine.store import Store, open_store, runs
@@ -34,46 +34,12 @@ __all__ = ["PipelineManager", "recover_interrupted", "run_pipeline"]
 # Files beside a detached run's request (engine.pipeline._detached): who cancelled it, why it did not start.
 DETACHED_CANCEL = ".cancel"
 DETACHED_ERROR = ".error"
-_QUEUED_GRACE = 60.0
 _START_TIMEOUT = 60.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 
 def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + _secrets.token_hex(3)
-
-
-def recover_interrupted(store: Store) -> list[str]:
-    """Mark runs whose runner process died as `interrupted` and kill what they left running.
-
-    Each job that was running left its executor's name and recovery record; that executor
-    kills what the record names. Returns the run ids it marked.
-    """
-    marked: list[str] = []
-    executors: dict[str, Executor] = {}
-    now = time.time()
-    for row in runs.unfinished_runs(store):
-        if owner_alive(row):
-            continue
-        if row["owner_pid"] is None and now - float(row["created_at"] or 0) < _QUEUED_GRACE:
-            # Recorded a moment ago by a runner that has not started it yet (its owner is written
-            # when it starts): not orphaned, only young.
-            continue
-        run_id = row["run_id"]
-        status = check_run_move(run_id, RunStatus(row["status"]), RunStatus.INTERRUPTED)
-        why = f"interrupted: the runner process (pid {row['owner_pid']}) is gone"
-        for _job, kind, record in runs.job_recovery_records(store, run_id):
-            kind = kind or "local"
-            if kind not in executors:
-                try:
-                    executors[kind] = make_executor(kind)
-                except InputError:   # an executor this process does not have (a plugin, a test's fake)
-                    continue
-            executors[kind].recover(record)
-        runs.mark_interrupted(store, run_id, status=status.value, job_status=JobStatus.CANCELLED.value, reason=why,
-                              now=time.time())
-        marked.append(run_id)
-    return marked
 
 
 def _git_branch(path: Path | None) -> str:

@@ -344,7 +344,8 @@ def render_runbook(plan: RollbackPlan, ctx: RunbookContext) -> str:
         "**This plan is not executable by the engine.** A person runs these commands, in order, "
         "and stops at the first one that fails.",
         "",
-        f"- deployment: `{plan.deployment_id}` (version {plan.from_version})",
+        f"- deployment: `{plan.deployment_id}`; live now: version {plan.from_version}",
+        *(f"- **warning**: {w}" for w in plan.warnings),
         f"- back to: version {plan.to_version} (made live by `{plan.to_deployment_id}`)",
         f"- reason: {plan.reason or 'not given'}",
         f"- target: {plan.target_kind}; estimated time: {plan.estimated_duration:g}s ({plan.estimate_basis})",

@@ -74,6 +74,9 @@ class RollbackExecution:
     runs: int = 1
     skipped_steps: list[str] = field(default_factory=list)
     """Steps found done in the journal and not run again by this call (a resume)."""
+    finished_at: float | None = None
+    replayed: bool = False
+    """This call found the execution already completed and did nothing (the original result)."""
 
     @property
     def ok(self) -> bool:

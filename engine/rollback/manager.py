@@ -12,6 +12,7 @@ import getpass
 import os
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -38,6 +39,7 @@ from engine.rollback.plans import (
     StepTimeouts,
     build_steps,
     estimate,
+    liveness,
     parse_strategy,
 )
 from engine.settings import Settings, resolve_settings
@@ -105,7 +107,16 @@ class RollbackManager:
         try:
             rec = self.orchestrator.get_deployment(deployment_id)
         except NotFoundError:
-            raise NotFoundError(f"no deployment {deployment_id!r} (by id or name) to roll back") from None
+            import difflib
+
+            recent = self.history.recent(None, limit=50)
+            names = list(dict.fromkeys([*(d.deployment_id for d in recent), *(d.name for d in recent)]))
+            close = difflib.get_close_matches(deployment_id, names, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            listed = ", ".join(d.deployment_id for d in recent[:10]) or "none yet"
+            raise NotFoundError(
+                f"no deployment {deployment_id!r} (by id or name) to roll back{hint}; recent deployments: {listed}"
+            ) from None
         if rec.status == DeploymentStatus.PLANNED:
             raise InputError(f"deployment {rec.deployment_id} never ran (planned): there is nothing to roll back")
         if rec.status.active:
@@ -153,6 +164,23 @@ class RollbackManager:
         except WorldError as exc:
             raise type(exc)(f"cannot read what runs in {env.name!r}: {exc}") from exc
         layout, note = self._layout(rec, to.version, current, target, strat)
+        live = self.history.live_release(rec.environment, rec.service)
+        newest = next(
+            (d for d in self.history.recent(rec.environment, limit=200)
+             if d.service == rec.service and d.status != DeploymentStatus.PLANNED),
+            None,
+        )
+        state = liveness(
+            deployment_id=rec.deployment_id,
+            version=rec.version,
+            status=str(rec.status),
+            newest=newest is not None and newest.deployment_id == rec.deployment_id,
+            live_version=live.version if live else None,
+            live_deployment_id=live.deployment_id if live else None,
+            live_since=live.verified_at if live else None,
+            running=sorted({i.version for i in current if i.alive and i.version}),
+            to_version=to.version,
+        )
         config = env.target
         stop_timeout = float(getattr(config, "stop_timeout", 10) or 10)
         batch = rec.strategy_options.get("batch_size", 1)
@@ -161,7 +189,7 @@ class RollbackManager:
             deployment_id=rec.deployment_id,
             environment=rec.environment,
             service=rec.service,
-            from_version=rec.version,
+            from_version=state.from_version,
             to_version=to.version,
             to_deployment_id=to.deployment_id,
             target_kind=rec.target_kind or (config.kind if config else self.settings.DEPLOY_TARGET),
@@ -179,7 +207,7 @@ class RollbackManager:
             service=rec.service,
             strategy=strat,
             reason=reason,
-            from_version=rec.version,
+            from_version=state.from_version,
             to_version=to.version,
             to_deployment_id=to.deployment_id,
             to_artifacts=list(to.artifacts),
@@ -190,6 +218,10 @@ class RollbackManager:
             estimate_basis=basis,
             created_at=time.time(),
             notes=[note] if note else [],
+            deployment_live=state.live,
+            live_version=live.version if live else None,
+            live_deployment_id=live.deployment_id if live else None,
+            warnings=[state.warning] if state.warning else [],
         )
         if strat is RollbackStrategy.MANUAL:
             ctx = RunbookContext(
@@ -268,18 +300,20 @@ class RollbackManager:
 
     # -- execution ------------------------------------------------------------------------------
     async def execute_rollback(
-        self, deployment_id_or_plan_id: str, *, on_event: EventCallback | None = None
+        self, deployment_id_or_plan_id: str, *, on_event: EventCallback | None = None, force: bool = False
     ) -> RollbackExecution:
         """Execute a plan (by plan id), or the rollback of a deployment (by deployment id or name).
 
         For a deployment, its newest plan is used (one with the default strategy is made when
         there is none). An unfinished execution of that plan (failed, or left running by a process
-        that died) is resumed from its first unfinished step; a completed one is returned as is.
+        that died) is resumed from its first unfinished step; a completed one is returned as is,
+        with `replayed` set. A plan that would not undo what is live (the deployment was not live
+        when planned, or another version went live since) runs only with `force`.
 
         Raises:
             NotFoundError: no such plan or deployment.
-            InputError: the plan is MANUAL (a runbook), or a new plan cannot be made (see
-                `create_rollback_plan`).
+            InputError: the plan is MANUAL (a runbook), it would not undo what is live and `force`
+                is not set, or a new plan cannot be made (see `create_rollback_plan`).
             ConflictError: a rollback runs in the environment in a live process.
         """
         try:
@@ -290,11 +324,29 @@ class RollbackManager:
             plan = executable[0] if executable else await self.acreate_rollback_plan(deployment_id_or_plan_id)
         check_executable(plan)
         last = self.journal.latest_execution(plan.plan_id)
+        if last is not None and last["status"] == "completed":
+            return replace(self._result(last["execution_id"], plan, 0.0, []), replayed=True)
+        stale = self._not_live(plan)
+        if stale and not force:
+            raise InputError(
+                f"plan {plan.plan_id}: {stale}. Nothing was done; call execute_rollback again with force=true "
+                "to run it anyway, or plan the rollback of the deployment that is live"
+            )
         if last is not None:
-            if last["status"] == "completed":
-                return self._result(last["execution_id"], plan, 0.0, [])
             return await self._run(plan, last["execution_id"], on_event, resume=True)
         return await self._run(plan, f"rx-{secrets.token_hex(6)}", on_event, resume=False)
+
+    def _not_live(self, plan: RollbackPlan) -> str | None:
+        """Why executing `plan` would not undo what is live now, or None when it would."""
+        if not plan.deployment_live:
+            return plan.warnings[0] if plan.warnings else f"deployment {plan.deployment_id} is not live"
+        live = self.history.live_release(plan.environment, plan.service)
+        if live is not None and plan.live_deployment_id is not None and live.deployment_id != plan.live_deployment_id:
+            return (
+                f"version {live.version} went live (deployment {live.deployment_id}) after the plan was made "
+                f"to replace {plan.from_version}"
+            )
+        return None
 
     async def resume_rollback(self, execution_id: str, *, on_event: EventCallback | None = None) -> RollbackExecution:
         """Continue an interrupted or failed execution from its first unfinished step.
@@ -306,7 +358,7 @@ class RollbackManager:
         row = self.journal.execution(execution_id)
         plan = self.journal.get_plan(row["plan_id"])
         if row["status"] == "completed":
-            return self._result(execution_id, plan, 0.0, [])
+            return replace(self._result(execution_id, plan, 0.0, []), replayed=True)
         return await self._run(plan, execution_id, on_event, resume=True)
 
     async def handle_rollback(
@@ -317,10 +369,11 @@ class RollbackManager:
         *,
         to_version: str | None = None,
         on_event: EventCallback | None = None,
+        force: bool = False,
     ) -> RollbackExecution:
         """Plan the rollback of a deployment and execute it (see `create_rollback_plan`, `execute_rollback`)."""
         plan = await self.acreate_rollback_plan(deployment_id, strategy, reason, to_version)
-        return await self.execute_rollback(plan.plan_id, on_event=on_event)
+        return await self.execute_rollback(plan.plan_id, on_event=on_event, force=force)
 
     async def _run(
         self, plan: RollbackPlan, execution_id: str, on_event: EventCallback | None, *, resume: bool
@@ -446,6 +499,7 @@ class RollbackManager:
             failed_step=row["failed_step"],
             runs=int(row["runs"]),
             skipped_steps=skipped,
+            finished_at=row["finished_at"],
         )
 
     def get_execution(self, execution_id: str) -> RollbackExecution:
@@ -497,6 +551,7 @@ def handle_rollback(
     workspace_dir: str | os.PathLike[str] | None = None,
     to_version: str | None = None,
     on_event: EventCallback | None = None,
+    force: bool = False,
 ) -> RollbackExecution:
     """Plan and execute the rollback of a deployment in a workspace (blocking).
 
@@ -508,7 +563,7 @@ def handle_rollback(
         manager = RollbackManager(workspace_dir)
         try:
             return await manager.handle_rollback(
-                deployment_id, strategy, reason, to_version=to_version, on_event=on_event
+                deployment_id, strategy, reason, to_version=to_version, on_event=on_event, force=force
             )
         finally:
             await manager.aclose()

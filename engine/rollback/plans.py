@@ -43,7 +43,9 @@ __all__ = [
     "RollbackStrategy",
     "StepTimeouts",
     "build_steps",
+    "Liveness",
     "estimate",
+    "liveness",
     "parse_strategy",
 ]
 
@@ -111,6 +113,14 @@ class RollbackPlan(BaseModel):
     estimate_basis: Literal["timeouts", "measured", "measured+timeouts"] = "timeouts"
     created_at: float = 0.0
     notes: list[str] = Field(default_factory=list)
+    deployment_live: bool = Field(
+        default=True, description="The deployment was what ran in the environment when planned."
+    )
+    live_version: str | None = Field(default=None, description="The live release when planned.")
+    live_deployment_id: str | None = Field(default=None, description="The deployment that made it live.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Why executing the plan needs force=true (it would not undo what runs)."
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,60 @@ class PlanInputs:
     has_router: bool
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
     batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What a rollback of a deployment would replace, and whether that is the deployment itself."""
+
+    from_version: str
+    live: bool
+    warning: str | None = None
+
+
+def _when(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def liveness(
+    *,
+    deployment_id: str,
+    version: str,
+    status: str,
+    newest: bool,
+    live_version: str | None,
+    live_deployment_id: str | None,
+    live_since: float | None,
+    running: Sequence[str],
+    to_version: str,
+) -> Liveness:
+    """Decide what a rollback of `deployment_id` replaces: the live release of its environment.
+
+    The deployment is live when the releases record names it, or when it is the newest deployment
+    there and failed (its instances are what runs, though never recorded live). Otherwise the
+    plan would replace another version (a roll *forward* when an older one went live since), and
+    the returned warning says so; executing such a plan needs force.
+    """
+    if live_deployment_id == deployment_id:
+        return Liveness(version, True)
+    if newest and status in ("failure", "rollback_failed"):
+        return Liveness(version if version in running or not running else ", ".join(running), True)
+    if live_version is not None:
+        current = live_version
+        since = f" since {_when(live_since)}" if live_since else ""
+        what = f"version {live_version} is (deployment {live_deployment_id}{since})"
+    else:
+        current = ", ".join(running) or "nothing"
+        what = "no version is recorded live" + (f" ({current} runs)" if running else "")
+    if current == to_version:
+        effect = f"{to_version} is already live: the plan changes nothing that matters"
+    else:
+        effect = f"this plan would replace {current} with {to_version}, not undo {deployment_id}"
+    warning = (f"deployment {deployment_id} (version {version}, {status}) is not live: {what}; {effect}; "
+               "execute it only with force=true")
+    return Liveness(current, False, warning)
 
 
 def _bare(slot: Instance) -> Instance:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from engine.pipeline.logs import cut_line
 
-__all__ = ["CAP_ENV", "DEFAULT_MAX_CHARS", "fit", "max_chars", "render_text", "shape"]
+__all__ = ["CAP_ENV", "DEFAULT_MAX_CHARS", "fit", "max_chars", "render_text", "rounded", "shape"]
 
 DEFAULT_MAX_CHARS = 8000
 CAP_ENV = "CICD_MAX_RESULT_CHARS"
@@ -58,14 +58,26 @@ def _size(data: Any) -> int:
     return len(json.dumps(data, ensure_ascii=False))
 
 
-def _round(data: Any) -> Any:
+# Fields in seconds: a millisecond is all an agent can use of them.
+_SECONDS = frozenset({
+    "duration", "estimate", "estimated_duration", "estimated_saving", "last_duration", "mean", "median",
+    "mean_time_to_recovery", "p95", "seconds", "timeout",
+})
+
+
+def rounded(data: Any) -> Any:
+    """JSON data with its numbers rounded as tool results round them (seconds to the millisecond)."""
+    return _round(data)
+
+
+def _round(data: Any, key: str | None = None) -> Any:
     if isinstance(data, float):
-        # Four places keep a rate (0.7692); durations are rounded to the millisecond where they are made.
-        return round(data, 4)
+        # Seconds to the millisecond; anything else to four places, which keeps a rate (0.7692).
+        return round(data, 3 if key in _SECONDS else 4)
     if isinstance(data, dict):
-        return {k: _round(v) for k, v in data.items()}
+        return {k: _round(v, k) for k, v in data.items()}
     if isinstance(data, list):
-        return [_round(v) for v in data]
+        return [_round(v, key) for v in data]
     return data
 
 

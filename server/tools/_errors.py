@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -16,7 +16,16 @@ from mcp.server.mcpserver.exceptions import ToolError
 from engine.errors import InputError, InvalidTransition, WorldError
 from server.state import AppState
 
-__all__ = ["did_you_mean", "mask_text", "parse_since", "secret_values", "tool_errors", "unknown_pipeline"]
+__all__ = [
+    "did_you_mean",
+    "mask_text",
+    "missing_config_file",
+    "parse_since",
+    "pipeline_lookup",
+    "secret_values",
+    "tool_errors",
+    "unknown_pipeline",
+]
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
@@ -34,6 +43,37 @@ def unknown_pipeline(name: str, known: Iterable[str]) -> str:
     names = sorted(known)
     listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none yet"
     return f"unknown pipeline {name!r}{did_you_mean(name, names)}; known pipelines: {listed}"
+
+
+def missing_config_file(path: str) -> str | None:
+    """What is wrong when `path` (a config_path) names no file, else None: near files in its folder."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return None
+    folder = p.parent
+    near = sorted(f.name for f in folder.glob("*.y*ml")) if folder.is_dir() else []
+    where = f"; YAML files in {folder}: {', '.join(near[:20])}" if near else ""
+    return f"no file at config_path {path!r}{did_you_mean(p.name, near)}{where}"
+
+
+@contextmanager
+def pipeline_lookup(name: str | None, known: Callable[[], Iterable[str]]) -> Iterator[None]:
+    """A pipeline looked up by `name` that does not exist is answered by `unknown_pipeline`, as in
+    every tool that takes a pipeline name.
+
+    Raises:
+        NotFoundError: `name` names no pipeline.
+    """
+    from engine.errors import NotFoundError
+
+    try:
+        yield
+    except NotFoundError as exc:
+        if name is None:
+            raise
+        raise NotFoundError(unknown_pipeline(name, known())) from exc
 
 
 def parse_since(text: str) -> float:

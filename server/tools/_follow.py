@@ -100,8 +100,9 @@ async def follow(manager: PipelineManager, run_id: str, report: Report | None, *
             if status in ("running", "retrying"):
                 news.append((f"{name} {'started' if status == 'running' else 'retrying'}", False))
             elif status in _FINISHED_JOB:
-                if not first and before in (None, "pending") and status != "skipped":
-                    news.append((f"{name} started", False))   # started and ended between two looks
+                if before in (None, "pending") and status != "skipped":
+                    # Started and ended between two looks (or before the first one).
+                    news.append((f"{name} started", False))
                 extra = f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else ""
                 took = f" in {job.duration:.1f}s" if job.duration is not None else ""
                 news.append((f"{name} {status}{took}{extra}", True))

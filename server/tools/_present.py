@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILED_STATUSES",
     "clip",
+    "iso",
     "log_uri",
     "present_deployment",
     "present_execution",
@@ -57,6 +58,13 @@ MAX_REASON = 2000
 DEPLOY_LOG_LINES = 30
 MAX_RUNBOOK = 20_000
 DEFAULT_BUDGET = 8000
+
+
+def iso(ts: float | None) -> str | None:
+    """A Unix time as UTC ISO 8601 to the second (what an agent compares and quotes)."""
+    import time
+
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def clip(text: str | None, limit: int = MAX_REASON) -> str | None:
@@ -196,6 +204,8 @@ def present_plan(plan: RollbackPlan) -> RollbackPlanOutput:
     summary = (f"plan {plan.plan_id}: {plan.strategy.value} rollback of {plan.service} in {plan.environment} "
                f"from {plan.from_version} to {plan.to_version}, {len(plan.steps)} step(s), "
                f"~{plan.estimated_duration:.0f}s ({plan.estimate_basis}); {how}")
+    if plan.warnings:
+        summary += f". WARNING: {plan.warnings[0]}"
     return RollbackPlanOutput(
         summary=summary, plan_id=plan.plan_id, deployment_id=plan.deployment_id, environment=plan.environment,
         service=plan.service, strategy=plan.strategy.value, from_version=plan.from_version,
@@ -203,13 +213,19 @@ def present_plan(plan: RollbackPlan) -> RollbackPlanOutput:
         estimate_basis=plan.estimate_basis,
         steps=[PlanStepOut(name=s.name, action=s.action, targets=list(s.targets), timeout=s.timeout,
                            retries=s.retries, estimate=s.estimate) for s in plan.steps],
-        runbook=clip(plan.runbook, MAX_RUNBOOK), notes=list(plan.notes),
+        runbook=clip(plan.runbook, MAX_RUNBOOK), notes=list(plan.notes), warnings=list(plan.warnings),
     )
 
 
 def present_execution(x: RollbackExecution) -> RollbackExecutionOutput:
-    summary = (f"rollback {x.execution_id} of {x.service} in {x.environment} to {x.to_version}: {x.status} "
-               f"in {x.duration:.1f}s ({len(x.completed_steps)}/{len(x.steps)} steps done)")
+    done_at = iso(x.finished_at) if x.replayed and x.finished_at else None
+    if done_at:
+        summary = (f"rollback {x.execution_id} of {x.service} in {x.environment} to {x.to_version}: already "
+                   f"completed at {done_at} (nothing done now); its result: {len(x.completed_steps)}/"
+                   f"{len(x.steps)} steps done in {x.duration:.1f}s")
+    else:
+        summary = (f"rollback {x.execution_id} of {x.service} in {x.environment} to {x.to_version}: {x.status} "
+                   f"in {x.duration:.1f}s ({len(x.completed_steps)}/{len(x.steps)} steps done)")
     if x.failed_step:
         summary += f"; failed at {x.failed_step}"
     if x.errors:
@@ -221,7 +237,7 @@ def present_execution(x: RollbackExecution) -> RollbackExecutionOutput:
         errors=[clip(e) or "" for e in x.errors], duration=x.duration,
         steps=[StepResultOut(name=s.name, action=s.action, status=s.status, attempts=s.attempts, duration=s.duration,
                              detail=clip(s.detail)) for s in x.steps],
-        skipped_steps=list(x.skipped_steps),
+        skipped_steps=list(x.skipped_steps), already_completed_at=done_at,
     )
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server.state import AppState
 from server.trust import Level
@@ -129,25 +130,49 @@ def _compact(node: Any, *, keep_descriptions: bool) -> Any:
 
 
 def _loose_output(schema: dict[str, Any]) -> dict[str, Any]:
-    """The output schema an agent reads: the field names, with the type of the plain ones (the
-    structure of nested ones is in the results themselves). Results are still validated against
-    the full model on the server."""
-    props: dict[str, Any] = {}
-    for name, prop in (schema.get("properties") or {}).items():
-        prop = _compact(prop, keep_descriptions=False)
-        kind = prop.get("type")
-        props[name] = {"type": kind} if kind in ("string", "integer", "number", "boolean") else {}
-    return {"type": "object", "properties": props, "required": list(schema.get("required", []))}
+    """The output schema an agent reads: the field names, `summary` first (a text it can read
+    without parsing the rest); their structure is in the results themselves. Results are still
+    validated against the full model on the server."""
+    props: dict[str, Any] = {name: {} for name in schema.get("properties") or {}}
+    if "summary" in props:
+        props["summary"] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": ["summary"] if "summary" in props else []}
+
+
+# On every tool, so said once (in the server's instructions and docs/agents.md), not fifteen times.
+_MAX_CHARS_LISTED = {"type": "integer"}
 
 
 def input_schema(spec: ToolSpec) -> dict[str, Any]:
     flat = _flat_arguments(spec.input_model, "args")
-    return _compact(flat.model_json_schema(by_alias=True), keep_descriptions=True)  # type: ignore[no-any-return]
+    schema: dict[str, Any] = _compact(flat.model_json_schema(by_alias=True), keep_descriptions=True)
+    props = schema.get("properties") or {}
+    if "max_chars" in props:
+        # Its range is checked on the server, with a message that names it.
+        props["max_chars"] = _MAX_CHARS_LISTED
+    return schema
 
 
 def output_schema(spec: ToolSpec) -> dict[str, Any]:
     model = typing.get_type_hints(spec.fn)["return"]
     return _loose_output(model.model_json_schema(by_alias=True))
+
+
+class _Tool(Tool):
+    """The SDK's Tool, whose argument errors read as one line per field (server.tools._validation)."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            from server.tools._validation import argument_errors
+
+            # The cause stays the ValidationError: the SDK logs its field names, never the values.
+            message = argument_errors(cause, self.fn_metadata.arg_model)
+            raise ToolError(f"Error executing tool {self.name}: {message}") from cause
 
 
 def build_tool(spec: ToolSpec, level: Level, prebuilt: dict[str, Any] | None = None) -> Tool:
@@ -177,7 +202,7 @@ def build_tool(spec: ToolSpec, level: Level, prebuilt: dict[str, Any] | None = N
 
     flat = _flat_arguments(spec.input_model, "args")
     resolved = find_resolved_parameters(fn)
-    return Tool(
+    return _Tool(
         fn=bounded,
         name=spec.name,
         title=spec.title,

@@ -84,7 +84,9 @@ async def _call(server: Any, name: str, raw: dict[str, Any], ctx: Context, confi
     try:
         inner = spec.input_model.model_validate(raw)
     except ValidationError as exc:
-        raise ToolError(f"arguments for {name} are invalid: {exc}") from exc
+        from server.tools._validation import argument_errors
+
+        raise ToolError(f"arguments for {name} are invalid: {argument_errors(exc, spec.input_model)}") from exc
     kwargs: dict[str, Any] = {"args": inner, "ctx": ctx}
     tool = server.registered_tool(name)
     if tool is not None and "confirmed" in tool.resolved_params:

@@ -16,13 +16,11 @@ from server.trust import Level
 __all__ = ["SPECS"]
 
 async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> DeployOutput:
-    """Deploy a version of a service to an environment for real (local processes, Docker containers, SSH
-    hosts or Kubernetes, as the environment says), with a rollout strategy (rolling, blue_green, canary,
-    recreate), health checks, and automatic rollback to the previous verified version on failure.
-    Reports progress per step; cancelling the call stops the rollout. Environments are defined in a
-    deployment config file (`config_path`) or registered earlier."""
+    """Deploy a version of a service to an environment for real (its target: local, Docker, SSH or
+    Kubernetes) with a rollout strategy and health checks; rolls back by itself on failure."""
     # Imported per call, not at start-up: the orchestrator pulls in the deploy targets' clients.
     from engine.deploy.orchestrator import DeploymentOrchestrator
+    from server.tools.service import find_environment
 
     state = state_of(ctx)
     with tool_errors(state):
@@ -30,7 +28,7 @@ async def deploy(args: DeployInput, ctx: Context, confirmed: Confirmed) -> Deplo
         config = confined_config_path(args.config_path, state.settings) if args.config_path else None
         orch = DeploymentOrchestrator(config, store=state.store, settings=state.settings)
         try:
-            env = orch.get_environment(args.environment)
+            env = find_environment(orch, args.environment)
             service = args.service or env.service_name
             name = args.name or f"{service}-{args.version}"
             kind = env.target.kind if env.target is not None else state.settings.DEPLOY_TARGET

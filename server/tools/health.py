@@ -14,7 +14,7 @@ from mcp_types import ToolAnnotations
 from engine.store import Store, runs
 from server.gate import state_of
 from server.models import PipelineHealthInput, PipelineHealthOutput
-from server.tools._errors import tool_errors
+from server.tools._errors import tool_errors, unknown_pipeline
 from server.tools._present import present_health
 from server.tools._registry import ToolSpec
 from server.trust import Level
@@ -79,8 +79,7 @@ def health_from_store(store: Store, name: str | None, days: float) -> PipelineHe
     out = [present_health(h) for h in report.pipelines]
     if name is not None and out and out[0].runs == 0 and out[0].last_run_id is None:
         if not runs.pipeline_registered(store, name):
-            raise NotFoundError(f"no pipeline named {name!r} has been registered or run; "
-                                "call pipeline_health without pipeline_name to list them all")
+            raise NotFoundError(unknown_pipeline(name, runs.pipeline_names(store)))
     if not out:
         summary = "no pipelines have been registered or run yet"
     else:
@@ -93,9 +92,8 @@ def health_from_store(store: Store, name: str | None, days: float) -> PipelineHe
 
 
 async def pipeline_health(args: PipelineHealthInput, ctx: Context) -> PipelineHealthOutput:
-    """Health of one pipeline or all of them, from their stored runs of the last `time_range_days`:
-    healthy, degraded, failing or unknown, with the reasons, success rate, failures in a row, the last
-    run, mean time to recovery, flaky jobs and the duration trend. Read-only."""
+    """Health of one or all pipelines from recent runs: status with reasons, success rate, failure
+    streak, last run, recovery time, flaky jobs, duration trend."""
     state = state_of(ctx)
     with tool_errors(state):
         hit = _CACHE.cached(state.store, args.pipeline_name, args.time_range_days)

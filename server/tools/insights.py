@@ -11,7 +11,7 @@ from mcp_types import ToolAnnotations
 from engine.store import Store
 from server.gate import state_of
 from server.models import AnalyzePerformanceInput, AnalyzePerformanceOutput, DurationStats, SuggestionOut
-from server.tools._errors import tool_errors
+from server.tools._errors import tool_errors, unknown_pipeline
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -30,12 +30,18 @@ def _suggestion(s: Suggestion) -> SuggestionOut:
 
 def analysis_from_store(store: Store, args: AnalyzePerformanceInput) -> AnalyzePerformanceOutput:
     """Raises:
+    NotFoundError: the pipeline was never registered or run.
     InputError: a parameter is out of range.
     """
     from engine.insights import PipelineOptimizer
 
     opt = PipelineOptimizer(store=store)
     a = opt.analyze_performance(args.pipeline_name, args.time_range_days)
+    if a.status == "unknown_pipeline":
+        from engine.errors import NotFoundError
+        from engine.store import runs
+
+        raise NotFoundError(unknown_pipeline(args.pipeline_name, runs.pipeline_names(store)))
     plan = opt.optimize_pipeline_performance(args.pipeline_name, args.target_improvement,
                                              time_range=args.time_range_days)
     d = a.duration_stats.pipeline if a.duration_stats else None
@@ -67,10 +73,8 @@ def analysis_from_store(store: Store, args: AnalyzePerformanceInput) -> AnalyzeP
 
 
 async def analyze_performance(args: AnalyzePerformanceInput, ctx: Context) -> AnalyzePerformanceOutput:
-    """Analyse a pipeline's recorded runs: duration statistics (mean, median, p95), the duration trend,
-    the critical path and slowest jobs, flaky jobs, and ranked suggestions (each with the seconds it
-    saves per run, estimated by replaying recorded runs) and whether they reach `target_improvement`.
-    The visual report is the resource in `report_uri`. Read-only."""
+    """Why a pipeline is slow, from its recorded runs: duration stats, trend, critical path,
+    slowest and flaky jobs, ranked suggestions with the seconds each saves."""
     state = state_of(ctx)
     with tool_errors(state):
         return await anyio.to_thread.run_sync(analysis_from_store, state.store, args)

@@ -44,10 +44,8 @@ def rollback_environment(arguments: dict[str, Any], state: AppState) -> str:
 
 
 async def create_rollback_plan(args: CreateRollbackPlanInput, ctx: Context) -> RollbackPlanOutput:
-    """Plan the rollback of a deployment without changing anything: which version goes back (default
-    the last one verified healthy before it), the steps on the environment's target and router, and the
-    estimated duration (from past rollbacks when there are any). The plan is stored; run it with
-    execute_rollback(plan_id=...). Strategy manual gives a runbook for a person instead."""
+    """Plan a deployment's rollback, changing nothing: the version going back (default the last
+    healthy one before it), the steps, the time. Warns when the deployment is not what is live."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = _manager(state)
@@ -60,16 +58,15 @@ async def create_rollback_plan(args: CreateRollbackPlanInput, ctx: Context) -> R
 
 
 async def execute_rollback(args: ExecuteRollbackInput, ctx: Context, confirmed: Confirmed) -> RollbackExecutionOutput:
-    """Execute a rollback for real: a stored plan (plan_id), or a deployment's newest plan (deployment_id;
-    a default plan is made when there is none). Every step is journaled: an execution that failed or was
-    interrupted is resumed from its first unfinished step. Reports progress per step."""
+    """Run a rollback for real: a plan, or a deployment's newest plan. Journaled: an interrupted one
+    resumes where it stopped; a finished one answers "already completed"."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = _manager(state)
         ref = args.plan_id or args.deployment_id
         assert ref is not None
         try:
-            execution = await manager.execute_rollback(ref, on_event=step_progress(ctx))
+            execution = await manager.execute_rollback(ref, on_event=step_progress(ctx), force=args.force)
         finally:
             await manager.aclose()
         return present_execution(execution)

@@ -12,6 +12,7 @@ import anyio
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
+from engine.errors import NotFoundError
 from server.gate import Confirmed, state_of
 from server.models import (
     CancelRunInput,
@@ -30,7 +31,14 @@ from server.models import (
     WaitForRunOutput,
 )
 from server.tools._budget import max_chars, server_cap
-from server.tools._errors import did_you_mean, parse_since, tool_errors, unknown_pipeline
+from server.tools._errors import (
+    did_you_mean,
+    missing_config_file,
+    parse_since,
+    pipeline_lookup,
+    tool_errors,
+    unknown_pipeline,
+)
 from server.tools._follow import follow, progress_of, running_jobs
 from server.tools._paths import confined_config_path
 from server.tools._present import FAILED_STATUSES, clip, log_uri, present_run
@@ -65,12 +73,8 @@ def _caller_name(ctx: Context) -> str:
 
 
 async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirmed) -> RunOutput:
-    """Run a pipeline (a YAML file on the server, or a known pipeline by name) for real: every job's
-    commands run as processes in a runner process of its own, which goes on if this call or the session
-    ends; logs and results are stored. wait=true (default): returns when the run ends, with progress
-    (each job started/finished, a heartbeat every few seconds). wait=false: returns the run id at once;
-    wait with wait_for_run. Only cancel_run stops a run (or cancelling this call, with
-    cancel_on_disconnect=true). Failed jobs come back with the tail of their logs."""
+    """Run a pipeline for real, in a runner process that outlives this call and the session. wait=true
+    returns at the end, with progress and failed jobs' log tails; wait=false returns the run id at once."""
     state = state_of(ctx)
     budget = max_chars(args.max_chars)
     with tool_errors(state, args.variables.items()):
@@ -78,13 +82,16 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
         # A file from the call is confined to the config roots (server/tools/_paths.py); a name is looked up.
         source = confined_config_path(args.config_path, state.settings) if args.config_path else args.pipeline
         assert source is not None
+        if args.config_path and (missing := missing_config_file(str(source))):
+            raise NotFoundError(missing)
         variables = dict(args.variables)
         if args.environment is not None:
             variables["CICD_ENVIRONMENT"] = args.environment
         # The environments the trust gate decided on: a pipeline file changed since to deploy elsewhere is refused.
         allowed = confirmed.targets
-        run_id, pid = await anyio.to_thread.run_sync(
-            lambda: manager.start_detached(str(source), variables, run_id=_new_run_id(), environments=allowed))
+        with pipeline_lookup(args.pipeline, manager.list_pipelines):
+            run_id, pid = await anyio.to_thread.run_sync(
+                lambda: manager.start_detached(str(source), variables, run_id=_new_run_id(), environments=allowed))
         if not args.wait:
             run = await anyio.to_thread.run_sync(manager.get_run, run_id)
             out = await anyio.to_thread.run_sync(lambda: present_run(run, manager, budget=budget))
@@ -105,9 +112,8 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
 
 
 async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
-    """Wait for a run without polling: blocks until the run ends or `timeout` seconds pass (at most 45,
-    under the ~60 s many clients allow a call), with a heartbeat meanwhile. Returns the state, what changed
-    during the wait, the running jobs with the last line each printed, and whether to call again."""
+    """Wait up to `timeout` seconds for a run to end, instead of polling: the state, what changed,
+    the running jobs' last lines, and whether to call again."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = state.manager
@@ -142,8 +148,6 @@ async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
 
 
 def _list_runs(manager: PipelineManager, args: ListRunsInput) -> ListRunsOutput:
-    from engine.errors import NotFoundError
-
     if args.pipeline is not None and args.pipeline not in manager.list_pipelines():
         raise NotFoundError(unknown_pipeline(args.pipeline, manager.list_pipelines()))
     since = parse_since(args.since) if args.since else None
@@ -183,16 +187,14 @@ def _list_runs(manager: PipelineManager, args: ListRunsInput) -> ListRunsOutput:
 
 
 async def list_runs(args: ListRunsInput, ctx: Context) -> ListRunsOutput:
-    """List recorded runs, newest first: filter by pipeline, status and time (`since`, ISO 8601), page with
-    `cursor`. Each run: id, pipeline, status, when, how long, why it did not succeed."""
+    """Recorded runs, newest first, by pipeline, status or `since`; page with `cursor`. Finds run ids."""
     state = state_of(ctx)
     with tool_errors(state):
         return await anyio.to_thread.run_sync(_list_runs, state.manager, args)
 
 
 async def get_run(args: GetRunInput, ctx: Context) -> RunOutput:
-    """The state of a run (live while it runs): status, every job's status/attempts/exit code/duration,
-    and the last lines of each failed job's log. The whole run is also the resource cicd://runs/{run_id}."""
+    """A run's state now: status, each job's status, exit code and duration, failed jobs' log tails."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = state.manager
@@ -271,17 +273,15 @@ def _job_logs(manager: PipelineManager, args: GetJobLogsInput, budget: int) -> G
 
 
 async def get_job_logs(args: GetJobLogsInput, ctx: Context) -> GetJobLogsOutput:
-    """Read job logs of a run, bounded: the last `tail` lines, or only lines matching `grep` (a regex),
-    for one job, all jobs, or only failed ones. Each log says whether and how much was cut; the whole
-    log is the resource cicd://runs/{run_id}/logs/{job}."""
+    """A run's job logs, bounded: the last `tail` lines, a page (`head` from `offset`), or `grep`
+    matches; one job, all, or the failed ones. A cut says how to read the rest."""
     state = state_of(ctx)
     with tool_errors(state):
         return await anyio.to_thread.run_sync(_job_logs, state.manager, args, max_chars(args.max_chars))
 
 
 async def cancel_run(args: CancelRunInput, ctx: Context) -> CancelRunOutput:
-    """Stop a running pipeline run: its jobs' processes are killed and the run ends as cancelled.
-    Works for runs started by another process too (within about a second)."""
+    """Stop a run: its jobs' processes are killed and it ends cancelled."""
     state = state_of(ctx)
     with tool_errors(state):
         manager = state.manager

@@ -4,7 +4,6 @@ and what it printed; thin calls into engine.deploy's orchestrator, answers check
 from __future__ import annotations
 
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,6 +25,7 @@ from server.models import (
 from server.state import AppState
 from server.tools._errors import did_you_mean, tool_errors
 from server.tools._paths import confined_config_path
+from server.tools._present import iso
 from server.tools._registry import ToolSpec
 from server.trust import Level
 
@@ -33,13 +33,9 @@ if TYPE_CHECKING:
     from engine.deploy.orchestrator import DeploymentOrchestrator
     from engine.deploy.targets.base import Instance
 
-__all__ = ["SPECS"]
+__all__ = ["SPECS", "find_environment"]
 
 _PROBE_SECONDS = 0.5
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _answers(host: str, port: int | None) -> bool | None:
@@ -60,7 +56,8 @@ def _orchestrator(state: AppState, config_path: str | None) -> DeploymentOrchest
     return DeploymentOrchestrator(config, store=state.store, settings=state.settings)
 
 
-def _environment(orch: DeploymentOrchestrator, name: str) -> Any:
+def find_environment(orch: DeploymentOrchestrator, name: str) -> Any:
+    """Raises: NotFoundError: no such environment (the near names and the known ones are listed)."""
     from engine.deploy.history import EnvironmentStore
     from engine.errors import NotFoundError
 
@@ -70,6 +67,23 @@ def _environment(orch: DeploymentOrchestrator, name: str) -> Any:
         known = sorted(set(orch.environments) | set(EnvironmentStore(orch.store).names()))
         raise NotFoundError(f"unknown environment {name!r}{did_you_mean(name, known)}; known environments: "
                             + (", ".join(known) or "none yet (deploy with a config_path first)")) from None
+
+
+def _service(orch: DeploymentOrchestrator, env: Any, name: str | None) -> str:
+    """The service a call is about: `name`, checked against what the environment has known.
+
+    Raises:
+        NotFoundError: the environment never had a service `name` (near names listed).
+    """
+    from engine.errors import NotFoundError
+
+    if name is None or name == env.service_name:
+        return str(env.service_name)
+    known = sorted({env.service_name} | {d.service for d in orch.history.recent(env.name, limit=200)})
+    if name in known:
+        return name
+    raise NotFoundError(f"unknown service {name!r} in {env.name}{did_you_mean(name, known)}; services there: "
+                        + ", ".join(known))
 
 
 async def _instances(orch: DeploymentOrchestrator, env_name: str, service: str,
@@ -90,15 +104,14 @@ async def _instances(orch: DeploymentOrchestrator, env_name: str, service: str,
 
 
 async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> EnvironmentStatusOutput:
-    """What is live in an environment, read from the world: the running version of the service, each
-    instance with its address, whether it answers and since when, who holds the environment's lock (a
-    deployment or rollback in progress), and the last deployments there."""
+    """What is live in an environment, read from the world: version, instances with address,
+    health and since when, the lock holder, recent deployments."""
     state = state_of(ctx)
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             found = await _instances(orch, env.name, service)
             history = orch.history
             recorded = history.live_release(env.name, service)
@@ -112,7 +125,7 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
         instances = [
             InstanceStatus(slot=i.slot, address=addr, version=i.version, color=i.color, alive=i.alive,
                            answers=answers, ref=i.ref, deployment_id=i.deployment_id,
-                           since=_iso(started.get(i.deployment_id or ""))) for i, addr, answers in found
+                           since=iso(started.get(i.deployment_id or ""))) for i, addr, answers in found
         ]
         live = sorted({i.version for i, _, _ in found if i.alive and i.version})
         healthy = sum(1 for x in instances if x.alive and x.answers is not False)
@@ -127,21 +140,19 @@ async def environment_status(args: EnvironmentStatusInput, ctx: Context) -> Envi
             recorded_live_version=recorded.version if recorded else None, instances=instances,
             lock_holder=f"deployment {holder.deployment_id} ({holder.status})" if holder else None,
             last_deployments=[DeploymentBrief(deployment_id=r.deployment_id, version=r.version, status=str(r.status),
-                                              strategy=r.strategy, created=_iso(r.created_at) or "",
+                                              strategy=r.strategy, created=iso(r.created_at) or "",
                                               reason=(r.reason or "")[:200] or None) for r in recent],
         )
 
 
 async def stop_service(args: StopServiceInput, ctx: Context, confirmed: Confirmed) -> StopServiceOutput:
-    """Stop (undeploy) a service in an environment for real: every instance is stopped (gracefully, then
-    forcibly); refused while a deployment holds the environment. Afterwards each address is checked: the
-    answer says whether anything still listens there."""
+    """Stop (undeploy) a service in an environment: every instance is stopped and checked gone."""
     state = state_of(ctx)
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             before = await _instances(orch, env.name, service)
             stopped = await orch.stop_service(env.name, service)
             after = await orch.service_instances(env.name, service)
@@ -172,8 +183,7 @@ def _split(addr: str) -> tuple[str, int | None]:
 
 
 async def get_service_logs(args: GetServiceLogsInput, ctx: Context) -> GetServiceLogsOutput:
-    """The recent output of a deployed service's instances (all of them, or one slot), bounded: the last
-    `max_bytes` of each, long lines cut in the middle."""
+    """Recent output of a deployed service's instances, bounded."""
     from engine.pipeline.logs import cut_line
     from server.tools._budget import max_chars
 
@@ -182,8 +192,8 @@ async def get_service_logs(args: GetServiceLogsInput, ctx: Context) -> GetServic
     with tool_errors(state):
         orch = _orchestrator(state, args.config_path)
         try:
-            env = _environment(orch, args.environment)
-            service = args.service or env.service_name
+            env = find_environment(orch, args.environment)
+            service = _service(orch, env, args.service)
             found = await orch.service_instances(env.name, service)
             if args.slot is not None:
                 slots = [i.slot for i in found]

@@ -7,7 +7,7 @@ from mcp_types import ToolAnnotations
 
 from server.gate import state_of
 from server.models import PipelineIssue, PlannedJob, ValidatePipelineInput, ValidatePipelineOutput
-from server.tools._errors import tool_errors
+from server.tools._errors import missing_config_file, pipeline_lookup, tool_errors
 from server.tools._paths import confined_config_path
 from server.tools._registry import ToolSpec
 from server.trust import Level
@@ -27,20 +27,26 @@ def _levels(graph: dict[str, list[str]]) -> list[list[str]]:
 
 
 async def validate_pipeline(args: ValidatePipelineInput, ctx: Context) -> ValidatePipelineOutput:
-    """Check a pipeline without running anything (a YAML file on the server, or inline YAML): every
-    problem with file:line and field, or the job graph: the jobs, what each needs, where each runs and
-    deploys, and which can run together. Nothing is executed or registered."""
+    """Check a pipeline without running it (file, YAML text or name): its errors with file:line,
+    or the job graph and which jobs run together."""
     import anyio
 
-    from engine.errors import SpecError
+    from engine.errors import NotFoundError, SpecError
 
     state = state_of(ctx)
     with tool_errors(state):
-        source = confined_config_path(args.config_path, state.settings) if args.config_path else args.yaml
-        assert source is not None
-        text = str(source) if args.config_path else source + ("\n" if "\n" not in source else "")
+        if args.config_path:
+            text = confined_config_path(args.config_path, state.settings)
+            if missing := missing_config_file(text):
+                raise NotFoundError(missing)
+        elif args.yaml is not None:
+            text = args.yaml + ("\n" if "\n" not in args.yaml else "")
+        else:
+            assert args.pipeline is not None
+            text = args.pipeline
         try:
-            plan = await anyio.to_thread.run_sync(state.manager.check_pipeline, text)
+            with pipeline_lookup(args.pipeline, state.manager.list_pipelines):
+                plan = await anyio.to_thread.run_sync(state.manager.check_pipeline, text)
         except SpecError as exc:
             issues = [PipelineIssue(where=f"{i.file or '<pipeline>'}:{i.line}" + (f":{i.column}" if i.column else "")
                                     if i.line is not None else (i.file or "<pipeline>"),

@@ -178,3 +178,43 @@ def test_a_docker_runbook_names_the_exact_commands_and_is_not_executable() -> No
     assert "--label io.cicd-mcp.version=1 --label io.cicd-mcp.deployment-id=d-1" in text
     assert "-p 127.0.0.1:1:8080/tcp svc:v1" in text
     assert text.count("```bash") == len(steps)
+
+
+def _liveness(**over: Any) -> Any:
+    from engine.rollback.plans import liveness
+
+    args: dict[str, Any] = {
+        "deployment_id": "d-3", "version": "3", "status": "success", "newest": True, "live_version": "3",
+        "live_deployment_id": "d-3", "live_since": 1_800_000_000.0, "running": ["3"], "to_version": "2",
+    }
+    return liveness(**(args | over))
+
+
+def test_a_deployment_the_releases_record_names_is_live() -> None:
+    state = _liveness()
+    assert (state.from_version, state.live, state.warning) == ("3", True, None)
+
+
+def test_the_newest_deployment_that_failed_is_what_runs_though_never_recorded_live() -> None:
+    state = _liveness(status="failure", live_version="2", live_deployment_id="d-2", running=["2", "3"])
+    assert (state.from_version, state.live, state.warning) == ("3", True, None)
+
+
+def test_a_rolled_back_deployment_planned_while_an_older_version_is_live_warns_of_a_roll_forward() -> None:
+    state = _liveness(status="rolled_back", newest=False, live_version="1", live_deployment_id="d-1", running=["1"])
+    assert (state.from_version, state.live) == ("1", False)
+    assert state.warning == (
+        "deployment d-3 (version 3, rolled_back) is not live: version 1 is (deployment d-1 since "
+        "2027-01-15T08:00:00Z); this plan would replace 1 with 2, not undo d-3; execute it only with force=true"
+    )
+
+
+def test_a_plan_back_to_what_is_already_live_says_it_changes_nothing() -> None:
+    state = _liveness(status="rolled_back", live_version="2", live_deployment_id="d-2", running=["2"])
+    assert not state.live and "2 is already live" in (state.warning or "")
+
+
+def test_with_nothing_recorded_live_the_plan_names_what_runs() -> None:
+    state = _liveness(status="rolled_back", live_version=None, live_deployment_id=None, live_since=None,
+                      running=["1"])
+    assert state.from_version == "1" and "no version is recorded live (1 runs)" in (state.warning or "")

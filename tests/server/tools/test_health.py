@@ -46,7 +46,7 @@ async def test_health_from_real_and_stored_runs(make_server: MakeServer, pipelin
     assert fail["reasons"] and "failing: fail-pipe" in all_["summary"] and "healthy: ok-pipe" in all_["summary"]
     (wk,) = week["pipelines"]
     assert wk["pipeline"] == "fail-pipe" and wk["runs"] == 18 and wk["failed"] == 8
-    assert missing.is_error and "no pipeline named 'nope'" in text(missing)
+    assert missing.is_error and "unknown pipeline 'nope'" in text(missing)
 
 
 @pytest.mark.anyio
@@ -66,7 +66,8 @@ async def test_analyze_performance_and_report(make_server: MakeServer, pipelines
     assert set(out["slowest_jobs"]) == {"compile", "unit"}
     assert out["critical_path"] == ["compile", "unit"]
     assert "ok-pipe" in out["summary"] and out["report_uri"] == "cicd://reports/ok-pipe"
-    assert unknown.structured_content and unknown.structured_content["status"] == "unknown_pipeline"
+    # An unknown pipeline is answered as in every tool that takes one: an error naming the near names.
+    assert unknown.is_error and "unknown pipeline 'nope'" in text(unknown) and "ok-pipe" in text(unknown)
     assert bad.is_error and "target_improvement" in text(bad)
     (content,) = report.contents
     assert isinstance(content, types.TextResourceContents) and "<svg" in content.text and "ok-pipe" in content.text

@@ -55,6 +55,31 @@ async def test_plan_then_execute_rollback(make_server: MakeServer, deploy_config
 
 
 @pytest.mark.anyio
+async def test_a_replay_says_already_completed_and_a_plan_for_what_is_not_live_warns_and_needs_force(
+        make_server: MakeServer, deploy_config: Path, tmp_path: Path) -> None:
+    server = make_server()
+    async with mcp.Client(server, elicitation_callback=elicit_answer("accept")) as client:
+        await deploy(client, deploy_config, tmp_path / "a", "1")
+        second = await deploy(client, deploy_config, tmp_path / "a", "2")
+        done = await client.call_tool("execute_rollback", {"deployment_id": second["deployment_id"]})
+        again = await client.call_tool("execute_rollback", {"deployment_id": second["deployment_id"]})
+        replan = await client.call_tool("create_rollback_plan", {"deployment_id": second["deployment_id"]})
+        assert replan.structured_content is not None
+        refused = await client.call_tool("execute_rollback", {"plan_id": replan.structured_content["plan_id"]})
+    assert not done.is_error and not again.is_error, text(again)
+    first, replay = done.structured_content, again.structured_content
+    assert first is not None and replay is not None
+    assert first.get("already_completed_at") is None
+    assert replay["execution_id"] == first["execution_id"] and replay["status"] == "completed"
+    assert replay["already_completed_at"] and f"already completed at {replay['already_completed_at']}" in text(again)
+    plan = replan.structured_content
+    assert plan["from_version"] == "1" and plan["to_version"] == "1"
+    assert plan["warnings"] and "is not live" in plan["warnings"][0] and "WARNING" in text(replan)
+    assert refused.is_error and "force=true" in text(refused) and "Nothing was done" in text(refused)
+    assert all(served_version(p) == "1" for p in PORTS)
+
+
+@pytest.mark.anyio
 async def test_verified_caller_may_plan_but_not_execute(make_server: MakeServer, deploy_config: Path,
                                                         tmp_path: Path) -> None:
     trusted = make_server()
