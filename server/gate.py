@@ -31,7 +31,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, ListToolsResult, PaginatedRequestParams
 from pydantic import BaseModel, Field, ValidationError
 
-from engine.errors import WorldError
+from engine.errors import InputError, WorldError
 from server.audit import AuditRecord, args_digest
 from server.oauth import looks_like_jwt
 from server.state import AppState
@@ -236,6 +236,10 @@ class CicdServer(MCPServer[Any]):
                 # The world failed, not the call: the target may be anything, so it is protected.
                 facts = dataclasses.replace(self.facts(name, arguments, resolve=False),
                                             environments=frozenset({UNKNOWN_ENVIRONMENT}))
+            except InputError as exc:
+                # The call names nothing that exists (an unknown pipeline, an invalid file): refused with
+                # the very answer the tool would give, so an agent reads one message for one mistake.
+                return Deny(self._masked(str(exc), arguments), unresolved=True)
             except Exception as exc:  # noqa: BLE001 - an unresolvable target must not open the gate
                 return Deny(f"cannot tell which environments {name!r} would change, so it is refused: "
                             + self._masked(str(exc) or type(exc).__name__, arguments), unresolved=True)

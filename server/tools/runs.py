@@ -308,7 +308,8 @@ def _run_environments(arguments: dict[str, Any], state: AppState) -> frozenset[s
     source = confined_config_path(config, state.settings) if isinstance(config, str) and config else name
     if not isinstance(source, str) or not source:
         raise InputError("give config_path or pipeline")
-    return frozenset(found | state.manager.environments_of(source))
+    with pipeline_lookup(name if isinstance(name, str) and not config else None, state.manager.list_pipelines):
+        return frozenset(found | state.manager.environments_of(source))
 
 
 _PIPELINE = ("engine.pipeline.manager",)
