@@ -34,7 +34,8 @@ class Settings(BaseSettings):
         description="How many jobs run at once.",
     )
     PIPELINE_EXECUTOR: str = Field(
-        default="local", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors).",
+        default="sandbox", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors); "
+        "sandbox falls back to local, with a warning on the run, where bubblewrap cannot run.",
     )
     PIPELINE_SECRETS_FILE: Path | None = Field(
         default=None, description="A KEY=VALUE file that secrets are read from when not in the environment."

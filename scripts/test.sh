@@ -14,6 +14,7 @@ need sshd openssh-server
 need ssh-keygen openssh-client
 need nginx nginx
 need make make
+need bwrap bubblewrap
 need git git
 need ip iproute2
 need go golang-go

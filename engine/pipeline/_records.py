@@ -27,9 +27,10 @@ class RunRecords:
         self.pipeline = pipeline
         self.masker = masker
 
-    def started(self, started_at: float, jobs: Iterable[runs.NewJob]) -> None:
+    def started(self, started_at: float, jobs: Iterable[runs.NewJob], warnings: Iterable[str] = ()) -> None:
+        """The run starts; `warnings` (what could not be isolated as asked) go with its context."""
         runs.start_run(self.store, self.run_id, pipeline=self.pipeline, status=RunStatus.RUNNING.value,
-                       started_at=started_at, owner=current_owner(), jobs=list(jobs))
+                       started_at=started_at, owner=current_owner(), jobs=list(jobs), warnings=list(warnings))
 
     def cancel_requested(self) -> bool:
         return runs.cancel_requested(self.store, self.run_id)

@@ -44,6 +44,7 @@ __all__ = [
     "PipelinePlan",
     "PipelineSpec",
     "RetrySpec",
+    "ServiceSpec",
     "StageSpec",
     "TriggerSpec",
     "expand",
@@ -54,11 +55,12 @@ __all__ = [
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _NAME = re.compile(NAME_RE)
 VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+IMAGE_RE = r"^[a-z0-9][a-z0-9._/:@\-]{0,254}$"
 MAX_MATRIX_JOBS = 256
 MAX_JOBS = 5000
 LANGUAGES = frozenset({"go", "javascript", "python", "rust"})
 """Languages whose standard build a `language:` job runs (engine.build has one builder for each)."""
-EXECUTOR_KINDS = frozenset({"local"})
+EXECUTOR_KINDS = frozenset({"sandbox", "local", "docker"})
 """Executors a job may name in `runs_on:` (engine.pipeline.executors.EXECUTORS has one factory for each)."""
 FailureClass = Literal["failure", "timeout", "infrastructure"]
 Scalar = str | int | float | bool
@@ -110,6 +112,22 @@ class DefaultsSpec(_Model):
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
 
+class ServiceSpec(_Model):
+    """A container started beside a job (GitLab's and GitHub's services), reachable by its alias."""
+
+    image: str = Field(pattern=IMAGE_RE)
+    alias: str | None = Field(None, pattern=NAME_RE, description="Host name; default: the image's last name part.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _str_shorthand(cls, value: Any) -> Any:
+        return {"image": value} if isinstance(value, str) else value
+
+    @property
+    def host(self) -> str:
+        return self.alias or self.image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+
 class JobSpec(_Model):
     name: str = Field(pattern=NAME_RE)
     commands: list[str] = Field(default_factory=list, max_length=1000)
@@ -127,10 +145,20 @@ class JobSpec(_Model):
     artifacts: ArtifactsSpec | None = None
     working_directory: str | None = None
     shell: Literal["bash", "sh"] | None = None
-    runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR.")
+    runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR "
+                                "(docker when the job names an image).")
+    network: bool | None = Field(None, description="false: the job runs without network (sandbox, docker); "
+                                 "default: the pipeline's.")
+    image: str | None = Field(None, pattern=IMAGE_RE, description="Container image the job runs in (docker "
+                              "executor); never pulled.")
+    services: list[ServiceSpec] = Field(default_factory=list, max_length=20,
+                                        description="Containers started beside the job, reachable by alias.")
+    git: bool = Field(False, description="The job's workspace holds the source's .git (git describe, git log).")
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        if (self.image or self.services) and self.runs_on not in (None, "docker"):
+            raise ValueError(f"image and services need the docker executor, not runs_on: {self.runs_on}")
         if self.retry is not None and self.retry_count is not None:
             raise ValueError("give either retry or retry_count, not both")
         if not self.commands and not self.language:
@@ -227,6 +255,7 @@ class PipelineSpec(_Model):
     fail_fast: bool = False
     timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="Whole-run timeout in seconds.")
     max_workers: int | None = Field(None, ge=1, le=1024)
+    network: bool = Field(True, description="false: jobs run without network unless a job says otherwise.")
     source: str | None = Field(
         ".", description="Directory copied into each job's workspace, relative to the file; null for none."
     )
@@ -272,6 +301,10 @@ class JobPlan:
     deploy: DeploySpec | None = None
     deploy_config: str | None = None     # absolute path of the deployment config, if any
     runs_on: str | None = None           # executor kind; None: the runner's default
+    network: bool = True
+    image: str | None = None
+    services: tuple[tuple[str, str], ...] = ()   # (image, alias)
+    git: bool = False
 
 
 @dataclass(frozen=True)
@@ -423,7 +456,10 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     working_directory=job.working_directory, shell=job.shell or "bash",
                     environment=stage.environment, strategy=stage.strategy,
                     deploy=(stage.deploy or DeploySpec()) if stage.environment else None,
-                    deploy_config=_deploy_config(stage, spec_path), runs_on=job.runs_on,
+                    deploy_config=_deploy_config(stage, spec_path),
+                    runs_on=job.runs_on or ("docker" if job.image or job.services else None),
+                    network=spec.network if job.network is None else job.network, image=job.image,
+                    services=tuple((sv.image, sv.host) for sv in job.services), git=job.git,
                 )
     if issues:
         raise SpecError(issues)

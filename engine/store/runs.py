@@ -135,11 +135,19 @@ def insert_run(
 
 def start_run(
     store: Store, run_id: str, *, pipeline: str, status: str, started_at: float,
-    owner: tuple[int, str, str | None], jobs: Sequence[NewJob],
+    owner: tuple[int, str, str | None], jobs: Sequence[NewJob], warnings: Sequence[str] = (),
 ) -> None:
-    """The run is running under `owner` (pid, host, identity); its jobs are recorded in plan order."""
+    """The run is running under `owner` (pid, host, identity); its jobs are recorded in plan order.
+
+    `warnings` join the run's context as `warning` (shown wherever the run is).
+    """
     pid, host, identity = owner
     with store.transaction() as conn:
+        if warnings:
+            row = conn.query_one("SELECT context_json FROM runs WHERE run_id = ?", (run_id,))
+            context = json.loads(row["context_json"]) if row is not None and row["context_json"] else {}
+            context["warning"] = "; ".join(warnings)
+            conn.execute("UPDATE runs SET context_json = ? WHERE run_id = ?", (json.dumps(context), run_id))
         conn.execute(
             "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ? "
             "WHERE run_id = ?",

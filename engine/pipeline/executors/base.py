@@ -50,9 +50,14 @@ OnStart = Callable[[RecoveryRecord], None]
 class JobCommand:
     """One attempt of a job, as the runner hands it over.
 
-    `commands` are the job's command lines, variables already interpolated; an executor runs
-    them in order with `shell` and stops at the first failure. `argv`, when given, is run
-    as it is, without a shell.
+    `commands` are the job's command lines; an executor runs them in order with `shell` and
+    stops at the first failure. Operator values are never pasted into them: a `${NAME}` the
+    runner resolved is left as a reference to an environment variable it set in `env`.
+    `argv`, when given, is run as it is, without a shell.
+
+    `home` is a writable directory of the job's own (its HOME where the executor isolates
+    it); `network` False asks for no network; `image` and `services` are for executors that
+    run containers (`services` as (image, alias) pairs).
     """
 
     job: str
@@ -63,6 +68,11 @@ class JobCommand:
     shell: str = "bash"
     argv: tuple[str, ...] | None = None
     timeout: float | None = None         # seconds; the runner enforces it, an executor may pass it on
+    run_id: str = ""
+    home: Path | None = None
+    network: bool = True
+    image: str | None = None
+    services: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,9 @@ class Executor(Protocol):
 
 
 EXECUTORS: LazyRegistry[Callable[[], Executor]] = LazyRegistry("executor", {
+    "sandbox": "engine.pipeline.executors.sandbox:SandboxExecutor",
     "local": "engine.pipeline.executors.local:LocalExecutor",
+    "docker": "engine.pipeline.executors.docker:DockerExecutor",
 })
 """Executor kind (a job's `runs_on:`) -> factory. engine.spec.model.EXECUTOR_KINDS names the same kinds."""
 
