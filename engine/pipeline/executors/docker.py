@@ -81,19 +81,15 @@ class DockerExecutor:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.grace = grace
         self._limiter = anyio.CapacityLimiter(16)
-        self._client_lock = threading.Lock()
-        self._client: Any = None
 
     def set_capacity(self, workers: int) -> None:
         self._limiter.total_tokens = max(self._limiter.total_tokens, 2 * workers + 4)
 
     def _docker(self) -> Any:
+        """A client of its own for each job (closed with it): no connection outlives its job."""
         import docker
 
-        with self._client_lock:
-            if self._client is None:
-                self._client = docker.DockerClient(base_url=self.base_url, timeout=60)
-            return self._client
+        return docker.DockerClient(base_url=self.base_url, timeout=60)
 
     async def prepare(self, command: JobCommand) -> None:
         if command.home is not None:
@@ -102,6 +98,7 @@ class DockerExecutor:
     def recover(self, record: RecoveryRecord) -> bool:
         """Remove the containers and the network a dead runner left (found by id, then by label)."""
         killed = False
+        client = None
         try:
             client = self._docker()
             ids = [str(i) for i in record.get("containers", [])]
@@ -119,6 +116,9 @@ class DockerExecutor:
                     client.networks.get(record["network"]).remove()
         except Exception:   # recovery does what it can; an engine that is gone took the containers with it
             return killed
+        finally:
+            if client is not None:
+                client.close()
         return killed
 
     async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
@@ -126,7 +126,7 @@ class DockerExecutor:
         if command.image is None:
             return CommandResult(exit_code=None, infrastructure_error=(
                 f"job {command.job} runs on docker but names no image (add image: to the job)"))
-        state: dict[str, Any] = {"containers": [], "network": None, "main": None}
+        state: dict[str, Any] = {"containers": [], "network": None, "client": None}
         finished = threading.Event()
         try:
             return await anyio.to_thread.run_sync(self._work, command, log, on_start, state, finished,
@@ -139,7 +139,7 @@ class DockerExecutor:
                 with anyio.move_on_after(self.grace + 10):
                     while not finished.is_set():
                         await anyio.sleep(0.05)
-                await anyio.to_thread.run_sync(self._cleanup, state)
+                await anyio.to_thread.run_sync(self._cleanup, state, True)
             raise
 
     # -- in a worker thread -------------------------------------------------------------------
@@ -148,7 +148,7 @@ class DockerExecutor:
         import docker.errors
 
         try:
-            client = self._docker()
+            client = state["client"] = self._docker()
             image = command.image
             assert image is not None
             try:
@@ -197,10 +197,10 @@ class DockerExecutor:
                     image, argv, working_dir=str(command.cwd), environment=env, volumes=binds, labels=labels,
                     init=True, detach=True, **options)
             state["containers"].append(container.id)
-            state["main"] = container.id
-            with _translated("attaching to the job's container"):
-                stream = container.attach(stream=True, logs=True, stdout=True, stderr=True)
+            with _translated("starting the job's container"):
                 container.start()
+                # `logs` from the start, followed (an attach socket of the SDK is never closed properly).
+                stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
             if on_start is not None:
                 on_start(record)
             try:
@@ -210,6 +210,7 @@ class DockerExecutor:
                 with _translated("waiting for the job's container"):
                     status = container.wait(timeout=60 * 60 * 24 * 7)
             finally:
+                stream.close()
                 log.flush()
             code = int(status.get("StatusCode", -1))
             if status.get("Error"):
@@ -221,18 +222,18 @@ class DockerExecutor:
         finally:
             finished.set()
             if not state.get("cancelled"):
-                self._cleanup(state)
+                self._cleanup(state, True)
 
     def _kill(self, state: Mapping[str, Any]) -> None:
-        client = self._client
+        client = state["client"]
         if client is None:
             return
         for cid in list(state["containers"]):
             with contextlib.suppress(Exception):
                 client.containers.get(cid).kill()
 
-    def _cleanup(self, state: dict[str, Any]) -> None:
-        client = self._client
+    def _cleanup(self, state: dict[str, Any], close: bool = False) -> None:
+        client = state["client"]
         if client is None:
             return
         for cid in list(state["containers"]):
@@ -243,3 +244,6 @@ class DockerExecutor:
             with contextlib.suppress(Exception):
                 client.networks.get(state["network"]).remove()
             state["network"] = None
+        if close:
+            state["client"] = None
+            client.close()

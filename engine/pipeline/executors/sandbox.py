@@ -104,6 +104,9 @@ class SandboxExecutor(LocalExecutor):
         if command.home is not None:
             env["HOME"] = str(command.home)
         env["TMPDIR"] = "/tmp"  # noqa: S108 - the sandbox's own tmpfs
+        # Without it pip answers a read-only system with a silent `--user` install into the job's HOME:
+        # `pip install` outside a virtualenv must fail, and say why.
+        env["PYTHONNOUSERSITE"] = "1"
         return (*bwrap_argv(command, shutil.which(self.bwrap) or self.bwrap), *argv), env
 
     def _record(self, pid: int, cookie: str) -> RecoveryRecord:

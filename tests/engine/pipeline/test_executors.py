@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,14 @@ def test_a_sandboxed_job_cannot_write_outside_its_workspace(tmp_path: Path, sent
 @pytest.mark.usefixtures("sandboxed")
 def test_a_virtualenv_in_the_workspace_works_and_the_system_python_stays_read_only(tmp_path: Path) -> None:
     src = tmp_path / "project"
-    (src / "pkg" / "probe_pkg").mkdir(parents=True)
-    (src / "pkg" / "probe_pkg" / "__init__.py").write_text("VALUE = 42\n")
-    (src / "pkg" / "setup.py").write_text("from setuptools import setup\nsetup(name='probe-pkg', version='1.0', "
-                                          "packages=['probe_pkg'])\n")
+    src.mkdir()
+    wheel = src / "probe_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:   # a wheel made by hand: nothing to build, nothing to download
+        zf.writestr("probe_pkg/__init__.py", "VALUE = 42\n")
+        zf.writestr("probe_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: probe-pkg\nVersion: 1.0\n")
+        zf.writestr("probe_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                    "Tag: py3-none-any\n")
+        zf.writestr("probe_pkg-1.0.dist-info/RECORD", "")
     (src / "pipeline.yaml").write_text(textwrap.dedent("""\
         name: venv
         stages:
@@ -119,16 +124,16 @@ def test_a_virtualenv_in_the_workspace_works_and_the_system_python_stays_read_on
               - name: venv
                 commands:
                   - python3 -m venv .venv
-                  - .venv/bin/pip install --no-index --no-build-isolation -q ./pkg
+                  - .venv/bin/pip install --no-index -q ./probe_pkg-1.0-py3-none-any.whl
                   - .venv/bin/python -c "import probe_pkg; print('imported', probe_pkg.VALUE)"
               - name: system
-                commands: ["python3 -m pip install --no-index --no-build-isolation ./pkg"]
+                commands: ["python3 -m pip install --no-index ./probe_pkg-1.0-py3-none-any.whl"]
         """))
     manager = PipelineManager(tmp_path / "ws", max_workers=2)
     run = manager.run_pipeline(src / "pipeline.yaml")
     assert run.jobs["venv"].status == JobStatus.SUCCEEDED, manager.read_log(run.run_id, "venv").text
     assert "imported 42" in manager.read_log(run.run_id, "venv").text
-    assert run.jobs["system"].status == JobStatus.FAILED
+    assert run.jobs["system"].status == JobStatus.FAILED, manager.read_log(run.run_id, "system").text
     assert "Read-only file system" in manager.read_log(run.run_id, "system").text
     found = subprocess.run([sys.executable, "-c", "import probe_pkg"], capture_output=True, check=False)
     assert found.returncode != 0   # nothing reached the host's Python
@@ -427,6 +432,11 @@ class _Proxy:
             except OSError:
                 pass
 
+    def close(self) -> None:
+        self.kill()
+        for s in self.conns:
+            s.close()
+
 
 @pytest.mark.docker
 def test_the_docker_engine_going_away_fails_the_job_as_infrastructure_and_the_run_goes_on(
@@ -440,12 +450,18 @@ def test_the_docker_engine_going_away_fails_the_job_as_infrastructure_and_the_ru
 
     def cut_when_started(event: Any) -> None:
         if event.kind == "job_started" and event.job == "in-docker":
-            threading.Timer(1.5, proxy.kill).start()
+            timer = threading.Timer(1.5, proxy.kill)
+            timer.daemon = True
+            timer.start()
 
-    run = manager.run_pipeline(pipeline(
-        {"name": "in-docker", "image": JOB_IMAGE, "commands": ["echo started; sleep 30"]},
-        {"name": "independent", "runs_on": "local", "commands": ["sleep 2.5", "echo fine"]}),
-        on_event=cut_when_started)
+    try:
+        run = manager.run_pipeline(pipeline(
+            {"name": "in-docker", "image": JOB_IMAGE, "commands": ["echo started; sleep 30"]},
+            {"name": "independent", "runs_on": "local", "commands": ["sleep 2.5", "echo fine"]}),
+            on_event=cut_when_started)
+    finally:
+        time.sleep(0.5)
+        proxy.close()
     res = run.jobs["in-docker"]
     assert res.status == JobStatus.FAILED
     rows = manager.store.query("SELECT failure_class, reason FROM attempts WHERE run_id = ? AND job = ?",
