@@ -25,6 +25,7 @@ metrics), so a crash leaves a record that the next start marks `interrupted`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -119,6 +120,7 @@ class Runner:
         self._order = {n: i for i, n in enumerate(self.jobs)}
         self._base_env = {**os.environ, **self.extra_env}
         self._source = SourceView(plan.source_dir, paths.workspace_root)
+        self._any_artifacts = any(p.artifacts for p in plan.jobs.values())
         self.stop_reason: tuple[JobStatus, str] | None = None
         self.run_status = RunStatus.QUEUED
         self.created_at = self.clock.time()
@@ -258,12 +260,18 @@ class Runner:
         peak: int | None = None
         try:
             self.records.job(plan.name, status=res.status, ready_at=ready_at, started_at=started,
-                             queue_wait=res.queue_wait)
+                             queue_wait=res.queue_wait, hold=True)
             await self._emit("job_started", f"{plan.name} started", job=plan.name, status="running")
             try:
-                inherited = [a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
-                prepare_workspace(workspace, view=self._source, inherited=inherited,
-                                  working_directory=plan.working_directory, git=plan.git)
+                inherited = ([a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
+                             if self._any_artifacts else [])
+                prepare = functools.partial(prepare_workspace, workspace, view=self._source, inherited=inherited,
+                                            working_directory=plan.working_directory, git=plan.git)
+                # Without a source it is a mkdir; with one, a walk (once per run) or a copy: off the loop.
+                if self.plan.source_dir is None:
+                    prepare()
+                else:
+                    await anyio.to_thread.run_sync(prepare)
             except OSError as exc:
                 await self._infrastructure_failure(state, writer, exc, started)
                 return
@@ -321,7 +329,9 @@ class Runner:
                     if result.signal:
                         reason += f" (killed by signal {result.signal})"
                     writer.note(reason)
-                self.records.attempt(plan.name, attempt, status.value, klass, reason, a_start, a_end, result)
+                final = klass is None or klass not in retry.when or attempt > retry.max
+                self.records.attempt(plan.name, attempt, status.value, klass, reason, a_start, a_end, result,
+                                     last=final and plan.environment is None and not plan.artifacts)
                 if klass is None:
                     break
                 if klass in retry.when and attempt <= retry.max:
@@ -356,7 +366,10 @@ class Runner:
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
             writer.close()
-            release_workspace(workspace)
+            if self.plan.source_dir is not None:
+                # Ending an overlay mount waits for the kernel (tens of ms): off the loop, and shielded.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(release_workspace, workspace)
 
     def _executor(self, plan: JobPlan) -> Executor:
         return self._executors[plan.runs_on or self._default_executor]

@@ -91,9 +91,15 @@ def _direct_argv(command: JobCommand) -> tuple[str, ...] | None:
     if not text or _SHELL_SYNTAX.search(text):
         return None
     argv = text.split()
-    if argv[0] in _SHELL_BUILTINS or "/" not in argv[0] and shutil.which(argv[0], path=command.env.get("PATH")) is None:
+    if argv[0] in _SHELL_BUILTINS or "/" not in argv[0] and _which(argv[0], command.env.get("PATH")) is None:
         return None
     return tuple(argv)
+
+
+@functools.lru_cache(maxsize=256)
+def _which(program: str, path: str | None) -> str | None:
+    # Looked up once per run's PATH: a PATH search is a dozen stat calls, per job otherwise.
+    return shutil.which(program, path=path)
 
 
 def _script(commands: tuple[str, ...]) -> str:

@@ -6,8 +6,8 @@ the sandbox's own, `/tmp` is an empty tmpfs, and only the job's workspace and it
 are bound writable. Host toolchains stay usable (read-only): a virtualenv in the workspace
 works, `pip install` into the system fails with "Read-only file system".
 
-`--unshare-pid` gives the job its own PID namespace whose init is bwrap: when the job's
-command ends, or bwrap is killed, the kernel kills every process left in the namespace —
+`--unshare-pid --as-pid-1` gives the job its own PID namespace whose init is the job's command:
+when it ends, or is killed, the kernel kills every process left in the namespace —
 `setsid` children, double forks and SIGTERM-ignorers included. `--die-with-parent` ties the
 sandbox to the engine process: a runner that dies takes its sandboxes with it.
 Directories named in PIPELINE_SANDBOX_WRITABLE (a shared cache) are bound writable too. The recovery
@@ -26,14 +26,22 @@ the runner records that warning on the run, once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import anyio
+
+from engine._process import terminate_group
 from engine.pipeline.executors.base import JobCommand, RecoveryRecord
-from engine.pipeline.executors.local import LocalExecutor
+from engine.pipeline.executors.local import LocalExecutor, _tree
 from engine.pipeline.logs import LogWriter
 
 __all__ = ["BWRAP", "WRITABLE_ENV", "SandboxExecutor", "bwrap_argv", "sandbox_unavailable", "writable_paths"]
@@ -75,7 +83,12 @@ def bwrap_argv(command: JobCommand, bwrap: str = BWRAP) -> tuple[str, ...]:
     paths = [*writable_paths(), command.workspace, *([command.home] if command.home is not None else [])]
     for path in dict.fromkeys(str(p.resolve()) for p in paths):
         args += ["--bind", path, path]
-    args += ["--chdir", str(command.cwd.resolve()), "--unshare-pid", "--die-with-parent"]
+    # --as-pid-1: the job's command is the namespace's init (no bwrap init in between). --new-session:
+    # the job is not in the outer bwrap's process group (nor can it push input into our terminal);
+    # the outer bwrap exits without reaping it, and a zombie in our group would look like a live job
+    # until the host's init reaps it.
+    args += ["--chdir", str(command.cwd.resolve()), "--unshare-pid", "--as-pid-1", "--new-session",
+             "--die-with-parent"]
     if not command.network:
         args.append("--unshare-net")
     return (*args, "--")
@@ -108,6 +121,37 @@ class SandboxExecutor(LocalExecutor):
         # `pip install` outside a virtualenv must fail, and say why.
         env["PYTHONNOUSERSITE"] = "1"
         return (*bwrap_argv(command, shutil.which(self.bwrap) or self.bwrap), *argv), env
+
+    async def _terminate(self, flags: Mapping[str, object], finished: threading.Event) -> None:
+        """SIGTERM the job's processes inside the sandbox, SIGKILL the sandbox's PID 1 after the grace period.
+
+        Not the process group, which holds the outer bwrap too: killed first, it could no longer
+        reap the job's PID 1, left a zombie in our group until the host's init reaps it. The outer
+        bwrap reaps it and exits; the worker thread reaps the outer bwrap.
+        """
+        if self.warning is not None:
+            await super()._terminate(flags, finished)
+            return
+        deadline = time.monotonic() + 2.0
+        while flags["pgid"] is None and not finished.is_set() and time.monotonic() < deadline:
+            await anyio.sleep(0.005)
+        outer = flags["pgid"]
+        if not isinstance(outer, int):
+            return
+        tree = _tree(outer)
+        inits = [p for p in tree if p != outer][:1]   # the job's command, PID 1 of the sandbox
+        # PID 1 gets SIGTERM only if it handles it (a trap); the rest of the job gets it anyway.
+        for pid in tree[1:]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while not finished.is_set() and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+        for pid in inits:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)   # the kernel kills the whole PID namespace with it
+        if not finished.is_set():
+            await terminate_group(outer, grace=2.0, gone=finished.is_set)
 
     def _record(self, pid: int, cookie: str) -> RecoveryRecord:
         # bwrap leads the group; killing it takes the whole PID namespace down.
