@@ -85,11 +85,11 @@ class DockerExecutor:
     def set_capacity(self, workers: int) -> None:
         self._limiter.total_tokens = max(self._limiter.total_tokens, 2 * workers + 4)
 
-    def _docker(self) -> Any:
+    def _docker(self, base_url: str | None = None) -> Any:
         """A client of its own for each job (closed with it): no connection outlives its job."""
         import docker
 
-        return docker.DockerClient(base_url=self.base_url, timeout=60)
+        return docker.DockerClient(base_url=base_url or self.base_url, timeout=60)
 
     async def prepare(self, command: JobCommand) -> None:
         if command.home is not None:
@@ -100,7 +100,7 @@ class DockerExecutor:
         killed = False
         client = None
         try:
-            client = self._docker()
+            client = self._docker(str(record.get("base_url") or "") or None)   # the engine the job ran on
             ids = [str(i) for i in record.get("containers", [])]
             run, job = record.get("run"), record.get("job")
             if run and job:

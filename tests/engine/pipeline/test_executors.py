@@ -221,9 +221,11 @@ def test_a_killed_runner_leaves_nothing_and_recovery_uses_the_record(tmp_path: P
         deadline = time.monotonic() + 20
         record = None
         while time.monotonic() < deadline:
-            store = open_store(ws) if (ws / "state.db").exists() else None
-            rows = [] if store is None else [r for run_id in runs.recent_run_ids(store, 1)
-                                             for r in runs.job_recovery_records(store, run_id)]
+            rows = []
+            if (ws / "state.db").exists():
+                with open_store(ws) as store:
+                    rows = [r for run_id in runs.recent_run_ids(store, 1)
+                            for r in runs.job_recovery_records(store, run_id)]
             if rows and len(survivors(mark)) >= 3:
                 record = rows[0]
                 break
@@ -234,6 +236,7 @@ def test_a_killed_runner_leaves_nothing_and_recovery_uses_the_record(tmp_path: P
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     _job, kind, data = record
     assert kind == executor and isinstance(data["pgid"], int) and data["cookie"]
     manager = PipelineManager(ws)      # recovery runs at start-up
@@ -469,3 +472,38 @@ def test_the_docker_engine_going_away_fails_the_job_as_infrastructure_and_the_ru
     assert rows[0]["failure_class"] == "infrastructure", rows
     assert "Docker engine" in rows[0]["reason"]
     assert run.jobs["independent"].status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.docker
+def test_recovery_removes_the_containers_a_killed_runner_left(job_docker: str, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    spec = tmp_path / "p.yaml"
+    spec.write_text(json.dumps(pipeline({"name": "long", "image": JOB_IMAGE, "commands": ["sleep 300"],
+                                         "services": [{"image": JOB_IMAGE, "alias": "web"}]}, name="crashy-docker")))
+    code = ("from engine.pipeline.manager import PipelineManager; "
+            f"PipelineManager({str(ws)!r}).run_pipeline({str(spec)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_HOST": job_docker})
+    try:
+        deadline = time.monotonic() + 180   # a runner that imports the engine and starts two containers
+        record = None
+        while time.monotonic() < deadline and record is None and proc.poll() is None:
+            if (ws / "state.db").exists():
+                with open_store(ws) as store:
+                    rows = [r for run_id in runs.recent_run_ids(store, 1)
+                            for r in runs.job_recovery_records(store, run_id)]
+                record = rows[0] if rows else None
+            time.sleep(0.2)
+        assert record is not None, f"the job never recorded its recovery record (runner exit: {proc.poll()})"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _job, kind, data = record
+    assert kind == "docker" and len(data["containers"]) == 2 and data["network"] and data["base_url"] == job_docker
+    assert len(_labelled(job_docker)) == 2      # the service and the job outlived their runner
+    (run,) = PipelineManager(ws).list_runs()     # recovery runs at start-up, with the engine from the record
+    assert run.status == RunStatus.INTERRUPTED
+    assert _labelled(job_docker) == []
