@@ -218,6 +218,9 @@ class DockerExecutor:
             return CommandResult(exit_code=code if code >= 0 else 128 - code,
                                  signal=code - 128 if code > 128 else None)
         except _EngineGone as exc:
+            # Calls to an engine that is gone only fail (and the SDK leaks the socket of each failed
+            # connect): what it ran is left to its labels and to recovery.
+            state["gone"] = True
             return CommandResult(exit_code=None, infrastructure_error=str(exc))
         finally:
             finished.set()
@@ -236,11 +239,11 @@ class DockerExecutor:
         client = state["client"]
         if client is None:
             return
-        for cid in list(state["containers"]):
+        for cid in [] if state.get("gone") else list(state["containers"]):
             with contextlib.suppress(Exception):
                 client.containers.get(cid).remove(force=True)
         state["containers"].clear()
-        if state.get("network"):
+        if state.get("network") and not state.get("gone"):
             with contextlib.suppress(Exception):
                 client.networks.get(state["network"]).remove()
             state["network"] = None

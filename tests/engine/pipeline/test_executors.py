@@ -320,12 +320,13 @@ def docker_manager(job_docker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return PipelineManager(tmp_path / "ws", max_workers=2)
 
 
-def _labelled(base_url: str) -> list[str]:
+def _labelled(base_url: str, run: str | None = None) -> list[str]:
     import docker
 
+    labels = ["io.cicd-mcp.executor=docker", *([f"io.cicd-mcp.run={run}"] if run else [])]
     client = docker.DockerClient(base_url=base_url, timeout=30)
     try:
-        return [c.name for c in client.containers.list(all=True, filters={"label": "io.cicd-mcp.executor=docker"})]
+        return [c.name for c in client.containers.list(all=True, filters={"label": labels})]
     finally:
         client.close()
 
@@ -350,7 +351,7 @@ def test_an_image_job_runs_in_a_container_with_its_workspace_and_services(
     assert run.jobs["with-service"].status == JobStatus.SUCCEEDED, svc_log
     assert "hello from the service" in svc_log
     assert run.jobs["offline"].status == JobStatus.SUCCEEDED
-    assert _labelled(job_docker) == []   # containers (services too) are removed with their job
+    assert _labelled(job_docker, run.run_id) == []   # containers (services too) are removed with their job
 
 
 @pytest.mark.docker
@@ -381,7 +382,7 @@ def test_a_docker_job_timeout_leaves_no_process_and_no_container(docker_manager:
                                                 "commands": [stubborn_children(mark)]}))
     assert run.jobs["stubborn"].status == JobStatus.TIMED_OUT
     assert gone(mark, within=10), f"left alive: {survivors(mark)}"
-    assert _labelled(job_docker) == []
+    assert _labelled(job_docker, run.run_id) == []
 
 
 class _Proxy:
@@ -503,7 +504,7 @@ def test_recovery_removes_the_containers_a_killed_runner_left(job_docker: str, t
             proc.wait()
     _job, kind, data = record
     assert kind == "docker" and len(data["containers"]) == 2 and data["network"] and data["base_url"] == job_docker
-    assert len(_labelled(job_docker)) == 2      # the service and the job outlived their runner
+    assert len(_labelled(job_docker, data["run"])) == 2   # the service and the job outlived their runner
     (run,) = PipelineManager(ws).list_runs()     # recovery runs at start-up, with the engine from the record
     assert run.status == RunStatus.INTERRUPTED
-    assert _labelled(job_docker) == []
+    assert _labelled(job_docker, data["run"]) == []
