@@ -122,8 +122,7 @@ def prepare_workspace(
     Raises:
         OSError: the workspace cannot be written.
     """
-    job_dir = workspace.parent
-    if workspace.exists() or (job_dir / _UPPER).exists():   # a re-run of the same job id
+    if workspace.exists() or _layers(workspace)[0].exists():   # a re-run of the same job id
         release_workspace(workspace)
         shutil.rmtree(workspace, ignore_errors=True)
     how = "empty"
@@ -150,7 +149,14 @@ def prepare_workspace(
     return how
 
 
-_UPPER, _WORK = ".upper", ".overlay-work"
+def _layers(workspace: Path) -> tuple[Path, Path]:
+    """The upper and work directories of a workspace's overlay, under names that need no escaping
+    in mount options (a matrix job's name holds commas, which separate the options)."""
+    key = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
+    base = workspace.parent.parent.parent / ".overlay" / key
+    return base / "upper", base / "work"
+
+
 _MNT_DETACH = 2
 
 
@@ -165,9 +171,9 @@ def _libc() -> ctypes.CDLL | None:
 def _overlay(source: Path, workspace: Path, hidden: list[str]) -> bool:
     """Mount `source` at `workspace` as an overlay with its upper layer beside it; False when not possible."""
     libc = _libc()
-    if libc is None or os.geteuid() != 0 or "," in str(source) or ":" in str(source):
+    upper, work = _layers(workspace)
+    if libc is None or os.geteuid() != 0 or any(c in str(p.resolve()) for p in (source, upper) for c in ",:\\"):
         return False
-    upper, work = workspace.parent / _UPPER, workspace.parent / _WORK
     for d in (workspace, upper, work):
         d.mkdir(parents=True, exist_ok=True)
     for rel in hidden:
@@ -177,8 +183,8 @@ def _overlay(source: Path, workspace: Path, hidden: list[str]) -> bool:
     options = f"lowerdir={source.resolve()},upperdir={upper.resolve()},workdir={work.resolve()}".encode()
     if libc.mount(b"overlay", str(workspace.resolve()).encode(), b"overlay", 0, options) == 0:
         return True
-    shutil.rmtree(upper, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(upper.parent, ignore_errors=True)
+    workspace.rmdir()   # the copy that follows makes it
     return False
 
 
@@ -187,7 +193,7 @@ def release_workspace(workspace: Path) -> None:
 
     Safe to call on any workspace, mounted or not.
     """
-    upper, work = workspace.parent / _UPPER, workspace.parent / _WORK
+    upper, _work = _layers(workspace)
     if not upper.exists():
         return
     libc = _libc()
@@ -203,7 +209,7 @@ def release_workspace(workspace: Path) -> None:
                 st = os.lstat(path)
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:   # a whiteout: a deletion, not a file
                     os.unlink(path)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(upper.parent, ignore_errors=True)
 
 
 def collect_artifacts(job: str, patterns: Iterable[str], cwd: Path, dest_root: Path) -> list[ArtifactRecord]:

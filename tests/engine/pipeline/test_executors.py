@@ -508,3 +508,22 @@ def test_recovery_removes_the_containers_a_killed_runner_left(job_docker: str, t
     (run,) = PipelineManager(ws).list_runs()     # recovery runs at start-up, with the engine from the record
     assert run.status == RunStatus.INTERRUPTED
     assert _labelled(job_docker, data["run"]) == []
+
+
+def test_matrix_jobs_get_the_source_although_their_names_hold_commas(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file.txt").write_text("source\n")
+    (src / "p.yaml").write_text(textwrap.dedent("""\
+        name: matrix-src
+        stages:
+          - name: s
+            jobs:
+              - name: m
+                matrix: {a: [1, 2], b: [x]}
+                commands: ["cat file.txt", "echo changed > file.txt"]
+        """))
+    manager = PipelineManager(tmp_path / "ws", max_workers=2)
+    run = manager.run_pipeline(src / "p.yaml")
+    assert run.status == RunStatus.SUCCEEDED, {n: j.reason for n, j in run.jobs.items()}
+    assert (src / "file.txt").read_text() == "source\n"
