@@ -1,11 +1,14 @@
 """Scheduler benchmarks, each a ratio against a baseline measured in the same run.
 
 1. A 500-job DAG of `true` (layers of 10, each job depending on 2 of the layer before),
-   run by the engine and by GNU `make -j<workers>` on an equivalent generated Makefile.
-   Goal: engine / make <= 1.25.
-2. A DAG of `sleep` jobs with a known critical path, workers enough for every branch:
+   run by the engine (`local` executor) and by GNU `make -j<workers>` on an equivalent
+   generated Makefile. Goal: engine / make <= 1.25.
+2. The same DAG under the `sandbox` executor (bubblewrap) vs `local`, in the same run. Goal: <= 1.3.
+3. A DAG of `sleep` jobs with a known critical path, workers enough for every branch:
    makespan / critical path. Goal: <= 1.02 (+50 ms).
-3. One job printing 1 GiB: the engine process's peak RSS (VmHWM). Goal: < 150 MB.
+4. Workspaces: a 200 MB source tree of 10,000 files and 20 jobs; the time to prepare (and release)
+   the 20 job workspaces vs one `cp -a` of the tree. Goal: <= 0.2.
+5. One job printing 1 GiB (default executor): the engine process's peak RSS (VmHWM). Goal: < 150 MB.
 
     python3 bench/scheduler.py [--workers N] [--repeat K] [--skip-big] [--quick]
 
@@ -57,9 +60,25 @@ def makefile(graph: dict[str, list[str]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _engine_seconds(tmp: str, tag: str, graph: dict[str, list[str]], workers: int, executor: str) -> float:
+    os.environ["PIPELINE_EXECUTOR"] = executor
+    try:
+        manager = PipelineManager(Path(tmp) / f"ws-{tag}", max_workers=workers)
+        spec = as_pipeline("dag500", graph, dict.fromkeys(graph, "true"))
+        start = time.perf_counter()
+        run = manager.run_pipeline(spec)
+        elapsed = time.perf_counter() - start
+        assert run.status.value == "succeeded", run.reason
+        manager.store.close()
+        return elapsed
+    finally:
+        os.environ.pop("PIPELINE_EXECUTOR", None)
+
+
 def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
+    """Engine (local) vs make, and sandbox vs local, interleaved so that both ratios see the same load."""
     graph = layered_dag()
-    engine_times, make_times = [], []
+    local_times, sandbox_times, make_times = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         mk = Path(tmp) / "Makefile"
         mk.write_text(makefile(graph, "true"))
@@ -67,15 +86,53 @@ def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
             start = time.perf_counter()
             subprocess.run(["make", "-s", f"-j{workers}", "-f", str(mk), "all"], check=True, cwd=tmp)
             make_times.append(time.perf_counter() - start)
-            manager = PipelineManager(Path(tmp) / f"ws{r}", max_workers=workers)
-            spec = as_pipeline("dag500", graph, dict.fromkeys(graph, "true"))
+            local_times.append(_engine_seconds(tmp, f"local{r}", graph, workers, "local"))
+            sandbox_times.append(_engine_seconds(tmp, f"sandbox{r}", graph, workers, "sandbox"))
+    e, m, sb = statistics.median(local_times), statistics.median(make_times), statistics.median(sandbox_times)
+    return {
+        "make": {"jobs": len(graph), "workers": workers, "engine_s": round(e, 3), "make_s": round(m, 3),
+                 "ratio": round(e / m, 2), "goal": "<= 1.25",
+                 "engine_per_job_ms": round(e / len(graph) * 1000 * workers, 2)},
+        "sandbox": {"sandbox_s": round(sb, 3), "local_s": round(e, 3), "ratio": round(sb / e, 2), "goal": "<= 1.3",
+                    "sandbox_per_job_ms": round((sb - e) / len(graph) * 1000 * workers, 2)},
+    }
+
+
+def _make_tree(root: Path, files: int = 10_000, total: int = 200 * 1024 * 1024) -> None:
+    size = total // files
+    block = bytes(range(256)) * (size // 256 + 1)
+    for i in range(files):
+        d = root / f"d{i // 100:03d}" / f"e{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}.dat").write_bytes(block[i % 256: i % 256 + size])
+
+
+def bench_workspaces(jobs: int = 20) -> dict[str, object]:
+    from engine.pipeline._workspace import SourceView, prepare_workspace, release_workspace
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        src, state = Path(tmp) / "src", Path(tmp) / "state"
+        _make_tree(src)
+        state.mkdir()
+        subprocess.run(["sync"], check=False)
+        start = time.perf_counter()
+        subprocess.run(["cp", "-a", str(src), str(Path(tmp) / "copy")], check=True)
+        cp = time.perf_counter() - start
+        prep = release = 0.0
+        view = SourceView(src, state)   # its walk (once per run) is counted in the preparation
+        hows = []
+        for j in range(jobs):
+            ws = state / "runs" / "r" / "jobs" / f"j{j}" / "workspace"
             start = time.perf_counter()
-            run = manager.run_pipeline(spec)
-            engine_times.append(time.perf_counter() - start)
-            assert run.status.value == "succeeded", run.reason
-    e, m = statistics.median(engine_times), statistics.median(make_times)
-    return {"jobs": len(graph), "workers": workers, "engine_s": round(e, 3), "make_s": round(m, 3),
-            "ratio": round(e / m, 2), "goal": "<= 1.25", "engine_per_job_ms": round(e / len(graph) * 1000 * workers, 2)}
+            hows.append(prepare_workspace(ws, view=view, inherited=[], working_directory=None))
+            prep += time.perf_counter() - start
+            assert (ws / "d000" / "e0" / "f00000.dat").exists()
+            start = time.perf_counter()
+            release_workspace(ws)      # after the job, off the scheduler's loop
+            release += time.perf_counter() - start
+    return {"files": 10_000, "bytes": 200 * 1024 * 1024, "jobs": jobs, "how": sorted(set(hows)),
+            "workspaces_s": round(prep, 3), "release_s": round(release, 3), "cp_a_s": round(cp, 3),
+            "ratio": round(prep / cp, 3), "ratio_with_release": round((prep + release) / cp, 3), "goal": "<= 0.2"}
 
 
 def bench_critical_path(repeat: int) -> dict[str, object]:
@@ -133,8 +190,11 @@ def main() -> None:
         args.repeat, args.skip_big = 1, True
     if not shutil.which("make"):
         sys.exit("GNU make is needed for the baseline (apt-get install make)")
-    results = {"make_ratio": bench_make_ratio(args.workers, args.repeat),
+    ratios = bench_make_ratio(args.workers, args.repeat)
+    results = {"make_ratio": ratios["make"], "sandbox_ratio": ratios["sandbox"],
                "critical_path": bench_critical_path(args.repeat)}
+    if not args.quick:
+        results["workspaces"] = bench_workspaces()
     if not args.skip_big:
         results["big_output"] = bench_big_output()
     print(json.dumps(results, indent=2))

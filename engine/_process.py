@@ -29,6 +29,7 @@ __all__ = [
     "group_alive",
     "group_is_session",
     "group_peak_rss_kb",
+    "kill_marked",
     "owner_alive",
     "process_identity",
     "signal_group",
@@ -156,6 +157,41 @@ def group_peak_rss_kb(pgid: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
     return peak
+
+
+def kill_marked(name: str, value: str, *, rounds: int = 5) -> int:
+    """SIGKILL every process whose environment holds `name=value`; returns how many were killed.
+
+    What a job started and then lost from its process group (`setsid`, a double fork) still
+    carries the job's environment. A process forking while it is scanned is caught by the next
+    round: the scan repeats until a round finds nothing.
+    """
+    needle = f"{name}={value}".encode() + b"\0"
+    me, killed = os.getpid(), 0
+    for _ in range(rounds):
+        found = 0
+        try:
+            entries = list(os.scandir("/proc"))
+        except OSError:
+            return killed
+        for entry in entries:
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    env = b"\0" + f.read()
+            except OSError:
+                continue
+            if b"\0" + needle in env or env.endswith(b"\0" + needle[:-1]):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found += 1
+                except (ProcessLookupError, PermissionError):
+                    continue
+        killed += found
+        if not found:
+            break
+    return killed
 
 
 async def terminate_group(

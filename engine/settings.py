@@ -34,7 +34,8 @@ class Settings(BaseSettings):
         description="How many jobs run at once.",
     )
     PIPELINE_EXECUTOR: str = Field(
-        default="local", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors).",
+        default="sandbox", description="Executor kind for jobs without `runs_on:` (see engine.pipeline.executors); "
+        "sandbox falls back to local, with a warning on the run, where bubblewrap cannot run.",
     )
     PIPELINE_SSH_POOLS: Path | None = Field(
         default=None, description="YAML file of the ssh executor's host pools (runs_on: ssh, ssh:<pool>).",

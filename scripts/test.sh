@@ -25,6 +25,7 @@ need ssh-keygen openssh-client
 need nginx nginx
 need docker-registry docker-registry
 need make make
+need bwrap bubblewrap
 need git git
 need ip iproute2
 need go golang-go

@@ -49,10 +49,14 @@ class LogWriter:
             if len(data) <= MAX_LINE:
                 self._carry = data
                 return
-            # A very long line: write it in pieces, keeping enough back that a secret is never split.
+            # A very long line: write it in pieces. Masked first, then cut: a secret wholly in `data`
+            # is gone before the cut can split it, and the last `longest - 1` bytes, which may hold
+            # the start of a secret the next chunk completes, wait for that chunk.
+            if self._masker:
+                data = self._masker.mask_bytes(data)
             keep = max(self._masker.longest - 1, 0)
             head, self._carry = data[: len(data) - keep], data[len(data) - keep:]
-            self._emit(head.split(b"\n"))
+            self._emit([head])
             return
         self._carry = data[cut + 1:]
         self._emit(data[:cut].split(b"\n"))

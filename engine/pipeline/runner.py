@@ -25,6 +25,7 @@ metrics), so a crash leaves a record that the next start marks `interrupted`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shlex
@@ -40,7 +41,14 @@ from engine._secrets import Masker
 from engine.errors import CicdError
 from engine.events import Event, EventCallback, emit
 from engine.pipeline._records import RunRecords
-from engine.pipeline._workspace import RunPaths, collect_artifacts, prepare_workspace, safe_name
+from engine.pipeline._workspace import (
+    RunPaths,
+    SourceView,
+    collect_artifacts,
+    prepare_workspace,
+    release_workspace,
+    safe_name,
+)
 from engine.pipeline.executors import CommandResult, Executor, JobCommand, make_executor
 from engine.pipeline.executors.base import OnStart
 from engine.pipeline.logs import LogWriter
@@ -55,6 +63,8 @@ __all__ = ["Runner"]
 
 _CANCEL_POLL = 0.5
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MATRIX_ENV = "CICD_MATRIX_"
 
 
 @dataclass
@@ -98,6 +108,8 @@ class Runner:
                 self._executors[kind] = executor or make_executor(kind)
                 self._executors[kind].set_capacity(max_workers)
         self._default_executor = default_executor
+        # An executor that could not isolate as asked (a sandbox without bubblewrap) says so once, on the run.
+        self.warnings = list(dict.fromkeys(w for ex in self._executors.values() if (w := getattr(ex, "warning", None))))
         self.extra_env = dict(extra_env or {})
         self.jobs = {
             n: _JobState(p, JobResult(name=n, stage=p.stage, status=JobStatus.PENDING,
@@ -107,6 +119,8 @@ class Runner:
         }
         self._order = {n: i for i, n in enumerate(self.jobs)}
         self._base_env = {**os.environ, **self.extra_env}
+        self._source = SourceView(plan.source_dir, paths.workspace_root)
+        self._any_artifacts = any(p.artifacts for p in plan.jobs.values())
         self.stop_reason: tuple[JobStatus, str] | None = None
         self.run_status = RunStatus.QUEUED
         self.created_at = self.clock.time()
@@ -125,6 +139,8 @@ class Runner:
         self._record_start()
         await self._emit("run_started", f"run {self.run_id} of {self.plan.name} started "
                                         f"({len(self.jobs)} jobs, {self.max_workers} workers)")
+        for warning in self.warnings:
+            await self._emit("run_warning", f"warning: {warning}")
         limiter = anyio.CapacityLimiter(self.max_workers)
         outer_cancelled = False
         try:
@@ -244,15 +260,21 @@ class Runner:
         peak: int | None = None
         try:
             self.records.job(plan.name, status=res.status, ready_at=ready_at, started_at=started,
-                             queue_wait=res.queue_wait)
+                             queue_wait=res.queue_wait, hold=True)
             await self._emit("job_started", f"{plan.name} started", job=plan.name, status="running")
             if plan.deploy_stage:  # a stage with `environment:` and no jobs: engine.pipeline._deploy_stage
                 await self._deploy_stage(state, writer)
                 return
             try:
-                inherited = [a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
-                prepare_workspace(workspace, source=self.plan.source_dir, state_root=self.paths.workspace_root,
-                                  inherited=inherited, working_directory=plan.working_directory)
+                inherited = ([a for d in self._ancestors(plan.name) for a in self.jobs[d].result.artifacts]
+                             if self._any_artifacts else [])
+                prepare = functools.partial(prepare_workspace, workspace, view=self._source, inherited=inherited,
+                                            working_directory=plan.working_directory, git=plan.git)
+                # Without a source it is a mkdir; with one, a walk (once per run) or a copy: off the loop.
+                if self.plan.source_dir is None:
+                    prepare()
+                else:
+                    await anyio.to_thread.run_sync(prepare)
             except OSError as exc:
                 await self._infrastructure_failure(state, writer, exc, started)
                 return
@@ -266,10 +288,11 @@ class Runner:
                     res.attempts = 1
                     await self._finish_job(state, JobStatus.FAILED, self.masker.mask(str(exc)))
                     return
-            values = self._values(plan)
-            command = JobCommand(job=plan.name, commands=tuple(_interpolate(c, values, None) for c in plan.commands),
-                                 env=env, cwd=cwd, workspace=workspace, shell=plan.shell, timeout=plan.timeout,
-                                 artifacts=tuple(plan.artifacts), image=plan.image, resources=plan.resources)
+            command = JobCommand(
+                job=plan.name, commands=tuple(_reference(c, self._values(plan)) for c in plan.commands), env=env,
+                cwd=cwd, workspace=workspace, shell=plan.shell, timeout=plan.timeout, run_id=self.run_id,
+                home=self.paths.job_dir(plan.name) / "home", network=plan.network, image=plan.image,
+                services=tuple(plan.services), artifacts=tuple(plan.artifacts), resources=plan.resources)
             try:
                 await executor.prepare(command)
             except (OSError, CicdError) as exc:
@@ -309,7 +332,9 @@ class Runner:
                     if result.signal:
                         reason += f" (killed by signal {result.signal})"
                     writer.note(reason)
-                self.records.attempt(plan.name, attempt, status.value, klass, reason, a_start, a_end, result)
+                final = klass is None or klass not in retry.when or attempt > retry.max
+                self.records.attempt(plan.name, attempt, status.value, klass, reason, a_start, a_end, result,
+                                     last=final and plan.environment is None and not plan.artifacts)
                 if klass is None:
                     break
                 if klass in retry.when and attempt <= retry.max:
@@ -344,6 +369,10 @@ class Runner:
             res.cpu_seconds = cpu_user + cpu_sys
             res.peak_rss_mb = None if peak is None else round(peak / 1024, 3)
             writer.close()
+            if self.plan.source_dir is not None:
+                # Ending an overlay mount waits for the kernel (tens of ms): off the loop, and shielded.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(release_workspace, workspace)
 
     def _executor(self, plan: JobPlan) -> Executor:
         return self._executors[plan.runs_on or self._default_executor]
@@ -408,6 +437,8 @@ class Runner:
         env = dict(self._base_env)
         values = self._values(plan)
         env.update({k: _interpolate(v, values, env) for k, v in values.items()})
+        # `${matrix.KEY}` in a command refers to this name (a job variable may shadow KEY itself).
+        env.update({_MATRIX_ENV + k: v for k, v in plan.matrix.items()})
         env.update(self.secrets)
         env.update({
             "CI": "true", "CICD": "true", "CICD_RUN_ID": self.run_id, "CICD_PIPELINE": self.plan.name,
@@ -491,7 +522,9 @@ class Runner:
             runs.NewJob(name=n, stage=st.plan.stage, base_name=st.plan.base_name, matrix=st.plan.matrix,
                         needs=st.plan.needs, status=JobStatus.PENDING.value, allow_failure=st.plan.allow_failure,
                         log_path=str(self.paths.log(n)), executor=self._executor(st.plan).name)
-            for n, st in self.jobs.items()])
+            for n, st in self.jobs.items()], warnings=self.warnings)
+        if self.warnings:
+            self.context["warning"] = "; ".join(self.warnings)
 
     def _move(self, state: _JobState, new: JobStatus) -> None:
         state.result.status = check_job_move(state.plan.name, state.result.status, new)
@@ -562,6 +595,21 @@ class Runner:
         await emit(self.on_event, Event(
             kind=kind, subject="run", subject_id=self.run_id, message=self.masker.mask(message), job=job,
             status=status, done=self._finished_count, total=len(self.jobs)))
+
+
+def _reference(command: str, values: Mapping[str, str]) -> str:
+    """A command line whose `${NAME}` and `${matrix.KEY}` refer to the environment variables the
+    job exports, rather than holding their values: a value is data to the shell, never code
+    (`1; touch x; $(touch y)` stays one argument). Unknown names are left for the shell."""
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key.startswith("matrix.") and _ENV_NAME.match(key[len("matrix."):]):
+            return "${" + _MATRIX_ENV + key[len("matrix."):] + "}"
+        if key in values and _ENV_NAME.match(key):
+            return "${" + key + "}"
+        return m.group(0)
+
+    return _VAR_REF.sub(sub, command)
 
 
 def _interpolate(text: str, values: Mapping[str, str], env: Mapping[str, str] | None) -> str:

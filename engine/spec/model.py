@@ -45,6 +45,7 @@ __all__ = [
     "PipelineSpec",
     "ResourcesSpec",
     "RetrySpec",
+    "ServiceSpec",
     "StageSpec",
     "TriggerSpec",
     "deploy_environments",
@@ -56,11 +57,12 @@ __all__ = [
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _NAME = re.compile(NAME_RE)
 VAR_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+IMAGE_RE = r"^[a-z0-9][a-z0-9._/:@\-]{0,254}$"
 MAX_MATRIX_JOBS = 256
 MAX_JOBS = 5000
 LANGUAGES = frozenset({"go", "javascript", "python", "rust"})
 """Languages whose standard build a `language:` job runs (engine.build has one builder for each)."""
-EXECUTOR_KINDS = frozenset({"local", "ssh", "kubernetes"})
+EXECUTOR_KINDS = frozenset({"sandbox", "local", "docker", "ssh", "kubernetes"})
 """Executors a job may name in `runs_on:` (engine.pipeline.executors.EXECUTORS has one factory for each);
 `ssh:<pool>` names a pool of the ssh executor."""
 _POOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
@@ -122,6 +124,22 @@ class DefaultsSpec(_Model):
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
 
+class ServiceSpec(_Model):
+    """A container started beside a job (GitLab's and GitHub's services), reachable by its alias."""
+
+    image: str = Field(pattern=IMAGE_RE)
+    alias: str | None = Field(None, pattern=NAME_RE, description="Host name; default: the image's last name part.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _str_shorthand(cls, value: Any) -> Any:
+        return {"image": value} if isinstance(value, str) else value
+
+    @property
+    def host(self) -> str:
+        return self.alias or self.image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+
 class JobSpec(_Model):
     name: str = Field(pattern=NAME_RE)
     commands: list[str] = Field(default_factory=list, max_length=1000)
@@ -139,12 +157,23 @@ class JobSpec(_Model):
     artifacts: ArtifactsSpec | None = None
     working_directory: str | None = None
     shell: Literal["bash", "sh"] | None = None
-    runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR.")
-    image: str | None = Field(None, description="Container image the job runs in (kubernetes executor).")
+    runs_on: str | None = Field(None, description="Executor kind that runs the job; default: PIPELINE_EXECUTOR "
+                                "(docker when the job names an image).")
+    network: bool | None = Field(None, description="false: the job runs without network (sandbox, docker); "
+                                 "default: the pipeline's.")
+    image: str | None = Field(None, pattern=IMAGE_RE, description="Container image the job runs in (docker or "
+                              "kubernetes executor); never pulled by the docker executor.")
+    services: list[ServiceSpec] = Field(default_factory=list, max_length=20,
+                                        description="Containers started beside the job, reachable by alias.")
+    git: bool = Field(False, description="The job's workspace holds the source's .git (git describe, git log).")
     resources: ResourcesSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        if self.image and self.runs_on not in (None, "docker", "kubernetes"):
+            raise ValueError(f"image needs the docker or kubernetes executor, not runs_on: {self.runs_on}")
+        if self.services and self.runs_on not in (None, "docker"):
+            raise ValueError(f"services need the docker executor, not runs_on: {self.runs_on}")
         if self.retry is not None and self.retry_count is not None:
             raise ValueError("give either retry or retry_count, not both")
         if not self.commands and not self.language:
@@ -273,6 +302,7 @@ class PipelineSpec(_Model):
     fail_fast: bool = False
     timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600, description="Whole-run timeout in seconds.")
     max_workers: int | None = Field(None, ge=1, le=1024)
+    network: bool = Field(True, description="false: jobs run without network unless a job says otherwise.")
     source: str | None = Field(
         ".", description="Directory copied into each job's workspace, relative to the file; null for none."
     )
@@ -319,7 +349,10 @@ class JobPlan:
     deploy_config: str | None = None     # absolute path of the deployment config, if any
     runs_on: str | None = None           # executor kind; None: the runner's default
     deploy_stage: bool = False           # a stage without jobs that deploys its dependencies' artifacts
+    network: bool = True
     image: str | None = None
+    services: tuple[tuple[str, str], ...] = ()   # (image, alias)
+    git: bool = False
     resources: dict[str, str] = field(default_factory=dict)   # cpu, memory
 
 
@@ -481,8 +514,11 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     working_directory=job.working_directory, shell=job.shell or "bash",
                     environment=stage.environment, strategy=stage.strategy,
                     deploy=stage.deploy_spec if stage.environment else None,
-                    deploy_config=_deploy_config(stage, spec_path), runs_on=job.runs_on,
-                    image=job.image, resources=job.resources.model_dump(exclude_none=True) if job.resources else {},
+                    deploy_config=_deploy_config(stage, spec_path),
+                    runs_on=job.runs_on or ("docker" if job.image or job.services else None),
+                    network=spec.network if job.network is None else job.network, image=job.image,
+                    services=tuple((sv.image, sv.host) for sv in job.services), git=job.git,
+                    resources=job.resources.model_dump(exclude_none=True) if job.resources else {},
                 )
         if stage.deploys_only:
             jobs[stage.name] = JobPlan(

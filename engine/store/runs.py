@@ -12,13 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.store.base import Row, Store
+from engine.store.base import Row, Store, Transaction
 
 __all__ = [
     "JOB_COLUMNS",
+    "Attempt",
     "Metric",
     "NewJob",
     "cancel_requested",
+    "finish_job",
     "finish_run",
     "get_run",
     "insert_run",
@@ -135,11 +137,19 @@ def insert_run(
 
 def start_run(
     store: Store, run_id: str, *, pipeline: str, status: str, started_at: float,
-    owner: tuple[int, str, str | None], jobs: Sequence[NewJob],
+    owner: tuple[int, str, str | None], jobs: Sequence[NewJob], warnings: Sequence[str] = (),
 ) -> None:
-    """The run is running under `owner` (pid, host, identity); its jobs are recorded in plan order."""
+    """The run is running under `owner` (pid, host, identity); its jobs are recorded in plan order.
+
+    `warnings` join the run's context as `warning` (shown wherever the run is).
+    """
     pid, host, identity = owner
     with store.transaction() as conn:
+        if warnings:
+            row = conn.query_one("SELECT context_json FROM runs WHERE run_id = ?", (run_id,))
+            context = json.loads(row["context_json"]) if row is not None and row["context_json"] else {}
+            context["warning"] = "; ".join(warnings)
+            conn.execute("UPDATE runs SET context_json = ? WHERE run_id = ?", (json.dumps(context), run_id))
         conn.execute(
             "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ? "
             "WHERE run_id = ?",
@@ -231,13 +241,48 @@ def update_job(store: Store, run_id: str, name: str, /, **fields: Any) -> None:
     Raises:
         ValueError: a column that is not in JOB_COLUMNS.
     """
-    if not fields:
-        return
+    if fields:
+        _update_job(store, run_id, name, fields)
+
+
+def _update_job(conn: Store | Transaction, run_id: str, name: str, fields: Mapping[str, Any]) -> None:
     unknown = set(fields) - JOB_COLUMNS
     if unknown:
         raise ValueError(f"not a job column: {', '.join(sorted(unknown))}")
     cols = ", ".join(f"{k} = ?" for k in fields)
-    store.execute(f"UPDATE jobs SET {cols} WHERE run_id = ? AND name = ?", (*fields.values(), run_id, name))
+    conn.execute(f"UPDATE jobs SET {cols} WHERE run_id = ? AND name = ?", (*fields.values(), run_id, name))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job, as `record_attempt` writes it."""
+
+    attempt: int
+    status: str
+    failure_class: str | None
+    reason: str | None
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None = None
+    cpu_user: float | None = None
+    cpu_system: float | None = None
+    peak_rss_kb: int | None = None
+
+
+def finish_job(store: Store, run_id: str, name: str, fields: Mapping[str, Any], *, attempt: Attempt | None = None,
+               metrics: Iterable[Metric] = ()) -> None:
+    """A job's final row, its last attempt (when not written yet) and its metrics, in one transaction.
+
+    Raises:
+        ValueError: a column that is not in JOB_COLUMNS.
+    """
+    with store.transaction() as conn:
+        if attempt is not None:
+            _write_attempt(conn, run_id, name, attempt)
+        _update_job(conn, run_id, name, fields)
+        rows = _metric_rows(metrics)
+        if rows:
+            conn.executemany(_INSERT_METRIC, rows)
 
 
 def run_jobs(store: Store, run_id: str) -> list[Row]:
@@ -268,16 +313,21 @@ def record_attempt(
     cpu_user: float | None = None, cpu_system: float | None = None, peak_rss_kb: int | None = None,
 ) -> None:
     """Write (or rewrite) one attempt of a job."""
-    duration = (finished_at - started_at) if finished_at is not None else None
-    store.execute(
+    _write_attempt(store, run_id, job, Attempt(attempt, status, failure_class, reason, started_at, finished_at,
+                                               exit_code, cpu_user, cpu_system, peak_rss_kb))
+
+
+def _write_attempt(conn: Store | Transaction, run_id: str, job: str, a: Attempt) -> None:
+    duration = (a.finished_at - a.started_at) if a.finished_at is not None else None
+    conn.execute(
         "INSERT INTO attempts (run_id, job, attempt, status, failure_class, reason, started_at, finished_at, "
         "duration, exit_code, cpu_user, cpu_system, peak_rss_kb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (run_id, job, attempt) DO UPDATE SET status = excluded.status, "
         "failure_class = excluded.failure_class, reason = excluded.reason, started_at = excluded.started_at, "
         "finished_at = excluded.finished_at, duration = excluded.duration, exit_code = excluded.exit_code, "
         "cpu_user = excluded.cpu_user, cpu_system = excluded.cpu_system, peak_rss_kb = excluded.peak_rss_kb",
-        (run_id, job, attempt, status, failure_class, reason, started_at, finished_at, duration, exit_code,
-         cpu_user, cpu_system, peak_rss_kb),
+        (run_id, job, a.attempt, a.status, a.failure_class, a.reason, a.started_at, a.finished_at, duration,
+         a.exit_code, a.cpu_user, a.cpu_system, a.peak_rss_kb),
     )
 
 

@@ -106,6 +106,7 @@ stages:
   - name: slow
     jobs:
       - name: long
+        runs_on: local   # a host pid in the pid file, and a job that outlives its runner until recovery
         commands: ["echo $$ > {pidfile}; while [ ! -e {gate} ]; do sleep 0.1; done"]
 """
 

@@ -50,9 +50,14 @@ OnStart = Callable[[RecoveryRecord], None]
 class JobCommand:
     """One attempt of a job, as the runner hands it over.
 
-    `commands` are the job's command lines, variables already interpolated; an executor runs
-    them in order with `shell` and stops at the first failure. `argv`, when given, is run
-    as it is, without a shell.
+    `commands` are the job's command lines; an executor runs them in order with `shell` and
+    stops at the first failure. Operator values are never pasted into them: a `${NAME}` the
+    runner resolved is left as a reference to an environment variable it set in `env`.
+    `argv`, when given, is run as it is, without a shell.
+
+    `home` is a writable directory of the job's own (its HOME where the executor isolates
+    it); `network` False asks for no network; `image` and `services` are for executors that
+    run containers (`services` as (image, alias) pairs).
     """
 
     job: str
@@ -64,7 +69,11 @@ class JobCommand:
     argv: tuple[str, ...] | None = None
     timeout: float | None = None         # seconds; the runner enforces it, an executor may pass it on
     artifacts: tuple[str, ...] = ()      # globs (relative to cwd) the runner collects after success
-    image: str | None = None             # for executors that run containers
+    run_id: str = ""
+    home: Path | None = None             # the job's own HOME (sandbox)
+    network: bool = True
+    image: str | None = None             # for executors that run containers (docker, kubernetes)
+    services: tuple[tuple[str, str], ...] = ()   # (image, alias) beside the job (docker)
     resources: Mapping[str, str] = field(default_factory=dict)   # cpu, memory (Kubernetes quantities)
 
 
@@ -109,7 +118,9 @@ class Executor(Protocol):
 
 
 EXECUTORS: LazyRegistry[Callable[..., Executor]] = LazyRegistry("executor", {
+    "sandbox": "engine.pipeline.executors.sandbox:SandboxExecutor",
     "local": "engine.pipeline.executors.local:LocalExecutor",
+    "docker": "engine.pipeline.executors.docker:DockerExecutor",
     "ssh": "engine.pipeline.executors.ssh:SSHExecutor",
     "kubernetes": "engine.pipeline.executors.kubernetes:KubernetesExecutor",
 })

@@ -5,7 +5,11 @@ Theory of operation. A job's commands become one script run under `bash -eo pipe
 syntax, no builtin, a program on PATH) is executed directly, as make does, because a shell
 costs milliseconds that dominate short jobs. The process starts with `start_new_session=True`,
 so it and everything it starts share one process group that can be signalled as a whole;
-that group id is the job's recovery record.
+that group id is the job's recovery record. A child that leaves the group (`setsid`, a
+double fork) keeps its environment: each job's processes carry a random `CICD_JOB_COOKIE`,
+and a timeout, a cancel or recovery also kills every process whose environment holds it
+(as Jenkins' process-tree killer does). A process that clears its own environment escapes
+that; the sandbox executor's PID namespace does not let it.
 
 One worker thread per running job starts the process (fork+exec of a large process takes
 milliseconds the event loop should spend on other jobs), pumps its combined stdout/stderr
@@ -24,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets
 import selectors
 import shlex
 import shutil
@@ -36,11 +41,20 @@ from collections.abc import Mapping
 import anyio
 import anyio.to_thread
 
-from engine._process import group_is_session, group_peak_rss_kb, signal_group, terminate_group
+from engine._process import (
+    group_is_session,
+    group_peak_rss_kb,
+    kill_marked,
+    signal_group,
+    terminate_group,
+)
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.logs import LogWriter
 
-__all__ = ["LocalExecutor", "local_argv"]
+__all__ = ["COOKIE", "LocalExecutor", "local_argv"]
+
+COOKIE = "CICD_JOB_COOKIE"
+"""The environment variable that marks every process of one job (see the module docstring)."""
 
 _DRAIN_AFTER_EXIT = 1.0   # seconds a background grandchild may keep writing after the shell exits
 _POLL = 0.1
@@ -77,9 +91,15 @@ def _direct_argv(command: JobCommand) -> tuple[str, ...] | None:
     if not text or _SHELL_SYNTAX.search(text):
         return None
     argv = text.split()
-    if argv[0] in _SHELL_BUILTINS or "/" not in argv[0] and shutil.which(argv[0], path=command.env.get("PATH")) is None:
+    if argv[0] in _SHELL_BUILTINS or "/" not in argv[0] and _which(argv[0], command.env.get("PATH")) is None:
         return None
     return tuple(argv)
+
+
+@functools.lru_cache(maxsize=256)
+def _which(program: str, path: str | None) -> str | None:
+    # Looked up once per run's PATH: a PATH search is a dozen stat calls, per job otherwise.
+    return shutil.which(program, path=path)
 
 
 def _script(commands: tuple[str, ...]) -> str:
@@ -117,17 +137,36 @@ class LocalExecutor:
         """Nothing to do: the job runs in the workspace the runner filled on this host."""
 
     def recover(self, record: RecoveryRecord) -> bool:
-        pgid = record.get("pgid")
+        pgid, cookie = record.get("pgid"), record.get("cookie")
+        killed = False
         # A recorded pgid that now names something else (not a session leader) is not killed.
         if isinstance(pgid, int) and group_is_session(pgid):
-            return signal_group(pgid, signal.SIGKILL)
-        return False
+            killed = signal_group(pgid, signal.SIGKILL)
+        if isinstance(cookie, str) and cookie:
+            killed = bool(kill_marked(COOKIE, cookie)) or killed
+        return killed
 
-    async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
-        """Run the job's commands to the end (see the module docstring)."""
+    def _launch(self, command: JobCommand, log: LogWriter) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The argv and environment that run `command` (a sandbox wraps them)."""
+        if command.network is False:
+            log.note("network: false is not enforced by the local executor (the sandbox and docker executors cut "
+                     "the network)")
+        return self._argv_env(command, log)
+
+    def _argv_env(self, command: JobCommand, log: LogWriter) -> tuple[tuple[str, ...], dict[str, str]]:
         argv, echo = local_argv(command)
         if echo is not None:
             log.feed(echo.encode() + b"\n")
+        return argv, dict(command.env)
+
+    def _record(self, pid: int, cookie: str) -> RecoveryRecord:
+        return {"pgid": pid, "cookie": cookie}
+
+    async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
+        """Run the job's commands to the end (see the module docstring)."""
+        argv, env = self._launch(command, log)
+        cookie = secrets.token_hex(8)
+        env[COOKIE] = cookie
         finished = threading.Event()
         handoff = threading.Lock()
         outcome: dict[str, object] = {}
@@ -141,7 +180,7 @@ class LocalExecutor:
                     flags["started"] = True
                 try:
                     proc = subprocess.Popen(  # noqa: S603 - the script is the user's pipeline, run on purpose
-                        argv, cwd=command.cwd, env=dict(command.env), stdin=subprocess.DEVNULL,
+                        argv, cwd=command.cwd, env=env, stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                     )
                 except OSError as exc:
@@ -150,7 +189,7 @@ class LocalExecutor:
                     return
                 flags["pgid"] = proc.pid
                 if on_start is not None:
-                    on_start({"pgid": proc.pid})
+                    on_start(self._record(proc.pid, cookie))
                 outcome["result"] = _pump(proc, log)
             except BaseException as exc:  # reported to the awaiting task below
                 outcome["error"] = exc
@@ -166,6 +205,8 @@ class LocalExecutor:
             if started:
                 with anyio.CancelScope(shield=True):
                     await self._terminate(flags, finished)
+                    # What left the group (setsid, double fork) still carries the cookie.
+                    await anyio.to_thread.run_sync(kill_marked, COOKIE, cookie)
             raise
         if "error" in outcome:
             err = outcome["error"]

@@ -45,6 +45,7 @@ def test_killed_runner_leaves_an_interrupted_run_and_no_orphans(tmp_path: Path) 
                 artifacts: [out.txt]
               - name: long
                 depends_on: [first]
+                runs_on: local   # a host pid in the pid file (test_executors.py has the sandbox's case)
                 commands: ["sleep 120 & echo $! > {pidfile}; wait"]
         """))
     code = ("from engine.pipeline.manager import PipelineManager; "

@@ -61,7 +61,9 @@ def test_retry_only_for_the_listed_failure_classes(manager: PipelineManager) -> 
 def test_timeout_kills_the_whole_process_group(manager: PipelineManager, tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
     cmd = f"bash -c 'sleep 60 & echo $! > {pidfile}; wait'"
-    run = manager.run_pipeline(pipeline(job("slow", cmd, timeout=1)))
+    # Host pids are read from the pid file: the local executor (a sandbox has its own pid namespace,
+    # its equivalent is in test_executors.py).
+    run = manager.run_pipeline(pipeline(job("slow", cmd, timeout=1, runs_on="local")))
     res = run.jobs["slow"]
     assert res.status == JobStatus.TIMED_OUT
     assert "timed out after 1s" in (res.reason or "")
@@ -74,7 +76,7 @@ def test_timeout_kills_the_whole_process_group(manager: PipelineManager, tmp_pat
 
 def test_background_process_left_by_a_job_is_stopped(manager: PipelineManager, tmp_path: Path) -> None:
     pidfile = tmp_path / "bg.pid"
-    run = manager.run_pipeline(pipeline(job("bg", f"sleep 60 > /dev/null 2>&1 & echo $! > {pidfile}")))
+    run = manager.run_pipeline(pipeline(job("bg", f"sleep 60 > /dev/null 2>&1 & echo $! > {pidfile}", runs_on="local")))
     assert run.jobs["bg"].status == JobStatus.SUCCEEDED
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + 5
@@ -228,7 +230,8 @@ async def test_cancel_run_kills_the_job(manager: PipelineManager, tmp_path: Path
 
     async def go() -> None:
         result["run"] = await manager.arun_pipeline(
-            pipeline(job("long", f"echo $$ > {pidfile}; sleep 60")), on_event=on_event, run_id="cancel-me")
+            pipeline(job("long", f"echo $$ > {pidfile}; sleep 60", runs_on="local")), on_event=on_event,
+            run_id="cancel-me")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(go)
@@ -248,7 +251,8 @@ async def test_cancel_run_kills_the_job(manager: PipelineManager, tmp_path: Path
 async def test_cancelling_the_caller_cancels_the_run(manager: PipelineManager, tmp_path: Path) -> None:
     pidfile = tmp_path / "p.pid"
     with anyio.move_on_after(1.0):
-        await manager.arun_pipeline(pipeline(job("long", f"echo $$ > {pidfile}; sleep 60")), run_id="caller-gone")
+        await manager.arun_pipeline(pipeline(job("long", f"echo $$ > {pidfile}; sleep 60", runs_on="local")),
+                                     run_id="caller-gone")
     run = manager.get_run("caller-gone")
     assert run.status == RunStatus.CANCELLED
     assert run.jobs["long"].status == JobStatus.CANCELLED

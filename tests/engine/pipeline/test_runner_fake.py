@@ -293,7 +293,9 @@ async def test_the_runner_hands_over_interpolated_commands_and_records_the_execu
                      "variables": {"GREETING": "hi"}, "timeout": 9})
     run, fake, _ = await play(store, tmp_path, spec, {"m[py=3.12]": FakeOutcome(output=["hello"])})
     (command,) = fake.commands
-    assert command.commands == ("echo hi 3.12",) and command.timeout == 9 and command.argv is None
+    # Values are never pasted into commands: they are referenced, and exported in the environment.
+    assert command.commands == ("echo ${GREETING} ${CICD_MATRIX_py}",) and command.timeout == 9
+    assert command.argv is None and command.env["GREETING"] == "hi" and command.env["CICD_MATRIX_py"] == "3.12"
     assert command.env["CICD_JOB"] == "m[py=3.12]" and command.cwd == command.workspace
     assert fake.prepared == ["m[py=3.12]"]
     row = store.query_one("SELECT executor, recovery_json FROM jobs WHERE run_id = ?", (run.run_id,))
@@ -342,7 +344,7 @@ def test_an_unknown_executor_is_refused_at_load_with_the_known_kinds() -> None:
         load_pipeline(text)
     message = str(err.value)
     assert ":8:" in message and "runs_on" in message and "local" in message
-    with pytest.raises(InputError, match="known: kubernetes, local, ssh"):
+    with pytest.raises(InputError, match="known: docker, kubernetes, local, sandbox, ssh"):
         make_executor("somewhere-else")
 
 
@@ -354,7 +356,8 @@ def test_an_unknown_default_executor_refuses_the_run_before_it_is_recorded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_EXECUTOR", "nowhere")
     manager = PipelineManager(tmp_path / "ws")
-    with pytest.raises(InputError, match="unknown executor kind 'nowhere' \\(known: kubernetes, local, ssh\\)"):
+    with pytest.raises(InputError,
+                       match="unknown executor kind 'nowhere' \\(known: docker, kubernetes, local, sandbox, ssh\\)"):
         manager.run_pipeline(pipeline(job("a")))
     assert manager.list_runs() == []
 
