@@ -600,16 +600,49 @@ class Runner:
 def _reference(command: str, values: Mapping[str, str]) -> str:
     """A command line whose `${NAME}` and `${matrix.KEY}` refer to the environment variables the
     job exports, rather than holding their values: a value is data to the shell, never code
-    (`1; touch x; $(touch y)` stays one argument). Unknown names are left for the shell."""
-    def sub(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key.startswith("matrix.") and _ENV_NAME.match(key[len("matrix."):]):
-            return "${" + _MATRIX_ENV + key[len("matrix."):] + "}"
-        if key in values and _ENV_NAME.match(key):
-            return "${" + key + "}"
-        return m.group(0)
+    (`1; touch x; $(touch y)` stays one argument). Unknown names are left for the shell.
 
-    return _VAR_REF.sub(sub, command)
+    A reference inside single quotes still gets the value, as pasting used to give it: the quote
+    is closed around a double-quoted reference (`'a ${X} b'` → `'a '"${X}"' b'`), which the shell
+    expands without re-reading it as code. A `#` comment is passed over, so an apostrophe in it
+    opens no quote.
+    """
+    def name(key: str) -> str | None:
+        if key.startswith("matrix.") and _ENV_NAME.match(key[len("matrix."):]):
+            return _MATRIX_ENV + key[len("matrix."):]
+        return key if key in values and _ENV_NAME.match(key) else None
+
+    out: list[str] = []
+    i, n = 0, len(command)
+    single = double = False
+    while i < n:
+        c = command[i]
+        if c == "$":
+            m = _VAR_REF.match(command, i)
+            ref = name(m.group(1)) if m else None
+            if m is not None and ref is not None:
+                out.append(f"'\"${{{ref}}}\"'" if single else f"${{{ref}}}")
+                i = m.end()
+                continue
+        if single:
+            single = c != "'"
+        elif c == "\\" and i + 1 < n:
+            out.append(command[i:i + 2])
+            i += 2
+            continue
+        elif c == '"':
+            double = not double
+        elif c == "'" and not double:
+            single = True
+        elif c == "#" and not double and (i == 0 or command[i - 1] in " \t\n;&|("):
+            end = command.find("\n", i)
+            end = n if end < 0 else end
+            out.append(command[i:end])
+            i = end
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _interpolate(text: str, values: Mapping[str, str], env: Mapping[str, str] | None) -> str:

@@ -40,3 +40,20 @@ def test_a_matrix_value_cannot_run_commands(tmp_path: Path) -> None:
     logs = "\n".join(manager.read_log(run.run_id, job).text for job in run.jobs)
     assert "matrix=a; touch m1 var=shadow" in logs
     assert "matrix=$(touch m2) var=shadow" in logs
+
+
+def test_a_value_inside_single_quotes_is_still_the_value_and_still_data(tmp_path: Path) -> None:
+    """`'${NAME}'` gave the value when values were pasted; it still does, without becoming code. A quote in a
+    comment opens nothing."""
+    manager = PipelineManager(tmp_path / "ws", max_workers=1)
+    run = manager.run_pipeline({"name": "quoted", "source": None, "stages": [{"name": "s", "jobs": [
+        {"name": "q", "runs_on": "local", "matrix": {"py": ["3.11"]},
+         "commands": ["printf '%s\\n' 'v=${RELEASE} m=${matrix.py}' > single.txt  # don't ${RELEASE}",
+                      "test -z '${EMPTY}' && echo empty > empty.txt"]}]}]},
+        {"RELEASE": INJECTION + " 'q'", "EMPTY": ""})
+    assert run.status.value == "succeeded", run.reason
+    (job,) = run.jobs
+    workspace = tmp_path / "ws" / "runs" / run.run_id / "jobs" / safe_name(job) / "workspace"
+    assert (workspace / "single.txt").read_text() == f"v={INJECTION} 'q' m=3.11\n"
+    assert (workspace / "empty.txt").read_text() == "empty\n"
+    assert not {"x", "y", "z"} & {p.name for p in workspace.iterdir()}
