@@ -218,7 +218,8 @@ def _job_id_and_matrix(name: str) -> tuple[str, dict[str, str]]:
         if "=" in item:
             k, v = item.split("=", 1)
             params[k] = v
-    return m.group(1), params
+    # One engine job per GitHub combination is named `id.N[...]` (a GitHub job id has no dot).
+    return re.sub(r"\.\d+$", "", m.group(1)), params
 
 
 def _linux_of(name: str, wf_jobs: dict[str, Any]) -> tuple[str, bool | None]:

@@ -118,6 +118,13 @@ class Job:
         self.runner = {"os": "Linux", "arch": "X64", "name": "cicd-mcp-local", "temp": str(self.temp),
                        "tool_cache": str(self.tools), "environment": "self-hosted", "debug": ""}
         self.needs = self._needs()
+        if data.get("matrix_keys"):   # one engine job for a whole product: this job's values are in its env
+            matrix: dict[str, Any] = {}
+            for key, engine_key in data["matrix_keys"].items():
+                text = os.environ.get(engine_key, "")
+                values = [v for v in data["matrix_values"].get(key, []) if to_string(v) == text]
+                matrix[key] = values[0] if values else text
+            data["matrix"] = matrix
         self._python_dir()
 
     @staticmethod
@@ -213,6 +220,9 @@ class Job:
         """Workflow then job `env:`, evaluated in order, then what steps wrote to GITHUB_ENV."""
         env: dict[str, str] = {}
         for level in self.data.get("env") or []:
+            if "__expr__" in (level or {}):
+                value = value_of(level["__expr__"], self.contexts(env), self.functions())
+                level = value if isinstance(value, dict) else {}
             for key, raw in (level or {}).items():
                 env[key] = self.text(raw, env)
         env.update(self.env)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
 import os
 import re
 import shlex
@@ -274,15 +275,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or to_string(a) == to_string(b)
 
 
-def _combo_label(combo: Mapping[str, Any]) -> str:
-    def flat(v: Any) -> list[str]:
-        if isinstance(v, Mapping):
-            return [x for item in v.values() for x in flat(item)]
-        if isinstance(v, list):
-            return [x for item in v for x in flat(item)]
-        return [to_string(v)]
-
-    return "-".join(x for v in combo.values() for x in flat(v))
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (Mapping, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return "" if value is None else value
 
 
 class _Job:
@@ -374,17 +370,16 @@ class _Job:
             spec_job = self._spec_job(self.id, None, base, env, steps, artifacts, keys)
             spec_job["matrix"] = matrix
             return [spec_job]
+        if not combos:
+            return [self._spec_job(self.id, None, base, env, steps, artifacts, None)]
+        # One engine job per combination, `id.N` (a GitHub job id has no dot), whose one-value
+        # engine matrix names it as the engine names matrix jobs: `tests.3[python=3.13,tox=py313]`.
         out = []
-        seen: set[str] = set()
-        for i, combo in enumerate(combos or [None]):  # type: ignore[list-item]
-            name = self.id
-            if combo is not None:
-                label = re.sub(r"[^A-Za-z0-9_.\-]+", "-", _combo_label(combo)).strip("-.")
-                name = f"{self.id}-{label}"[:90].rstrip("-.") if label else f"{self.id}-{i + 1}"
-                while name in seen or name in self.imp.job_ids:
-                    name = f"{name}-{i + 1}"
-            seen.add(name)
-            out.append(self._spec_job(name, combo, base, env, steps, artifacts, None))
+        for i, combo in enumerate(combos):
+            spec_job = self._spec_job(f"{self.id}.{i + 1}", combo, base, env, steps, artifacts, None)
+            spec_job["matrix"] = {re.sub(r"\W", "_", k): [_scalar(v)] for k, v in combo.items()
+                                  if _VAR.match(re.sub(r"\W", "_", k))}
+            out.append(spec_job)
         return out
 
     def _plain(self, combos: list[dict[str, Any]] | None) -> tuple[dict[str, str], dict[str, list[Any]]] | None:
@@ -724,7 +719,7 @@ def _need_ids(spec_job: Mapping[str, Any], names: Mapping[str, list[str]]) -> li
 
 def _false_condition(reason: str) -> str:
     """An engine condition that is false and reads as the reason in the run's record."""
-    return "'" + reason.replace("\\", "/").replace("'", '"') + "' == 'run'"
+    return "'" + reason.replace("\\", "/").replace("'", "`").replace('"', "`") + "' == 'run'"
 
 
 def _unsupported_job(spec_job: dict[str, Any], reasons: list[str], skip: bool) -> dict[str, Any]:

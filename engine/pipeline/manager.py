@@ -110,32 +110,42 @@ class PipelineManager:
             SpecError: the pipeline is invalid (file:line:col, field, message).
             NotFoundError: the file does not exist.
         """
-        plan = self._load(source, skip_unsupported)
+        plan, _ = self._create(source, skip_unsupported)
+        return plan
+
+    def _create(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
+                **github: Any) -> tuple[PipelinePlan, list[str] | None]:
+        """The plan, registered, and the GitHub Actions import's warnings (None: not a workflow)."""
+        plan, warnings = self._load_any(source, skip_unsupported, **github)
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
-        return plan
+        return plan, warnings
 
     def list_pipelines(self) -> list[str]:
         return runs.pipeline_names(self.store)
 
     def _load(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
               ) -> PipelinePlan:
+        return self._load_any(source, skip_unsupported)[0]
+
+    def _load_any(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
+                  **github: Any) -> tuple[PipelinePlan, list[str] | None]:
         if isinstance(source, Mapping):
-            return load_pipeline(source)
+            return load_pipeline(source), None
         text = os.fspath(source)
         if "\n" in text:
-            return load_pipeline(text)
+            return load_pipeline(text), None
         path = Path(text)
         if _is_file(path):
-            from engine.interop import is_github_workflow, load_github_workflow, pipeline_data
+            from engine.interop import import_github_workflow, is_github_workflow, pipeline_data
 
             if is_github_workflow(path):
-                spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
-                plan = load_pipeline(pipeline_data(spec))
+                imported = import_github_workflow(path, skip_unsupported=skip_unsupported, **github)
+                plan = load_pipeline(pipeline_data(imported.spec))
                 return PipelinePlan(spec=plan.spec, jobs=plan.jobs, source_dir=plan.source_dir,
-                                    spec_path=str(path.resolve()))
-            return load_pipeline(path)
-        return self._by_name(text)
+                                    spec_path=str(path.resolve())), imported.warnings
+            return load_pipeline(path), None
+        return self._by_name(text), None
 
     def _by_name(self, name: str) -> PipelinePlan:
         registered = runs.registered_pipeline(self.store, name)
@@ -172,8 +182,11 @@ class PipelineManager:
             InputError: a secret has no value, a variable name is invalid, or PIPELINE_EXECUTOR names
                 no registered executor.
         """
-        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
+        # A GitHub Actions workflow is imported for the event and branch it runs for (its
+        # matrix, runs-on and static if: are decided then); --var sets workflow_dispatch inputs.
+        plan, import_warnings = self._create(source, skip_unsupported, event=event, branch=branch,
+                                             inputs=overrides)
         for key, value in overrides.items():
             if not re.match(VAR_RE, key):
                 raise InputError(f"variable name {key!r} is invalid: it must match {VAR_RE}")
@@ -188,9 +201,11 @@ class PipelineManager:
         merged.update(overrides)
         context = {
             "branch": branch or overrides.get("branch") or _git_branch(plan.source_dir) or "",
-            "event": event or overrides.get("event") or "manual",
+            "event": event or overrides.get("event") or ("push" if import_warnings is not None else "manual"),
             "provider": self.settings.CI_PROVIDER,
         }
+        if import_warnings:
+            context["import_warnings"] = json.dumps(import_warnings)
         context["ref"] = f"refs/heads/{context['branch']}" if context["branch"] else ""
         if run_id is not None and not _RUN_ID.match(run_id):
             raise InputError(f"run id {run_id!r} is invalid")

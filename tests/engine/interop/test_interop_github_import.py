@@ -115,7 +115,7 @@ def test_unsupported_uses_fails_the_job_with_the_reason(tmp_path: Path) -> None:
     # A non-Linux runner skips that job with the reason (as it skips those matrix combinations).
     assert statuses == {"test": JobStatus.FAILED, "windows": JobStatus.SKIPPED, "plain": JobStatus.SUCCEEDED,
                         "report": JobStatus.SKIPPED}
-    assert 'runs-on "windows-latest": only Linux jobs run here' in (run.jobs["windows"].reason or "")
+    assert "runs-on `windows-latest`: only Linux jobs run here" in (run.jobs["windows"].reason or "")
     log = manager.read_log(run.run_id, "test").text
     assert "cannot run locally: step 2 uses example-org/setup-thing@v5" in log
     assert "--skip-unsupported" in log
