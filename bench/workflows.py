@@ -239,6 +239,24 @@ def _linux_of(name: str, wf_jobs: dict[str, Any]) -> tuple[str, bool | None]:
     return job_id, runs_on_linux(job.get("runs-on"), matrix)
 
 
+def trigger_args(path: Path) -> list[str]:
+    """`--event`/`--branch` for a run GitHub would make of this workflow, as the CLI suggests when
+    the default (push to the current branch, `main` here) is not one: a workflow that runs only on
+    pull requests gets `--event pull_request`; pushes to `master` only get `--branch master`."""
+    on = _load(path)
+    on = on.get(True, on.get("on"))
+    events = [on] if isinstance(on, str) else list(on) if isinstance(on, (list, dict)) else []
+    event = next((e for e in ("push", "pull_request", "workflow_dispatch") if e in events), events[0] if events
+                 else "push")
+    args = [] if event == "push" else ["--event", event]
+    config = on.get(event) if isinstance(on, dict) else None
+    branches = config.get("branches") if isinstance(config, dict) else None
+    if event == "push" and isinstance(branches, list) and branches and "main" not in branches \
+            and not any("*" in str(b) for b in branches):
+        args += ["--branch", str(branches[0])]
+    return args
+
+
 def run_one(repo_dir: Path, wf: Path, timeout: float, cache: Path, keep: bool,
             run_args: list[str]) -> WorkflowResult:
     result = WorkflowResult(repo=repo_dir.name, file=wf.name, parsed=False)
@@ -253,7 +271,8 @@ def run_one(repo_dir: Path, wf: Path, timeout: float, cache: Path, keep: bool,
         subprocess.run([*git, "add", "-A"], cwd=src, check=True)
         subprocess.run([*git, "commit", "-qm", "fixture"], cwd=src, check=True)
         env = _env(home, cache)
-        argv = [*CLI, "--workspace", str(state), "run", str(src / ".github" / "workflows" / wf.name), "-q", *run_args]
+        argv = [*CLI, "--workspace", str(state), "run", str(src / ".github" / "workflows" / wf.name), "-q", *run_args,
+                *([] if "--event" in run_args else trigger_args(wf))]
         start = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)

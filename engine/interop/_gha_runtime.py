@@ -799,6 +799,46 @@ def checkout(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[
          f"with its git history")
 
 
+def changed_files(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str, Any]) -> None:
+    """tj-actions/changed-files: what this push changes, locally — the last commit (every file
+    of a first commit) plus the working tree's uncommitted changes."""
+    import fnmatch
+
+    ws = ["git", "-C", str(job.workspace)]
+    if not (job.workspace / ".git").exists():
+        raise StepFailed("changed-files needs the git history: add actions/checkout before it")
+    has_parent = subprocess.run([*ws, "rev-parse", "-q", "--verify", "HEAD~1"], capture_output=True,
+                                check=False).returncode == 0
+    listed = job.output([*ws, "diff", "--name-only", "HEAD~1", "HEAD"]) if has_parent else \
+        job.output([*ws, "ls-tree", "-r", "--name-only", "HEAD"])
+    local = job.output([*ws, "status", "--porcelain", "--untracked-files=all"])
+    changed = sorted({*listed.splitlines(), *(line[3:] for line in local.splitlines() if len(line) > 3)}
+                     - {""})
+
+    def patterns(key: str) -> list[str]:
+        return [p.strip() for p in re.split(r"[\n]", with_.get(key, "")) if p.strip()]
+
+    def matches(path: str, pats: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(path, p.replace("**", "*")) for p in pats)
+
+    wanted, ignored = patterns("files"), patterns("files_ignore")
+    matched = [f for f in changed if (not wanted or matches(f, wanted)) and not matches(f, ignored)]
+    sep = with_.get("separator", " ")
+    text = sep.join(matched)
+    others = [f for f in changed if f not in matched]
+    only = "true" if matched and not others else "false"
+    record["outputs"].update({
+        "any_changed": str(bool(matched)).lower(), "any_modified": str(bool(matched)).lower(),
+        "all_changed_files": text, "all_modified_files": text, "all_changed_and_modified_files": text,
+        "added_files": "", "modified_files": text, "changed_keys": "", "modified_keys": "",
+        "any_deleted": "false", "deleted_files": "", "only_changed": only, "only_modified": only,
+        "other_changed_files": sep.join(others), "other_modified_files": sep.join(others),
+        "all_changed_files_count": str(len(matched)),
+    })
+    _say(f"changed-files: {len(matched)} of {len(changed)} changed files match "
+         f"({'last commit' if has_parent else 'first commit'} and uncommitted changes)")
+
+
 def note(text: str) -> Action:
     def action(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str, Any]) -> None:
         _say(text)
@@ -843,6 +883,7 @@ ACTIONS: dict[str, Action] = {
     "actions/download-artifact": note("download-artifact: the artifacts of the jobs this one needs are in the "
                                       "workspace, at the paths they were made at"),
     "re-actors/alls-green": alls_green,
+    "tj-actions/changed-files": changed_files,
 }
 SKIPPED_ACTIONS = ("codecov/", "coverallsapp/github-action", "pypa/gh-action-pypi-publish",
                    "actions/upload-pages-artifact", "actions/deploy-pages", "softprops/action-gh-release",
