@@ -40,6 +40,6 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, {
     "EXPORTERS": "engine.interop._api",
     "export_pipeline": "engine.interop._api",
-    **{name: "engine.interop.github_import" for name in (
-        "WorkflowImport", "import_github_workflow", "is_github_workflow", "load_github_workflow", "pipeline_data")},
+    **dict.fromkeys(("WorkflowImport", "import_github_workflow", "is_github_workflow", "load_github_workflow",
+                     "pipeline_data"), "engine.interop.github_import"),
 })

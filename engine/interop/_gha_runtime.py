@@ -51,6 +51,7 @@ from engine.interop._ghexpr import ExpressionError, evaluate, interpolate, to_st
 __all__ = ["decode_payload", "encode_payload", "main"]
 
 NEEDS_DIR = ".cicd/gha/needs"
+_PIP = re.compile(r"\bpip3?\s+install\b|-m\s+pip\b|\bpipx?\b.*install")
 
 
 def encode_payload(data: Mapping[str, Any]) -> str:
@@ -90,6 +91,7 @@ class Job:
         self.path: list[str] = []               # from GITHUB_PATH, newest first
         self.steps: dict[str, Any] = {}
         self.post: list[Callable[[], None]] = []
+        self.has_python = False
         self.source = Path(data["source"]) if data.get("source") else None
         self.file = data.get("file", "workflow")
         github = dict(data.get("github") or {})
@@ -347,6 +349,13 @@ class Job:
     def run_script(self, index: int, step: Mapping[str, Any], env: dict[str, str], files: Mapping[str, str]) -> None:
         defaults = self.data.get("defaults") or {}
         script = self.text(step["run"], env)
+        if not self.has_python and _PIP.search(script):
+            # GitHub's runner has a Python whose pip installs anywhere; here installs must not reach
+            # this machine's interpreters: the job gets its own environment of the system Python.
+            exe = shutil.which("python3") or sys.executable
+            _say(f"the job installs Python packages: they go to a job-local virtual environment of {exe}")
+            make_venv(self, exe, self.dir / "venv" / "system")
+            env.update(self.env)
         shell = step.get("shell", defaults.get("shell"))
         argv_template = _shell_template(shell)
         suffix = ".py" if argv_template[0] in ("python", "python3") else ".sh"
@@ -474,11 +483,11 @@ def installed_pythons() -> dict[str, str]:
             exe = Path(d) / "bin" / "python3"
             if m and exe.exists() and "+freethreaded" not in d:
                 found.setdefault(m.group(1), str(exe))
-    for exe in sorted(glob.glob("/usr/bin/python3.[0-9]*") + glob.glob("/usr/local/bin/python3.[0-9]*")):
-        if re.fullmatch(r"python3\.\d+", Path(exe).name):
-            version = _version_of(exe)
+    for system in sorted(glob.glob("/usr/bin/python3.[0-9]*") + glob.glob("/usr/local/bin/python3.[0-9]*")):
+        if re.fullmatch(r"python3\.\d+", Path(system).name):
+            version = _version_of(system)
             if version:
-                found.setdefault(version, exe)
+                found.setdefault(version, system)
     return found
 
 
@@ -575,23 +584,36 @@ def setup_python(job: Job, with_: dict[str, str], env: dict[str, str], record: d
         chosen.append((version, pythons[version]))
     version, exe = chosen[-1]
     venv = job.dir / "venv" / f"python-{version}"
-    if not (venv / "bin" / "python").exists():
-        _say(f"setup-python: Python {version} ({exe}); creating a job-local virtual environment {venv}")
-        cmd = [exe, "-m", "venv", str(venv)]
-        if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)
-            if subprocess.run([*cmd, "--without-pip"], capture_output=True, check=False).returncode != 0:
-                raise StepFailed(f"cannot create a virtual environment with {exe}")
-    job.add_path(venv / "bin")
+    _say(f"setup-python: Python {version} ({exe}) in a job-local virtual environment {venv}")
+    make_venv(job, exe, venv)
     for extra_version, extra_exe in chosen[:-1]:
         _say(f"setup-python: Python {extra_version} is on PATH as python{'.'.join(extra_version.split('.')[:2])}")
         del extra_exe   # the python3.X links at the end of PATH already cover every installed version
-    job.env.update({"pythonLocation": str(venv), "VIRTUAL_ENV": str(venv),
-                    "Python_ROOT_DIR": str(venv), "Python3_ROOT_DIR": str(venv)})
+    job.env.update({"pythonLocation": str(venv), "Python_ROOT_DIR": str(venv), "Python3_ROOT_DIR": str(venv)})
     record["outputs"].update({"python-version": version, "python-path": str(venv / "bin" / "python"),
                               "cache-hit": "false"})
     if with_.get("cache"):
         _say(f"setup-python: cache: {with_['cache']} is not applied (package downloads go to the local caches)")
+
+
+def make_venv(job: Job, exe: str, venv: Path) -> None:
+    """A virtual environment of `exe`, with pip, first on PATH: installs stay in the job."""
+    if not (venv / "bin" / "python").exists():
+        uv = job.cache_root / "tools" / "uv" / "bin" / "uv"
+        done = None
+        if uv.exists():   # seconds faster than venv + ensurepip
+            done = subprocess.run([str(uv), "venv", "-q", "--seed", "--python", exe, str(venv)], capture_output=True,
+                                  check=False, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+        if done is None or done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            cmd = [exe, "-m", "venv", str(venv)]
+            if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                if subprocess.run([*cmd, "--without-pip"], capture_output=True, check=False).returncode != 0:
+                    raise StepFailed(f"cannot create a virtual environment with {exe}")
+    job.add_path(venv / "bin")
+    job.env.update({"VIRTUAL_ENV": str(venv)})
+    job.has_python = True
 
 
 def _uv_bin(job: Job) -> Path:
@@ -639,6 +661,41 @@ def setup_uv(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[
         job.add_path(venv / "bin")
         job.env["VIRTUAL_ENV"] = str(venv)
     record["outputs"].update({"uv-version": version[0], "uv-path": str(bin_dir / "uv"), "cache-hit": "false"})
+
+
+def install_poetry(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str, Any]) -> None:
+    """snok/install-poetry: Poetry from PyPI in a tool environment of its own (kept in the shared
+    cache), configured by its inputs as the action does."""
+    path = os.pathsep.join([*job.path, os.environ.get("PATH", "")])
+    python = shutil.which("python3", path=path) or sys.executable
+    minor = job.output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    version = with_.get("version", "latest")
+    target = job.cache_root / "tools" / "poetry" / f"{version}-py{minor}"
+    exe = target / "venv" / "bin" / "poetry"
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not exe.exists():
+            _say(f"install-poetry: installing Poetry {version} from PyPI into {target} (once)")
+            shutil.rmtree(target / "venv", ignore_errors=True)
+            job.execute([python, "-m", "venv", str(target / "venv")], os.environ, job.workspace)
+            spec = "poetry" if version == "latest" else f"poetry=={version}"
+            job.execute([str(target / "venv" / "bin" / "python"), "-m", "pip", "install", "-q",
+                         "--disable-pip-version-check", spec], os.environ, job.workspace)
+    bin_dir = target / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "poetry").exists():
+        (bin_dir / "poetry").symlink_to(exe)
+    job.add_path(bin_dir)
+    in_project = with_.get("virtualenvs-in-project", "false") == "true"
+    venvs = with_.get("virtualenvs-path") or str(job.dir / "poetry-virtualenvs")
+    job.env.update({
+        "POETRY_VIRTUALENVS_CREATE": with_.get("virtualenvs-create", "true"),
+        "POETRY_VIRTUALENVS_IN_PROJECT": str(in_project).lower(),
+        "POETRY_VIRTUALENVS_PATH": venvs, "POETRY_INSTALLER_PARALLEL": with_.get("installer-parallel", "true"),
+        "VENV": ".venv/bin/activate" if in_project else f"{venvs}/*/bin/activate",
+    })
+    record["outputs"]["poetry-version"] = version
 
 
 def _installed_tool(job: Job, argv: list[str], pattern: str) -> str | None:
@@ -699,7 +756,7 @@ def cache(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str
             with tarfile.open(file_of(hit)) as tar:
                 for member in tar.getmembers():
                     member.name = _restore_name(member.name, job)
-                tar.extractall("/", filter="tar" if hasattr(tarfile, "tar_filter") else None)  # type: ignore[call-arg]
+                tar.extractall("/", filter="tar")
             _say(f"cache: restored {hit!r} ({'exact' if hit == key else 'restore key'})")
         else:
             _say(f"cache: no entry for {key!r}")
@@ -884,6 +941,7 @@ ACTIONS: dict[str, Action] = {
                                       "workspace, at the paths they were made at"),
     "re-actors/alls-green": alls_green,
     "tj-actions/changed-files": changed_files,
+    "snok/install-poetry": install_poetry,
 }
 SKIPPED_ACTIONS = ("codecov/", "coverallsapp/github-action", "pypa/gh-action-pypi-publish",
                    "actions/upload-pages-artifact", "actions/deploy-pages", "softprops/action-gh-release",

@@ -82,7 +82,8 @@ def pipeline_data(spec: PipelineSpec) -> dict[str, Any]:
 def is_github_workflow(source: str | os.PathLike[str] | Mapping[str, Any]) -> bool:
     """True for a GitHub Actions workflow: a `.github/workflows/` file, or `on:` + `jobs:`, no `stages:`."""
     if isinstance(source, Mapping):
-        return "jobs" in source and "stages" not in source and ("on" in source or True in source)
+        keys: set[Any] = set(source)
+        return "jobs" in keys and "stages" not in keys and ("on" in keys or True in keys)
     path = Path(source)
     if ".github/workflows/" in path.resolve().as_posix() and path.suffix in (".yml", ".yaml"):
         return True
@@ -108,7 +109,7 @@ def _pipeline_name(data: Mapping[str, Any], path: Path) -> str:
     return "workflow"
 
 
-def _on(data: Mapping[str, Any]) -> Any:
+def _on(data: Mapping[Any, Any]) -> Any:
     return data.get("on", data.get(True, data.get("true")))
 
 
@@ -604,7 +605,7 @@ class _Importer:
         self.contexts: dict[str, Any] = {
             "github": github, "inputs": _dispatch_inputs(on, inputs), "vars": {},
             "runner": {"os": "Linux", "arch": "X64", "name": "cicd-mcp-local", "environment": "self-hosted"},
-            "secrets": {s: "" for s in secrets}, "env": {},
+            "secrets": dict.fromkeys(secrets, ""), "env": {},
         }
         self.not_triggered = _triggered(on, self.event, github["ref_name"]) if on is not None else None
         if self.not_triggered:
