@@ -354,7 +354,7 @@ class Job:
             # this machine's interpreters: the job gets its own environment of the system Python.
             exe = shutil.which("python3") or sys.executable
             _say(f"the job installs Python packages: they go to a job-local virtual environment of {exe}")
-            make_venv(self, exe, self.dir / "venv" / "system")
+            make_venv(self, exe, self.dir / "venv" / "system", system_site=True)
             env.update(self.env)
         shell = step.get("shell", defaults.get("shell"))
         argv_template = _shell_template(shell)
@@ -596,17 +596,19 @@ def setup_python(job: Job, with_: dict[str, str], env: dict[str, str], record: d
         _say(f"setup-python: cache: {with_['cache']} is not applied (package downloads go to the local caches)")
 
 
-def make_venv(job: Job, exe: str, venv: Path) -> None:
-    """A virtual environment of `exe`, with pip, first on PATH: installs stay in the job."""
+def make_venv(job: Job, exe: str, venv: Path, *, system_site: bool = False) -> None:
+    """A virtual environment of `exe`, with pip, first on PATH: installs stay in the job.
+    `system_site`: the interpreter's own packages stay visible (a runner's system Python)."""
+    extra = ["--system-site-packages"] if system_site else []
     if not (venv / "bin" / "python").exists():
         uv = job.cache_root / "tools" / "uv" / "bin" / "uv"
         done = None
         if uv.exists():   # seconds faster than venv + ensurepip
-            done = subprocess.run([str(uv), "venv", "-q", "--seed", "--python", exe, str(venv)], capture_output=True,
-                                  check=False, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+            done = subprocess.run([str(uv), "venv", "-q", "--seed", *extra, "--python", exe, str(venv)],
+                                  capture_output=True, check=False, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
         if done is None or done.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            cmd = [exe, "-m", "venv", str(venv)]
+            cmd = [exe, "-m", "venv", *extra, str(venv)]
             if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
                 shutil.rmtree(venv, ignore_errors=True)
                 if subprocess.run([*cmd, "--without-pip"], capture_output=True, check=False).returncode != 0:
