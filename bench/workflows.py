@@ -209,14 +209,16 @@ def _cli(state: Path, args: list[str], env: dict[str, str], timeout: float) -> s
                           text=True, timeout=timeout, check=False)
 
 
-def _job_id_and_matrix(name: str) -> tuple[str, dict[str, str]]:
+def _job_id_and_matrix(name: str) -> tuple[str, dict[str, Any]]:
     m = re.fullmatch(r"(.*?)\[(.*)\]", name)
     if not m:
         return name, {}
-    params = {}
-    for item in m.group(2).split(","):
-        if "=" in item:
-            k, v = item.split("=", 1)
+    params: dict[str, Any] = {}
+    # Values may be JSON objects (a matrix axis of objects): `config={"python":"3.14","os":"..."}`.
+    for k, v in re.findall(r"(\w+)=(\{.*?\}(?=,\w+=|$)|[^,]*)", m.group(2)):
+        try:
+            params[k] = json.loads(v) if v.startswith("{") else v
+        except ValueError:
             params[k] = v
     # One engine job per GitHub combination is named `id.N[...]` (a GitHub job id has no dot).
     return re.sub(r"\.\d+$", "", m.group(1)), params

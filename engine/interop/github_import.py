@@ -202,7 +202,22 @@ def _branch_match(pattern: str, branch: str) -> bool:
     return fnmatch.fnmatchcase(branch, pattern.replace("**", "*"))
 
 
-def _check_env(raw: Any, where: tuple[str | int, ...], pos: Positions, issues: list[SpecIssue]) -> dict[str, Any]:
+_YAML11_BOOLS = re.compile(r"(?i)(y|n|yes|no|on|off)")
+
+
+def _yaml12(value: Any, path: tuple[str | int, ...], pos: Positions, lines: list[str]) -> Any:
+    """A boolean as GitHub reads it: its YAML is 1.2, where `on`, `yes`, `off` are strings."""
+    if not isinstance(value, bool):
+        return value
+    line, col = pos.locate(path)
+    if line is None or col is None or path not in pos.values or line > len(lines):
+        return value
+    word = re.match(r"[A-Za-z]+", lines[line - 1][col - 1:])
+    return word.group(0) if word and _YAML11_BOOLS.fullmatch(word.group(0)) else value
+
+
+def _check_env(raw: Any, where: tuple[str | int, ...], pos: Positions, issues: list[SpecIssue],
+               lines: list[str]) -> dict[str, Any]:
     if raw is None:
         return {}
     if isinstance(raw, str) and "${{" in raw:
@@ -222,7 +237,7 @@ def _check_env(raw: Any, where: tuple[str | int, ...], pos: Positions, issues: l
         if isinstance(value, (Mapping, list)):
             issues.append(pos.issue((*where, key), "an env value must be a string, number or boolean"))
             continue
-        out[str(key)] = value
+        out[str(key)] = _yaml12(value, (*where, key), pos, lines)
     return out
 
 
@@ -358,7 +373,7 @@ class _Job:
         if "environment" in job:
             self.warnings.append(f"job {self.id}: environment {job['environment']!r} is not applied locally "
                                  "(no protection rules or environment secrets)")
-        env = _check_env(job.get("env"), (*self.path, "env"), self.imp.pos, self.imp.issues)
+        env = _check_env(job.get("env"), (*self.path, "env"), self.imp.pos, self.imp.issues, self.imp.lines)
         combos = self.combos = self.combinations()
         steps = self._steps()
         needs = job.get("needs", [])
@@ -517,7 +532,8 @@ class _Job:
             for key in sorted(step.keys() - _STEP_KEYS, key=str):
                 self.warnings.append(f"job {self.id}: {label}: `{key}:` (line {self.line('steps', index, key)}) "
                                      "is not applied locally")
-            _check_env(step.get("env"), (*self.path, "steps", index, "env"), self.imp.pos, self.imp.issues)
+            _check_env(step.get("env"), (*self.path, "steps", index, "env"), self.imp.pos, self.imp.issues,
+                       self.imp.lines)
             if "uses" not in step and "run" not in step:
                 self.unsupported(("steps", index), f"{label} has neither run: nor uses:")
                 continue
@@ -534,7 +550,12 @@ class _Job:
                 if name in _gha_runtime.SKIPPED_ACTIONS or any(name.startswith(s) for s in
                                                                 _gha_runtime.SKIPPED_ACTIONS if s.endswith("/")):
                     self.warnings.append(f"job {self.id}: {label}: {uses} is skipped locally (upload only)")
-            out.append({**{str(k): v for k, v in step.items()}, "__line": self.line("steps", index)})
+            step = {str(k): v for k, v in step.items()}
+            for key in ("with", "env"):
+                if isinstance(step.get(key), Mapping):
+                    step[key] = {str(k): _yaml12(v, (*self.path, "steps", index, key, k), self.imp.pos,
+                                                 self.imp.lines) for k, v in step[key].items()}
+            out.append({**step, "__line": self.line("steps", index)})
         return out
 
     def _statically_false(self, step: Mapping[str, Any]) -> bool:
@@ -595,6 +616,7 @@ class _Importer:
         self.file_label = f"{path.parent.name}/{path.name}" if path.parent.name == "workflows" else path.name
         self.issues: list[SpecIssue] = []
         self.warnings: list[str] = []
+        self.lines = path.read_text(errors="replace").splitlines()
         on = _on(data)
         self.event = event or "push"
         secrets = frozenset(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", path.read_text(errors="replace")))
@@ -610,7 +632,7 @@ class _Importer:
         self.not_triggered = _triggered(on, self.event, github["ref_name"]) if on is not None else None
         if self.not_triggered:
             self.warnings.append(self.not_triggered)
-        self.workflow_env = _check_env(data.get("env"), ("env",), pos, self.issues)
+        self.workflow_env = _check_env(data.get("env"), ("env",), pos, self.issues, self.lines)
         self.defaults = data.get("defaults") or {}
         jobs = data.get("jobs") or {}
         self.job_ids = {str(j) for j in jobs}
