@@ -579,6 +579,98 @@ def causes(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"jobs_by_cause": count.most_common(), "example": example}
 
 
+# Why a Linux job was not green, from its log and record (first match wins).
+_OUTCOMES: list[tuple[str, re.Pattern[str]]] = [
+    ("missing tool", re.compile(r"is not installed here|PyPy and GraalPy are not supported|Cannot connect to the "
+                                r"Docker daemon|No interpreter found for Python")),
+    ("unsupported action", re.compile(r"which is not supported locally")),
+    ("network", re.compile(r"Could not resolve host|Name or service not known|no such host|ENOTFOUND|EAI_AGAIN|"
+                           r"getaddrinfo|Temporary failure in name resolution|dial tcp|unable to access 'https://|"
+                           r"socketErrorListener|request should time out|failed to lookup address|needs GitHub|"
+                           r"can be checked out here")),
+    ("fixture trimmed", re.compile(r"docs/overrides' \) does not exist|docs/overrides'\) does not exist|"
+                                   r"ghactions\.sh|No such file or directory: 'docs")),
+    ("bench timeout", re.compile(r"interrupted: the runner process")),
+]
+
+
+def _workflow_outcomes(r: dict[str, Any]) -> list[dict[str, str]]:
+    """The Linux jobs of one workflow run: green, or why not."""
+    by_name = {j["name"]: j for j in r["jobs"]}
+    cause_of: dict[str, str] = {}
+
+    def cause(job: dict[str, Any], seen: tuple[str, ...] = ()) -> str:
+        if job["name"] in cause_of:
+            return cause_of[job["name"]]
+        if job["green"]:
+            found = "green"
+        elif job["status"] == "skipped":
+            reason = job.get("reason") or ""
+            deps = [n for n in by_name if n in reason and n != job["name"] and n not in seen]
+            if reason.startswith("dependency ") and deps:
+                found = cause(by_name[deps[0]], (*seen, job["name"]))
+                found = found if found.startswith("needed job: ") else "needed job: " + found
+            else:
+                found = "skipped as on GitHub"
+        else:
+            text = (job.get("log_tail") or "") + " " + (job.get("reason") or "")
+            found = next((name for name, pattern in _OUTCOMES if pattern.search(text)), "failed")
+            aggregate = re.search(r"alls-green: not all needed jobs succeeded: (.*)", text)
+            if found == "failed" and aggregate:   # an all-green check fails for the jobs it needs
+                ids = [i.strip() for i in aggregate.group(1).split(",")]
+                needed = [j for n, j in by_name.items() if re.sub(r"(\.\d+)?(\[.*)?$", "", n) in ids
+                          and n not in seen and n != job["name"]]
+                found = next((c for c in (cause(j, (*seen, job["name"])) for j in needed)
+                              if c.endswith(("missing tool", "unsupported action", "network"))),
+                             "failed")
+                found = found if found == "failed" or found.startswith("needed job: ") else "needed job: " + found
+        cause_of[job["name"]] = found
+        return found
+
+    return [{"repo": r["repo"], "file": r["file"], "job": job["name"], "outcome": cause(job)}
+            for job in r["jobs"] if job["linux"]]
+
+def outcomes(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every Linux job GitHub would run, by outcome: green, or the cause it is not (a job skipped
+    because a needed job failed takes that job's cause). `eligible` are the jobs whose tools are
+    installed here (not a missing toolchain version nor an action with no native version)."""
+    rows = [row for r in results if r["parsed"] for row in _workflow_outcomes(r)]
+    total: collections.Counter[str] = collections.Counter(row["outcome"] for row in rows)
+    per_repo: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for row in rows:
+        per_repo[row["repo"]][row["outcome"]] += 1
+
+    def figures(c: collections.Counter[str]) -> dict[str, int]:
+        run = sum(v for k, v in c.items() if k != "skipped as on GitHub")
+        no_tool = sum(v for k, v in c.items() if k.endswith(("missing tool", "unsupported action")))
+        offline = sum(v for k, v in c.items() if k.endswith("network"))
+        return {"linux": run, "green": c["green"], "eligible": run - no_tool,
+                "eligible_offline": run - no_tool - offline}
+
+    return {"rows": rows, "total": dict(total), "figures": figures(total),
+            "per_repo": {k: {"outcomes": dict(v), **figures(v)} for k, v in sorted(per_repo.items())}}
+
+
+def _outcome_table(data: dict[str, Any]) -> str:
+    kinds = ["green", "failed", "network", "missing tool", "unsupported action", "fixture trimmed", "bench timeout"]
+    head = ["repository", "linux jobs run", "green", "eligible (tools here)", "green / eligible",
+            "eligible offline", "green / eligible offline", *kinds[1:], "needed job: …"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, d: dict[str, Any]) -> str:
+        o = d["outcomes"] if "outcomes" in d else d["total"]
+        f = d if "outcomes" in d else d["figures"]
+        pct = f"{100 * f['green'] / f['eligible']:.0f}%" if f["eligible"] else "-"
+        pct2 = f"{100 * f['green'] / f['eligible_offline']:.0f}%" if f["eligible_offline"] else "-"
+        cells = [name, f["linux"], f["green"], f["eligible"], pct, f["eligible_offline"], pct2,
+                 *(o.get(k, 0) for k in kinds[1:]), sum(v for k, v in o.items() if k.startswith("needed job"))]
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    lines.extend(row(repo, d) for repo, d in data["per_repo"].items())
+    lines.append(row("**total**", data))
+    return "\n".join(lines)
+
+
 def _versions_installed() -> dict[str, set[str]]:
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     py = {".".join(p.name.split(".")[:2]) for p in pyenv.iterdir()} if pyenv.is_dir() else set()
@@ -679,11 +771,16 @@ def main() -> int:
                         help="pass --skip-unsupported to `run` (what the CLI tells a user to do next)")
     parser.add_argument("--causes", metavar="RESULTS_JSON",
                         help="from a --json file of an earlier run: why each Linux job did not run, counted")
+    parser.add_argument("--outcomes", metavar="RESULTS_JSON",
+                        help="from a --json file: every Linux job green or the cause it is not, per repository")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
     parser.add_argument("--inventory", action="store_true", help="print what the corpus uses, and the toolchains")
     args = parser.parse_args()
     if args.causes:
         print(json.dumps(causes(json.loads(Path(args.causes).read_text())), indent=1))
+        return 0
+    if args.outcomes:
+        print(_outcome_table(outcomes(json.loads(Path(args.outcomes).read_text()))))
         return 0
     if args.inventory:
         data = {"inventory": inventory(), "features": features(), "tools": tool_needs(), "installed": installed()}
