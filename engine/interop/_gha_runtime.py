@@ -898,6 +898,62 @@ def changed_files(job: Job, with_: dict[str, str], env: dict[str, str], record: 
          f"({'last commit' if has_parent else 'first commit'} and uncommitted changes)")
 
 
+BAIPP = "hynek/build-and-inspect-python-package"
+
+
+def python_classifiers(metadata: str) -> list[str]:
+    """The `3.x` versions a package's Trove classifiers name (what build-and-inspect outputs)."""
+    found = re.findall(r"Programming Language :: Python :: (3\.\d+)\b", metadata)
+    return sorted(dict.fromkeys(found), key=_vtuple)
+
+
+def build_and_inspect(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str, Any]) -> None:
+    """hynek/build-and-inspect-python-package: sdist and wheel into `dist/` (the engine keeps them as
+    the job's artifacts, where `download-artifact` of `Packages` into `dist` expects them), checked
+    with twine and check-wheel-contents; its outputs from the wheel's metadata."""
+    tools = job.cache_root / "tools" / "baipp"
+    python = tools / "bin" / "python"
+    tools.parent.mkdir(parents=True, exist_ok=True)
+    with open(tools.parent / "baipp.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (tools / "bin" / "twine").exists():
+            _say(f"build-and-inspect: installing build, twine and check-wheel-contents from PyPI into {tools} (once)")
+            shutil.rmtree(tools, ignore_errors=True)
+            job.execute([sys.executable, "-m", "venv", str(tools)], os.environ, job.workspace)
+            job.execute([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "build", "twine",
+                         "check-wheel-contents"], os.environ, job.workspace)
+    project = job.workspace / with_.get("path", ".")
+    dist = job.workspace / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    proc_env = job.process_env(env)
+    job.execute([str(python), "-m", "build", "--outdir", str(dist), str(project)], proc_env, project)
+    built = sorted(str(p) for p in dist.iterdir())
+    job.execute([str(tools / "bin" / "twine"), "check", "--strict", *built], proc_env, project)
+    wheels = [p for p in built if p.endswith(".whl")]
+    if with_.get("skip-wheel-contents-check", "false") != "true" and wheels:
+        job.execute([str(tools / "bin" / "check-wheel-contents"), *wheels], proc_env, project)
+    metadata = ""
+    if wheels:
+        import zipfile
+
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            metadata = wheel.read(name).decode(errors="replace")
+    versions = python_classifiers(metadata)
+    m = re.search(r"^Name: (.+)$", metadata, re.M)
+    v = re.search(r"^Version: (.+)$", metadata, re.M)
+    record["outputs"].update({
+        "dist": str(dist), "artifact-name": "Packages", "package_name": m.group(1).strip() if m else "",
+        "package_version": v.group(1).strip() if v else "",
+        "supported_python_classifiers_json_array": json.dumps(versions),
+        "supported_python_classifiers_json_job_matrix_value": json.dumps({"python-version": versions}),
+    })
+    _say(f"build-and-inspect: {', '.join(Path(b).name for b in built)} in dist/ (kept as the job's artifacts); "
+         f"Python versions from the classifiers: {', '.join(versions) or 'none'}")
+    if with_.get("attest-build-provenance-github", "false") == "true":
+        _say("build-and-inspect: build provenance attestation skipped locally (it needs GitHub)")
+
+
 def note(text: str) -> Action:
     def action(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[str, Any]) -> None:
         _say(text)
@@ -944,6 +1000,7 @@ ACTIONS: dict[str, Action] = {
     "re-actors/alls-green": alls_green,
     "tj-actions/changed-files": changed_files,
     "snok/install-poetry": install_poetry,
+    BAIPP: build_and_inspect,
 }
 SKIPPED_ACTIONS = ("codecov/", "coverallsapp/github-action", "pypa/gh-action-pypi-publish",
                    "actions/upload-pages-artifact", "actions/deploy-pages", "softprops/action-gh-release",

@@ -335,12 +335,18 @@ class _Job:
             return None
         try:
             uses = contexts_used(raw if isinstance(raw, str) else _texts(raw))
-            if uses - _STATIC_CONTEXTS - {"hashfiles()"}:
+            ctx = self.static(None)
+            needs = self._static_needs()
+            if uses - _STATIC_CONTEXTS - {"hashfiles()"} - ({"needs"} if needs else set()):
                 self.unsupported(("strategy", "matrix"), "a matrix computed from "
                                  + ", ".join(sorted(u + ".*" for u in uses - _STATIC_CONTEXTS))
                                  + " (another job's outputs) is not supported locally")
                 return None
-            matrix = value_of(raw, self.static(None))
+            if "needs" in uses:
+                ctx["needs"] = needs
+                self.warnings.append(f"job {self.id}: its matrix comes from the Python classifiers in "
+                                     "pyproject.toml, as build-and-inspect-python-package computes them")
+            matrix = value_of(raw, ctx)
             if not isinstance(matrix, Mapping):
                 self.unsupported(("strategy", "matrix"), "the matrix is not a mapping")
                 return None
@@ -356,6 +362,17 @@ class _Job:
             self.warnings.append(f"job {self.id}: fail-fast is not applied: every combination runs to its end "
                                  "(the outcome is the same)")
         return combos
+
+    def _static_needs(self) -> dict[str, Any]:
+        """The outputs of needed jobs that are known before they run: build-and-inspect's Python
+        versions come from the Trove classifiers in pyproject.toml."""
+        needs = self.job.get("needs", [])
+        out: dict[str, Any] = {}
+        for need in [needs] if isinstance(needs, str) else needs or []:
+            outputs = self.imp.static_outputs.get(str(need))
+            if outputs:
+                out[str(need)] = {"result": "success", "outputs": outputs}
+        return out
 
     def convert(self) -> list[dict[str, Any]]:
         job = self.job
@@ -594,9 +611,34 @@ class _Job:
                                          "not collected")
                     continue
                 paths.append(p)
+        if any(isinstance(st, Mapping) and str(st.get("uses", "")).lower().startswith(_gha_runtime.BAIPP)
+               for st in self.job.get("steps") or []):
+            paths.append("dist/*")       # the Packages artifact, where a download into dist/ expects it
         if self.id in self.imp.needed:
             paths.append(f"{_gha_runtime.NEEDS_DIR}/{self.id}/*.json")
         return list(dict.fromkeys(paths))
+
+
+def _baipp_outputs(job: Mapping[str, Any], root: Path) -> dict[str, str]:
+    """A job's outputs that read build-and-inspect-python-package's Python versions, from the
+    classifiers in pyproject.toml (what the action reads from the built wheel)."""
+    steps = [st for st in job.get("steps") or [] if isinstance(st, Mapping)
+             and str(st.get("uses", "")).lower().startswith(_gha_runtime.BAIPP) and st.get("id")]
+    out: dict[str, str] = {}
+    for step in steps:
+        with_ = step.get("with") or {}
+        pyproject = root / str(with_.get("path", ".") if isinstance(with_, Mapping) else ".") / "pyproject.toml"
+        try:
+            versions = _gha_runtime.python_classifiers(pyproject.read_text(errors="replace"))
+        except OSError:
+            continue
+        values = {"supported_python_classifiers_json_array": json.dumps(versions),
+                  "supported_python_classifiers_json_job_matrix_value": json.dumps({"python-version": versions})}
+        for name, raw in (job.get("outputs") or {}).items():
+            m = re.fullmatch(r"\s*\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}\s*", str(raw))
+            if m and m.group(1) == step["id"] and m.group(2) in values:
+                out[str(name)] = values[m.group(2)]
+    return out
 
 
 def _texts(raw: Any) -> str:
@@ -636,6 +678,8 @@ class _Importer:
         self.defaults = data.get("defaults") or {}
         jobs = data.get("jobs") or {}
         self.job_ids = {str(j) for j in jobs}
+        self.static_outputs = {str(j): _baipp_outputs(job, self.root) for j, job in jobs.items()
+                               if isinstance(job, Mapping)}
         # Jobs whose outputs (or result) another job reads through the `needs` context.
         self.needed = {str(n) for job in jobs.values() if isinstance(job, Mapping)
                        and re.search(r"\bneeds\b", _texts({k: v for k, v in job.items() if k != "needs"}))
@@ -757,6 +801,8 @@ def _unsupported_job(spec_job: dict[str, Any], reasons: list[str], skip: bool) -
         out["if"] = _false_condition(note)
         out["commands"] = ["true"]
     else:
+        if "if" in spec_job:      # a job GitHub would skip is skipped, not failed for what it cannot run
+            out["if"] = spec_job["if"]
         message = f"cicd-mcp: job {spec_job['name']} cannot run locally: {what}. " \
                   "Run with --skip-unsupported to skip it instead."
         out["commands"] = [f"echo {shlex.quote(message)} >&2\nexit 3"]
