@@ -166,7 +166,7 @@ class Job:
         look for them by those names, as on GitHub's runners)."""
         pydir = self.tools / "pythons"
         pydir.mkdir(exist_ok=True)
-        for version, exe in sorted(installed_pythons().items()):
+        for version, exe in sorted(installed_pythons(self.cache_root / "pythons.json").items()):
             link = pydir / f"python{'.'.join(version.split('.')[:2])}"
             if not link.exists():
                 with contextlib.suppress(OSError):
@@ -467,8 +467,15 @@ def _read_kv(path: Path) -> dict[str, str]:
 
 # -- interpreters and toolchains installed here -------------------------------------------------------
 
-def installed_pythons() -> dict[str, str]:
-    """CPython versions on this machine (pyenv, uv-managed, system): version -> executable."""
+_MEMO: dict[str, Any] = {}
+
+
+def installed_pythons(memo_file: Path | None = None) -> dict[str, str]:
+    """CPython versions on this machine (pyenv, uv-managed, system): version -> executable.
+    Asking a system interpreter its version costs a process: the answers are kept in `memo_file`."""
+    if memo_file is not None and not _MEMO:
+        with contextlib.suppress(OSError, ValueError):
+            _MEMO.update(json.loads(memo_file.read_text()))
     found: dict[str, str] = {}
     pyenv = Path(os.environ.get("PYENV_ROOT") or "/root/.pyenv") / "versions"
     for d in sorted(glob.glob(str(pyenv / "*"))):
@@ -485,9 +492,15 @@ def installed_pythons() -> dict[str, str]:
                 found.setdefault(m.group(1), str(exe))
     for system in sorted(glob.glob("/usr/bin/python3.[0-9]*") + glob.glob("/usr/local/bin/python3.[0-9]*")):
         if re.fullmatch(r"python3\.\d+", Path(system).name):
-            version = _version_of(system)
+            stamp = f"{system}:{os.stat(system).st_mtime_ns}"
+            version = _MEMO.get(stamp) or _version_of(system)
             if version:
                 found.setdefault(version, system)
+                if _MEMO.get(stamp) != version:
+                    _MEMO[stamp] = version
+                    if memo_file is not None:
+                        with contextlib.suppress(OSError):
+                            memo_file.write_text(json.dumps(_MEMO))
     return found
 
 
@@ -569,7 +582,7 @@ def setup_python(job: Job, with_: dict[str, str], env: dict[str, str], record: d
     specs = [s.strip() for s in re.split(r"[\n]", with_.get("python-version", "")) if s.strip()]
     if not specs and with_.get("python-version-file"):
         specs = _versions_from_file(job, with_["python-version-file"], "python")
-    pythons = installed_pythons()
+    pythons = installed_pythons(job.cache_root / "pythons.json")
     listing = ", ".join(sorted(pythons, key=_vtuple))
     chosen: list[tuple[str, str]] = []
     for spec in specs or [""]:
