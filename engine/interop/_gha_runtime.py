@@ -51,6 +51,7 @@ from engine.interop._ghexpr import ExpressionError, evaluate, interpolate, to_st
 __all__ = ["decode_payload", "encode_payload", "main"]
 
 NEEDS_DIR = ".cicd/gha/needs"
+PAYLOAD_VAR = "CICD_GHA_JOB"    # the job, as `encode_payload` writes it: set by the importer
 _PIP = re.compile(r"\bpip3?\s+install\b|-m\s+pip\b|\bpipx?\b.*install")
 
 
@@ -1031,9 +1032,12 @@ def action_for(name: str) -> Action | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    data = decode_payload(args[-1])
-    return Job(data).run()
+    del argv   # `--job NAME` is there for whoever reads the log
+    encoded = os.environ.pop(PAYLOAD_VAR, "")
+    if not encoded:
+        print(f"cicd-mcp: the job's description ({PAYLOAD_VAR}) is missing", file=sys.stderr)
+        return 2
+    return Job(decode_payload(encoded)).run()
 
 
 if __name__ == "__main__":

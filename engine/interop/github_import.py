@@ -486,8 +486,9 @@ class _Job:
         }
         if engine_matrix is not None:
             payload["matrix_values"] = {k: [c.get(k) for c in self.combos or []] for k in engine_matrix}
-        out["commands"] = [shlex.join([sys.executable, str(_RUNTIME), "--job", name,
-                                       _gha_runtime.encode_payload(payload)])]
+        # The job (steps, contexts) travels in a variable, not on the command line the log echoes.
+        out["commands"] = [shlex.join([sys.executable, str(_RUNTIME), "--job", name])]
+        out["variables"] = {_gha_runtime.PAYLOAD_VAR: _gha_runtime.encode_payload(payload)}
         if skip is not None:
             out["if"] = _false_condition(skip)
         self.reasons.extend(r for r in reasons if r not in self.reasons)
