@@ -209,16 +209,19 @@ def _cli(state: Path, args: list[str], env: dict[str, str], timeout: float) -> s
                           text=True, timeout=timeout, check=False)
 
 
-def _job_id_and_matrix(name: str) -> tuple[str, dict[str, str]]:
+def _job_id_and_matrix(name: str) -> tuple[str, dict[str, Any]]:
     m = re.fullmatch(r"(.*?)\[(.*)\]", name)
     if not m:
         return name, {}
-    params = {}
-    for item in m.group(2).split(","):
-        if "=" in item:
-            k, v = item.split("=", 1)
+    params: dict[str, Any] = {}
+    # Values may be JSON objects (a matrix axis of objects): `config={"python":"3.14","os":"..."}`.
+    for k, v in re.findall(r"(\w+)=(\{.*?\}(?=,\w+=|$)|[^,]*)", m.group(2)):
+        try:
+            params[k] = json.loads(v) if v.startswith("{") else v
+        except ValueError:
             params[k] = v
-    return m.group(1), params
+    # One engine job per GitHub combination is named `id.N[...]` (a GitHub job id has no dot).
+    return re.sub(r"\.\d+$", "", m.group(1)), params
 
 
 def _linux_of(name: str, wf_jobs: dict[str, Any]) -> tuple[str, bool | None]:
@@ -238,6 +241,24 @@ def _linux_of(name: str, wf_jobs: dict[str, Any]) -> tuple[str, bool | None]:
     return job_id, runs_on_linux(job.get("runs-on"), matrix)
 
 
+def trigger_args(path: Path) -> list[str]:
+    """`--event`/`--branch` for a run GitHub would make of this workflow, as the CLI suggests when
+    the default (push to the current branch, `main` here) is not one: a workflow that runs only on
+    pull requests gets `--event pull_request`; pushes to `master` only get `--branch master`."""
+    on = _load(path)
+    on = on.get(True, on.get("on"))
+    events = [on] if isinstance(on, str) else list(on) if isinstance(on, (list, dict)) else []
+    event = next((e for e in ("push", "pull_request", "workflow_dispatch") if e in events), events[0] if events
+                 else "push")
+    args = [] if event == "push" else ["--event", event]
+    config = on.get(event) if isinstance(on, dict) else None
+    branches = config.get("branches") if isinstance(config, dict) else None
+    if event == "push" and isinstance(branches, list) and branches and "main" not in branches \
+            and not any("*" in str(b) for b in branches):
+        args += ["--branch", str(branches[0])]
+    return args
+
+
 def run_one(repo_dir: Path, wf: Path, timeout: float, cache: Path, keep: bool,
             run_args: list[str]) -> WorkflowResult:
     result = WorkflowResult(repo=repo_dir.name, file=wf.name, parsed=False)
@@ -252,7 +273,8 @@ def run_one(repo_dir: Path, wf: Path, timeout: float, cache: Path, keep: bool,
         subprocess.run([*git, "add", "-A"], cwd=src, check=True)
         subprocess.run([*git, "commit", "-qm", "fixture"], cwd=src, check=True)
         env = _env(home, cache)
-        argv = [*CLI, "--workspace", str(state), "run", str(src / ".github" / "workflows" / wf.name), "-q", *run_args]
+        argv = [*CLI, "--workspace", str(state), "run", str(src / ".github" / "workflows" / wf.name), "-q", *run_args,
+                *([] if "--event" in run_args else trigger_args(wf))]
         start = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -557,6 +579,103 @@ def causes(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"jobs_by_cause": count.most_common(), "example": example}
 
 
+# Why a Linux job was not green, from its log and record (first match wins).
+_OUTCOMES: list[tuple[str, re.Pattern[str]]] = [
+    ("missing tool", re.compile(r"is not installed here|PyPy and GraalPy are not supported|Cannot connect to the "
+                                r"Docker daemon|No interpreter found for Python|Python downloads are set to 'never'")),
+    ("unsupported action", re.compile(r"which is not supported locally")),
+    ("network", re.compile(r"Could not resolve host|Name or service not known|no such host|ENOTFOUND|EAI_AGAIN|"
+                           r"getaddrinfo|Temporary failure in name resolution|dial tcp|unable to access 'https://|"
+                           r"socketErrorListener|request should time out|failed to lookup address|needs GitHub|"
+                           r"can be checked out here")),
+    ("fixture trimmed", re.compile(r"docs/overrides' \) does not exist|docs/overrides'\) does not exist|"
+                                   r"ghactions\.sh|No such file or directory: 'docs|Cannot read file 'typing_tests'|"
+                                   r"docs-doctests: FAIL")),
+    # Checked by hand outside the engine: the same command fails the same way on this machine.
+    ("fails by hand too", re.compile(r"Unable to find installation candidates|"
+                                     r"is not a[\s\S]{0,80}valid metadata version")),
+    ("bench timeout", re.compile(r"interrupted: the runner process")),
+]
+
+
+def _workflow_outcomes(r: dict[str, Any]) -> list[dict[str, str]]:
+    """The Linux jobs of one workflow run: green, or why not."""
+    by_name = {j["name"]: j for j in r["jobs"]}
+    cause_of: dict[str, str] = {}
+
+    def cause(job: dict[str, Any], seen: tuple[str, ...] = ()) -> str:
+        if job["name"] in cause_of:
+            return cause_of[job["name"]]
+        if job["green"]:
+            found = "green"
+        elif job["status"] == "skipped":
+            reason = job.get("reason") or ""
+            deps = [n for n in by_name if n in reason and n != job["name"] and n not in seen]
+            if reason.startswith("dependency ") and deps:
+                found = cause(by_name[deps[0]], (*seen, job["name"]))
+                found = found if found.startswith("needed job: ") else "needed job: " + found
+            else:
+                found = "skipped as on GitHub"
+        else:
+            text = (job.get("log_tail") or "") + " " + (job.get("reason") or "")
+            found = next((name for name, pattern in _OUTCOMES if pattern.search(text)), "failed")
+            aggregate = re.search(r"alls-green: not all needed jobs succeeded: (.*)", text)
+            if found == "failed" and aggregate:   # an all-green check fails for the jobs it needs
+                ids = [i.strip() for i in aggregate.group(1).split(",")]
+                needed = [j for n, j in by_name.items() if re.sub(r"(\.\d+)?(\[.*)?$", "", n) in ids
+                          and n not in seen and n != job["name"]]
+                found = next((c for c in (cause(j, (*seen, job["name"])) for j in needed)
+                              if c.endswith(("missing tool", "unsupported action", "network"))),
+                             "failed")
+                found = found if found == "failed" or found.startswith("needed job: ") else "needed job: " + found
+        cause_of[job["name"]] = found
+        return found
+
+    return [{"repo": r["repo"], "file": r["file"], "job": job["name"], "outcome": cause(job)}
+            for job in r["jobs"] if job["linux"]]
+
+def outcomes(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every Linux job GitHub would run, by outcome: green, or the cause it is not (a job skipped
+    because a needed job failed takes that job's cause). `eligible` are the jobs whose tools are
+    installed here (not a missing toolchain version nor an action with no native version)."""
+    rows = [row for r in results if r["parsed"] for row in _workflow_outcomes(r)]
+    total: collections.Counter[str] = collections.Counter(row["outcome"] for row in rows)
+    per_repo: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for row in rows:
+        per_repo[row["repo"]][row["outcome"]] += 1
+
+    def figures(c: collections.Counter[str]) -> dict[str, int]:
+        run = sum(v for k, v in c.items() if k != "skipped as on GitHub")
+        no_tool = sum(v for k, v in c.items() if k.endswith(("missing tool", "unsupported action")))
+        offline = sum(v for k, v in c.items() if k.endswith("network"))
+        return {"linux": run, "green": c["green"], "eligible": run - no_tool,
+                "eligible_offline": run - no_tool - offline}
+
+    return {"rows": rows, "total": dict(total), "figures": figures(total),
+            "per_repo": {k: {"outcomes": dict(v), **figures(v)} for k, v in sorted(per_repo.items())}}
+
+
+def _outcome_table(data: dict[str, Any]) -> str:
+    kinds = ["green", "failed", "fails by hand too", "network", "missing tool", "unsupported action",
+             "fixture trimmed", "bench timeout"]
+    head = ["repository", "linux jobs run", "green", "eligible (tools here)", "green / eligible",
+            "eligible offline", "green / eligible offline", *kinds[1:], "needed job: …"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, d: dict[str, Any]) -> str:
+        o = d["outcomes"] if "outcomes" in d else d["total"]
+        f = d if "outcomes" in d else d["figures"]
+        pct = f"{100 * f['green'] / f['eligible']:.0f}%" if f["eligible"] else "-"
+        pct2 = f"{100 * f['green'] / f['eligible_offline']:.0f}%" if f["eligible_offline"] else "-"
+        cells = [name, f["linux"], f["green"], f["eligible"], pct, f["eligible_offline"], pct2,
+                 *(o.get(k, 0) for k in kinds[1:]), sum(v for k, v in o.items() if k.startswith("needed job"))]
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    lines.extend(row(repo, d) for repo, d in data["per_repo"].items())
+    lines.append(row("**total**", data))
+    return "\n".join(lines)
+
+
 def _versions_installed() -> dict[str, set[str]]:
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     py = {".".join(p.name.split(".")[:2]) for p in pyenv.iterdir()} if pyenv.is_dir() else set()
@@ -657,11 +776,16 @@ def main() -> int:
                         help="pass --skip-unsupported to `run` (what the CLI tells a user to do next)")
     parser.add_argument("--causes", metavar="RESULTS_JSON",
                         help="from a --json file of an earlier run: why each Linux job did not run, counted")
+    parser.add_argument("--outcomes", metavar="RESULTS_JSON",
+                        help="from a --json file: every Linux job green or the cause it is not, per repository")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory")
     parser.add_argument("--inventory", action="store_true", help="print what the corpus uses, and the toolchains")
     args = parser.parse_args()
     if args.causes:
         print(json.dumps(causes(json.loads(Path(args.causes).read_text())), indent=1))
+        return 0
+    if args.outcomes:
+        print(_outcome_table(outcomes(json.loads(Path(args.outcomes).read_text()))))
         return 0
     if args.inventory:
         data = {"inventory": inventory(), "features": features(), "tools": tool_needs(), "installed": installed()}

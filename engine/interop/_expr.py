@@ -2,9 +2,9 @@
 
 Importing: a GitHub Actions expression (``${{ ... }}`` or a bare `if:`) is parsed into a
 small tree whose names are already the engine's (``github.ref`` -> ``ref``,
-``env.X`` -> ``vars.X``, ...). The tree is then written either as an engine `if:`
-condition (job level, evaluated by the runner) or as a shell test (step level, where
-the job script itself decides whether a step runs).
+``env.X`` -> ``vars.X``, ...). The tree is then written as an engine `if:`
+condition (job level, evaluated by the runner); everything else in an imported workflow
+is evaluated with GitHub's own semantics by `_ghexpr`.
 
 Exporting: an engine condition tree (from `engine.spec.expr`) is written back as a
 GitHub Actions expression, or split into a GitLab `rules:` entry (`if:` text plus `when:`).
@@ -15,7 +15,6 @@ Anything without an equivalent raises `Unsupported` with a sentence saying what.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +25,7 @@ __all__ = [
     "condition_to_github",
     "condition_to_gitlab",
     "github_to_engine",
-    "github_to_shell",
     "parse_github",
-    "substitute_github",
 ]
 
 Node = tuple[Any, ...]
@@ -202,12 +199,6 @@ def _call(fn: str, args: list[Node]) -> Node:
                       "cancelled(), contains(), startsWith(), endsWith())")
 
 
-def uses_status(node: Node) -> bool:
-    if node[0] == "call":
-        return True
-    return any(uses_status(n) for n in node[1:] if isinstance(n, tuple))
-
-
 # -- writers -----------------------------------------------------------------------------------
 
 def _engine_lit(value: Any) -> str:
@@ -238,87 +229,6 @@ def github_to_engine(node: Node) -> str:
     if op == "fn":
         return f"{node[1]}({github_to_engine(node[2])}, {github_to_engine(node[3])})"
     raise AssertionError(op)
-
-
-FAILED_VAR = "__cicd_failed"
-_SHELL_NAMES = {
-    "ref": "refs/heads/${CICD_BRANCH}", "branch": "${CICD_BRANCH}", "event": "${CICD_EVENT}",
-    "pipeline": "${CICD_PIPELINE}", "run_id": "${CICD_RUN_ID}",
-}
-
-
-def _shell_word(node: Node) -> str:
-    """A double-quoted shell word for a value node."""
-    if node[0] == "lit":
-        value = node[1]
-        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        return shlex.quote(text)
-    if node[0] == "name":
-        name = str(node[1])
-        if name in _SHELL_NAMES:
-            return f'"{_SHELL_NAMES[name]}"'
-        return '"${' + name.split(".", 1)[1] + '}"'   # matrix.k, vars.X, env.X, secrets.X are env vars
-    raise Unsupported("only names and literals can be compared in a step's if:")
-
-
-def github_to_shell(node: Node) -> str:
-    """The tree as a shell test, for a step's `if:` inside the job script."""
-    op = node[0]
-    if op == "call":
-        return {"success": f'[ "${FAILED_VAR}" = 0 ]', "failure": f'[ "${FAILED_VAR}" = 1 ]',
-                "always": "true", "cancelled": "false"}[node[1]]
-    if op == "lit":
-        return "true" if node[1] not in (None, False, 0, "") else "false"
-    if op == "name":
-        word = _shell_word(node)
-        return f"{{ [ -n {word} ] && [ {word} != false ] && [ {word} != 0 ]; }}"
-    if op == "not":
-        return f"! {github_to_shell(node[1])}"
-    if op == "and":
-        return f"{{ {github_to_shell(node[1])} && {github_to_shell(node[2])}; }}"
-    if op == "or":
-        return f"{{ {github_to_shell(node[1])} || {github_to_shell(node[2])}; }}"
-    if op == "cmp":
-        a, b = _shell_word(node[2]), _shell_word(node[3])
-        if node[1] == "==":
-            return f"[ {a} = {b} ]"
-        if node[1] == "!=":
-            return f"[ {a} != {b} ]"
-        if node[1] == "in":
-            return f"case {b} in *{a}*) true;; *) false;; esac"
-        raise Unsupported(f"comparison {node[1]!r} in a step's if: is not supported locally")
-    raise AssertionError(op)
-
-
-_EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
-
-
-def substitute_github(text: str, names: GithubNames, *, shell: bool) -> str:
-    """Replace each ``${{ expr }}`` in a run script or env value with what the engine gives.
-
-    Matrix values and variables become ``${matrix.k}`` / ``${X}`` (the runner fills them in
-    before the shell runs, as GitHub does); context values become shell variables.
-
-    Raises:
-        Unsupported: an expression that is not a plain name.
-    """
-
-    def one(m: re.Match[str]) -> str:
-        node = parse_github(m.group(1), names)
-        if node[0] == "lit":
-            return "" if node[1] is None else str(node[1])
-        if node[0] != "name":
-            raise Unsupported(f"`${{{{{m.group(1)}}}}}`: only plain names can be substituted locally")
-        name = str(node[1])
-        if name.startswith("matrix."):
-            return "${" + name + "}"
-        if name in _SHELL_NAMES:
-            if not shell:
-                raise Unsupported(f"`${{{{{m.group(1).strip()}}}}}` in env: is not available locally")
-            return _SHELL_NAMES[name]
-        return "${" + name.split(".", 1)[1] + "}"
-
-    return _EXPR.sub(one, text)
 
 
 # -- export: engine condition tree -> other dialects -----------------------------------------

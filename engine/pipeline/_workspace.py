@@ -50,7 +50,9 @@ class RunPaths:
         return self.root.parent.parent
 
     def job_dir(self, job: str) -> Path:
-        return self.root / "jobs" / safe_name(job)
+        # No glob characters in a workspace path: tools match their own paths as patterns
+        # (tox's allowlist does), and `test[py=3.12]` would not match itself.
+        return self.root / "jobs" / safe_name(job).replace("[", "@").replace("]", "")
 
     def workspace(self, job: str) -> Path:
         return self.job_dir(job) / "workspace"

@@ -98,7 +98,14 @@ class PipelineManager:
             NotFoundError: the file does not exist.
             InputError: it deploys outside `environments`.
         """
-        plan = self._load(source, skip_unsupported)
+        plan, _ = self._create(source, skip_unsupported, environments)
+        return plan
+
+    def _create(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
+                environments: frozenset[str] | None = None, **github: Any) -> tuple[PipelinePlan, list[str] | None]:
+        """The plan, checked against `environments` and registered, and the GitHub Actions import's
+        warnings (None: not a workflow)."""
+        plan, warnings = self._load_any(source, skip_unsupported, **github)
         outside = sorted(deploy_environments(plan) - environments) if environments is not None else []
         if outside:
             raise InputError(
@@ -107,7 +114,7 @@ class PipelineManager:
             )
         runs.save_pipeline(self.store, plan.name, source_path=plan.spec_path, spec_json=plan.spec_json(),
                            updated_at=time.time())
-        return plan
+        return plan, warnings
 
     def check_pipeline(self, source: str | os.PathLike[str] | Mapping[str, Any]) -> PipelinePlan:
         """Load and check a pipeline as `create_pipeline` does, without registering it: nothing changes.
@@ -132,32 +139,37 @@ class PipelineManager:
 
     def _load(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
               ) -> PipelinePlan:
+        return self._load_any(source, skip_unsupported)[0]
+
+    def _load_any(self, source: str | os.PathLike[str] | Mapping[str, Any], skip_unsupported: bool = False,
+                  **github: Any) -> tuple[PipelinePlan, list[str] | None]:
         if isinstance(source, Mapping):
-            return load_pipeline(source)
+            return load_pipeline(source), None
         text = os.fspath(source)
         if "\n" in text:
-            return load_pipeline(text)
+            return load_pipeline(text), None
         path = Path(text)
         if _is_file(path):
-            from engine.interop import is_github_workflow, load_github_workflow, pipeline_data
+            from engine.interop import import_github_workflow, is_github_workflow, pipeline_data
 
             if is_github_workflow(path):
                 if self.config_roots is not None:
                     read_confined(path, self.config_roots, what="workflow file")
-                spec = load_github_workflow(path, skip_unsupported=skip_unsupported)
-                plan = load_pipeline(pipeline_data(spec))
+                imported = import_github_workflow(path, skip_unsupported=skip_unsupported, **github)
+                plan = load_pipeline(pipeline_data(imported.spec))
                 return PipelinePlan(spec=plan.spec, jobs=plan.jobs, source_dir=plan.source_dir,
-                                    spec_path=str(path.resolve()))
-            return load_pipeline(path, roots=self.config_roots)
-        return self._by_name(text)
+                                    spec_path=str(path.resolve())), imported.warnings
+            return load_pipeline(path, roots=self.config_roots), None
+        return self._by_name(text), None
 
     def _by_name(self, name: str) -> PipelinePlan:
         registered = runs.registered_pipeline(self.store, name)
         if registered is not None:
             source_path, spec_json = registered
             if source_path and Path(source_path).is_file():
-                # The file may have changed: reload it, from under the config roots only.
-                return load_pipeline(Path(source_path), roots=self.config_roots)
+                # The file may have changed: reload it (a workflow is imported again), from under the
+                # config roots only.
+                return self._load_any(Path(source_path))[0]
             return load_pipeline(json.loads(spec_json))
         config = self.settings.PIPELINE_CONFIG_PATH
         if config is not None:
@@ -188,8 +200,11 @@ class PipelineManager:
             InputError: a secret has no value, a variable name is invalid, PIPELINE_EXECUTOR names
                 no registered executor, or it deploys outside `environments` (see `create_pipeline`).
         """
-        plan = self.create_pipeline(source, skip_unsupported=skip_unsupported, environments=environments)
         overrides = {str(k): _stringify(v) for k, v in (variables or {}).items()}
+        # A GitHub Actions workflow is imported for the event and branch it runs for (its
+        # matrix, runs-on and static if: are decided then); --var sets workflow_dispatch inputs.
+        plan, import_warnings = self._create(source, skip_unsupported, environments, event=event, branch=branch,
+                                             inputs=overrides)
         for key, value in overrides.items():
             if not re.match(VAR_RE, key):
                 raise InputError(f"variable name {key!r} is invalid: it must match {VAR_RE}")
@@ -204,9 +219,11 @@ class PipelineManager:
         merged.update(overrides)
         context = {
             "branch": branch or overrides.get("branch") or _git_branch(plan.source_dir) or "",
-            "event": event or overrides.get("event") or "manual",
+            "event": event or overrides.get("event") or ("push" if import_warnings is not None else "manual"),
             "provider": self.settings.CI_PROVIDER,
         }
+        if import_warnings:
+            context["import_warnings"] = json.dumps(import_warnings)
         context["ref"] = f"refs/heads/{context['branch']}" if context["branch"] else ""
         if run_id is not None and not _RUN_ID.match(run_id):
             raise InputError(f"run id {run_id!r} is invalid")

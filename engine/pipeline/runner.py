@@ -224,7 +224,11 @@ class Runner:
             raise
 
     def _skip_reason(self, plan: JobPlan, deps: list[_JobState]) -> str | None:
-        failed = [d.plan.name for d in deps if not d.result.ok]
+        # A dependency skipped by its own condition (not because something failed) skips this
+        # job too, and that is no failure: the run can still succeed (GitHub Actions' rule).
+        skipped = [d.plan.name for d in deps if d.result.status == JobStatus.SKIPPED
+                   and not self._skipped_by_failure(d.result)]
+        failed = [d.plan.name for d in deps if not d.result.ok and d.plan.name not in skipped]
         status = {
             "success": not failed, "failure": bool(failed), "always": True,
             "cancelled": self.stop_reason is not None and self.stop_reason[0] == JobStatus.CANCELLED,
@@ -233,6 +237,8 @@ class Runner:
         if cond is None or not cond.uses_status:
             if failed:
                 return "dependency " + ", ".join(failed) + " did not succeed"
+            if skipped:
+                return "needed job " + ", ".join(skipped) + " was skipped"
             if cond is None:
                 return None
         assert cond is not None
@@ -558,7 +564,8 @@ class Runner:
                 and not self.stop_reason[1].startswith("fail_fast"):
             status = RunStatus.CANCELLED
         elif all(r.ok or r.status == JobStatus.SKIPPED and not self._skipped_by_failure(r) for r in results):
-            status = RunStatus.SUCCEEDED
+            ran = any(r.status != JobStatus.SKIPPED for r in results)
+            status = RunStatus.SUCCEEDED if ran else RunStatus.SKIPPED
         else:
             status = RunStatus.FAILED
         self.run_status = check_run_move(self.run_id, self.run_status, status)
@@ -585,6 +592,8 @@ class Runner:
     def _reason(self) -> str | None:
         if self.stop_reason is not None:
             return self.stop_reason[1]
+        if self.jobs and all(s.result.status == JobStatus.SKIPPED for s in self.jobs.values()):
+            return "nothing ran: every job was skipped"
         failed = [s.result.name for s in self.jobs.values()
                   if s.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) and not s.result.allow_failure]
         if failed:

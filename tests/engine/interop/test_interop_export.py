@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,60 @@ def test_round_trip_through_the_importer_keeps_the_graph_and_runs(tmp_path: Path
     run = manager.run_pipeline(pipeline_data(imported.spec), branch="main", event="push")
     assert run.status == RunStatus.SUCCEEDED, {n: (j.status, j.reason) for n, j in run.jobs.items()}
     assert run.jobs["deploy-staging"].status == "succeeded"
+
+
+EXPORTED: list[dict[str, Any]] = [
+    PIPELINE,
+    {"name": "p", "stages": [{"name": "s", "jobs": [
+        {"name": "a", "commands": ["false"]},
+        {"name": "notify", "commands": ["echo failed"], "depends_on": ["a"], "if": "failure()"},
+        {"name": "clean", "commands": ["echo clean"], "depends_on": ["a"], "if": "always()"},
+    ]}]},
+    # Contexts GitHub does not allow in a job's if: (env, matrix), and ${VAR} in job variables.
+    {"name": "ctx", "variables": {"APP": "shop", "MODE": "fast"}, "stages": [{"name": "s", "jobs": [
+        {"name": "t", "commands": ["echo ${APP} ${py} ${OUT}"], "matrix": {"py": ["3.10", "3.11"]},
+         "variables": {"OUT": "out/${APP}-${matrix.py}", "RUN": "${CICD_RUN_ID}"},
+         "if": "vars.MODE == 'fast' and matrix.py != '3.9'"},
+        {"name": "wd", "commands": ["mkdir -p build && touch build/x.txt"], "working_directory": "sub",
+         "artifacts": ["build/*.txt"]},
+        {"name": "uses-wd", "commands": ["test -f build/x.txt"], "depends_on": ["wd"]},
+    ]}]},
+]
+
+
+@pytest.mark.parametrize("pipeline", EXPORTED, ids=[str(p["name"]) for p in EXPORTED])
+def test_exported_workflows_pass_actionlint(pipeline: dict[str, Any], actionlint: Any) -> None:
+    text, _ = export_pipeline(pipeline, "github-actions")
+    assert actionlint(text) == []
+
+
+def test_export_writes_variables_conditions_and_artifact_paths_as_the_engine_means_them(tmp_path: Path) -> None:
+    workflow, warnings, _ = _github(EXPORTED[2])
+    t = workflow["jobs"]["t"]
+    # The runner interpolates ${NAME} in job variables; GitHub does not: values are written out.
+    assert t["env"] == {"OUT": "out/shop-${{ matrix.py }}", "RUN": "${{ github.run_id }}", "py": "${{ matrix.py }}"}
+    assert "if" not in t and {s["if"] for s in t["steps"]} == {"(env.MODE == 'fast' && matrix.py != '3.9')"}
+    assert any("reads the matrix" in w for w in warnings)
+    download = workflow["jobs"]["uses-wd"]["steps"][1]
+    assert download["with"] == {"name": "wd", "path": "build"}      # where the engine puts build/x.txt
+    assert workflow["jobs"]["wd"]["steps"][-1]["with"]["path"] == "sub/build/*.txt"
+    only_vars = {"name": "v", "variables": {"MODE": "fast"}, "stages": [{"name": "s", "jobs": [
+        {"name": "a", "commands": ["true"], "if": "vars.MODE == 'fast' and branch == 'main'"}]}]}
+    assert _github(only_vars)[0]["jobs"]["a"]["if"] == "('fast' == 'fast' && github.ref_name == 'main')"
+
+
+def test_export_runs_a_pipeline_with_a_source_directory_from_it(tmp_path: Path, actionlint: Any) -> None:
+    repo = tmp_path / "repo"
+    (repo / "ci").mkdir(parents=True)
+    (repo / "app").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "ci" / "pipeline.yaml").write_text(
+        "name: p\nsource: ../app\nstages:\n  - name: s\n    jobs:\n      - name: a\n"
+        "        commands: [make]\n        working_directory: web\n        artifacts: [out/*.js]\n"
+        "      - name: b\n        commands: [ls out]\n        depends_on: [a]\n")
+    workflow, _, text = _github(repo / "ci" / "pipeline.yaml")
+    a, b = workflow["jobs"]["a"]["steps"], workflow["jobs"]["b"]["steps"]
+    assert a[1]["working-directory"] == "app/web"
+    assert a[2]["with"]["path"] == "app/web/out/*.js"
+    assert b[1]["with"]["path"] == "app/out" and b[2]["working-directory"] == "app"
+    assert actionlint(text) == []

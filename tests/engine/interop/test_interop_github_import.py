@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,17 +108,18 @@ def test_step_semantics_working_directory_shells_conditions_and_failures(tmp_pat
 def test_unsupported_uses_fails_the_job_with_the_reason(tmp_path: Path) -> None:
     path = _repo(tmp_path, "unsupported.yml")
     imported = import_github_workflow(path)
-    assert set(imported.unsupported) == {"test", "windows"}
-    assert "uses actions/setup-python@v5, which is not supported locally" in imported.unsupported["test"][0]
+    assert set(imported.unsupported) == {"test"}
+    assert "uses example-org/setup-thing@v5, which is not supported locally" in imported.unsupported["test"][0]
     assert "line 8" in imported.unsupported["test"][0]
-    assert "runs-on 'windows-latest'" in imported.unsupported["windows"][0]
     manager = PipelineManager(tmp_path / "ws")
     run = manager.run_pipeline(pipeline_data(imported.spec))
     statuses = _statuses(run)
-    assert statuses == {"test": JobStatus.FAILED, "windows": JobStatus.FAILED, "plain": JobStatus.SUCCEEDED,
+    # A non-Linux runner skips that job with the reason (as it skips those matrix combinations).
+    assert statuses == {"test": JobStatus.FAILED, "windows": JobStatus.SKIPPED, "plain": JobStatus.SUCCEEDED,
                         "report": JobStatus.SKIPPED}
+    assert "runs-on `windows-latest`: only Linux jobs run here" in (run.jobs["windows"].reason or "")
     log = manager.read_log(run.run_id, "test").text
-    assert "cannot run locally: step 2 uses actions/setup-python@v5" in log
+    assert "cannot run locally: step 2 uses example-org/setup-thing@v5" in log
     assert "--skip-unsupported" in log
 
 
@@ -129,7 +132,7 @@ def test_skip_unsupported_skips_those_jobs_and_says_why(tmp_path: Path) -> None:
     assert statuses["windows"] == JobStatus.SKIPPED
     assert statuses["plain"] == JobStatus.SUCCEEDED
     assert "not supported locally (skipped with --skip-unsupported)" in (run.jobs["test"].reason or "")
-    assert "actions/setup-python@v5" in (run.jobs["test"].reason or "")
+    assert "example-org/setup-thing@v5" in (run.jobs["test"].reason or "")
 
 
 def test_detects_workflow_files(tmp_path: Path) -> None:
@@ -192,3 +195,90 @@ def test_publish_job_on_tags_only_is_imported_and_skipped_on_a_branch(tmp_path: 
     assert run.jobs["test"].status == "succeeded"
     assert run.jobs["publish"].status == "skipped"
     assert "startsWith" in (run.jobs["publish"].reason or "")
+
+
+def _git_repo(tmp_path: Path, workflow: str) -> Path:
+    path = _repo(tmp_path, workflow)
+    repo = path.parents[2]
+    (repo / "deps.txt").write_text("a\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
+    return path
+
+
+def test_runner_files_contexts_outputs_cache_and_matrix_as_github(tmp_path: Path) -> None:
+    path = _git_repo(tmp_path, "runner-env.yml")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path.parents[2], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(path)
+    statuses = _statuses(run)
+    assert statuses == {
+        "produce": "succeeded", "consume": "succeeded",
+        "matrix.1[os=ubuntu-latest,py=3.11,extra=only-in-include]": "succeeded",
+        "matrix.2[os=ubuntu-latest,py=3.12,extra=only-in-include]": "succeeded",
+        "matrix.3[os=windows-latest,py=3.12]": "skipped",
+        "release": "skipped", "after-release": "skipped", "with-services": "failed",
+    }
+    # Only the job with services: fails, with its line; the job skipped by its if: skips its
+    # dependent without failing anything.
+    assert run.status == RunStatus.FAILED and run.reason == "failed jobs: with-services"
+    assert "`services:` needs the docker executor" in manager.read_log(run.run_id, "with-services").text
+    assert "(line 94)" in manager.read_log(run.run_id, "with-services").text
+    assert "only Linux jobs run here" in (run.jobs["matrix.3[os=windows-latest,py=3.12]"].reason or "")
+    assert "repository_owner" in (run.jobs["release"].reason or "")
+    assert run.jobs["after-release"].reason == "needed job release was skipped"
+    log = manager.read_log(run.run_id, "produce").text
+    for expected in ("env file: set by step 2", "output: 42", "tool on path", "mode=step", "loop a", "loop b",
+                     "ci=true actions=true os=Linux event=push ref=refs/heads/main", f"sha={sha}", "branch step ran",
+                     "step 5 (Never) skipped: its if: is false", "## summary line", "cache: no entry"):
+        assert expected in log, expected
+    assert "never printed" not in log
+    assert log.count(sha) >= 2                                   # fetch-depth: 0 -> the job sees .git
+    consume = manager.read_log(run.run_id, "consume").text
+    assert "answer=42 level=" in consume                       # inputs are empty on push
+    assert "kept" in consume and "hit=true" in consume
+    combo = manager.read_log(run.run_id, "matrix.1[os=ubuntu-latest,py=3.11,extra=only-in-include]").text
+    assert "combo ubuntu-latest 3.11 only-in-include" in combo
+
+
+def test_workflow_dispatch_inputs_and_an_event_the_workflow_does_not_run_on(tmp_path: Path) -> None:
+    path = _git_repo(tmp_path, "runner-env.yml")
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(path, {"level": "debug"}, event="workflow_dispatch")
+    assert "answer=42 level=debug" in manager.read_log(run.run_id, "consume").text
+    nothing = manager.run_pipeline(path, event="pull_request")
+    assert nothing.status == RunStatus.SKIPPED
+    assert nothing.reason == "nothing ran: every job was skipped"
+    assert "does not run on pull_request" in (nothing.jobs["produce"].reason or "")
+    assert "does not run on pull_request" in " ".join(json.loads(nothing.context["import_warnings"]))
+
+
+def test_cli_run_exits_non_zero_when_nothing_ran_unless_allow_empty(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    path = _git_repo(tmp_path, "runner-env.yml")
+    ws = str(tmp_path / "ws")
+    assert main(["--workspace", ws, "run", str(path), "-q", "--event", "pull_request"]) == 1
+    out = capsys.readouterr()
+    assert "status skipped" in out.out and "warning: the workflow does not run on pull_request" in out.out
+    assert "nothing ran" in out.err
+    assert main(["--workspace", ws, "run", str(path), "-q", "--event", "pull_request", "--allow-empty"]) == 0
+
+
+def test_step_level_if_with_functions_does_not_crash_the_cli(tmp_path: Path) -> None:
+    wf = tmp_path / ".github" / "workflows" / "ci.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                  "      - if: startsWith(github.ref, 'refs/tags/') || contains(github.event_name, 'push')\n"
+                  "        run: echo yes-${{ format('{0}', github.event_name) }}\n"
+                  "      - if: ${{ fromJSON('[1]')[0] == 2 }}\n        run: echo no\n")
+    from engine.cli import main
+
+    assert main(["--workspace", str(tmp_path / "ws"), "run", str(wf), "-q"]) == 0
+    run = PipelineManager(tmp_path / "ws").list_runs()[0]
+    log = PipelineManager(tmp_path / "ws").read_log(run.run_id, "a").text
+    assert "yes-push" in log and "step 2 skipped: its if: is false" in log
