@@ -19,6 +19,7 @@ need ip iproute2
 need go golang-go
 need chromium chromium
 need npx npm
+[ -x /usr/lib/postgresql/15/bin/initdb ] || packages+=(postgresql)
 if [ "${#packages[@]}" -gt 0 ]; then
     echo "installing: ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
