@@ -1,17 +1,27 @@
 """What a run writes to the store as it happens (through engine.store.runs): the run, its
-jobs, their attempts, artifacts and metrics. The runner decides; this module records."""
+jobs, their attempts, artifacts and metrics. The runner decides; this module records.
+
+The run's owner holds a lease in the store (`lease_expires_at`), renewed where the runner
+polls the cancel flag, so that a process on another machine can tell a dead runner from a
+live one without its pid. When the store is lost for longer than the lease (`offline`),
+the run is no longer this runner's to record job by job: the writes stop, and `finished`
+makes one last attempt to end the run and every unfinished job.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine._process import current_owner
 from engine._secrets import Masker
+from engine.errors import StoreError
 from engine.pipeline.executors import CommandResult, RecoveryRecord
 from engine.pipeline.results import ArtifactRecord, JobResult
 from engine.pipeline.states import JobStatus, RunStatus
+from engine.settings import get_settings
 from engine.store import runs
 from engine.store.base import Store
 
@@ -26,24 +36,49 @@ class RunRecords:
         self.run_id = run_id
         self.pipeline = pipeline
         self.masker = masker
+        self.lease = get_settings().PIPELINE_LEASE_SECONDS
+        self.lease_until = 0.0
+        self._renew_at = 0.0
+        self.offline = False
 
     def started(self, started_at: float, jobs: Iterable[runs.NewJob]) -> None:
+        now = time.time()
         runs.start_run(self.store, self.run_id, pipeline=self.pipeline, status=RunStatus.RUNNING.value,
-                       started_at=started_at, owner=current_owner(), jobs=list(jobs))
+                       started_at=started_at, owner=current_owner(), jobs=list(jobs), lease_until=now + self.lease)
+        self._leased(now)
+
+    def _leased(self, now: float) -> None:
+        self.lease_until = now + self.lease
+        self._renew_at = now + self.lease / 3
 
     def cancel_requested(self) -> bool:
+        """Whether a cancel was requested; renews the lease when a third of it has passed."""
+        now = time.time()
+        if now >= self._renew_at:
+            requested = runs.renew_lease(self.store, self.run_id, until=now + self.lease)
+            self._leased(now)
+            return requested
         return runs.cancel_requested(self.store, self.run_id)
 
+    def lease_lost(self) -> bool:
+        return time.time() >= self.lease_until
+
     def job(self, name: str, **fields: Any) -> None:
+        if self.offline:
+            return
         runs.update_job(self.store, self.run_id, name,
                         **{k: v.value if isinstance(v, JobStatus) else v for k, v in fields.items()})
 
     def job_running_on(self, name: str, executor: str, record: RecoveryRecord) -> None:
         """What recovery needs if this runner dies while the job runs."""
+        if self.offline:
+            return
         runs.update_job(self.store, self.run_id, name, executor=executor, recovery_json=json.dumps(record))
 
     def attempt(self, job: str, attempt: int, status: str, klass: str | None, reason: str | None, started: float,
                 finished: float | None, result: CommandResult | None) -> None:
+        if self.offline:
+            return
         runs.record_attempt(
             self.store, self.run_id, job, attempt, status=status, failure_class=klass,
             reason=self.masker.mask(reason) if reason else None, started_at=started, finished_at=finished,
@@ -54,6 +89,8 @@ class RunRecords:
         )
 
     def artifacts(self, records: Iterable[ArtifactRecord]) -> None:
+        if self.offline:
+            return
         runs.record_artifacts(self.store, self.run_id,
                               [(r.job, r.path, r.stored_path, r.size, r.sha256) for r in records])
 
@@ -61,7 +98,7 @@ class RunRecords:
         """The job's final row (its recovery record cleared) and, if it ran, its metrics."""
         self.job(res.name, status=res.status, reason=res.reason, finished_at=now, duration=res.duration,
                  attempts=res.attempts, recovery_json=None, **usage)
-        if res.started_at is None:
+        if res.started_at is None or self.offline:
             return
         tags = {"stage": res.stage, "status": res.status.value}
         values = [
@@ -75,6 +112,16 @@ class RunRecords:
 
     def finished(self, status: RunStatus, finished: float, duration: float, reason: str | None,
                  stage_spans: Mapping[str, tuple[float, float]]) -> None:
+        if self.offline:
+            # The lease is gone: end the run and whatever it left unfinished in one write, if the
+            # store is back; if not, whoever reads the expired lease marks the run interrupted.
+            try:
+                runs.mark_interrupted(self.store, self.run_id, status=status.value,
+                                      job_status=JobStatus.FAILED.value, reason=reason or status.value,
+                                      now=time.time())
+            except StoreError:
+                pass
+            return
         metrics = [runs.Metric(finished, "run.duration", duration, "s", self.pipeline, self.run_id, None,
                                {"status": status.value})]
         metrics += [runs.Metric(finished, "stage.duration", end - start, "s", self.pipeline, self.run_id, None,

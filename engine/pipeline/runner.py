@@ -37,7 +37,7 @@ import anyio
 
 from engine._clock import Clock, SystemClock
 from engine._secrets import Masker
-from engine.errors import CicdError
+from engine.errors import CicdError, StoreError
 from engine.events import Event, EventCallback, emit
 from engine.pipeline._records import RunRecords
 from engine.pipeline._workspace import RunPaths, collect_artifacts, prepare_workspace, safe_name
@@ -181,9 +181,25 @@ class Runner:
     async def _watch_cancel_flag(self, scope: anyio.CancelScope) -> None:
         while True:
             await self.clock.sleep(_CANCEL_POLL)
-            if self.records.cancel_requested():
+            try:
+                requested = self.records.cancel_requested()  # and renews the run's lease
+            except StoreError as exc:
+                if self.records.lease_lost():
+                    self._store_lost(exc)
+                    return
+                continue
+            if requested:
                 self.cancel("cancelled on request (cancel_run)")
                 return
+
+    def _store_lost(self, exc: StoreError) -> None:
+        """The store failed for longer than the run's lease (its writes retry that long): another
+        process may take the run for dead, so it stops here, failed as infrastructure."""
+        self.records.offline = True
+        if self.stop_reason is None:
+            self.stop_reason = (JobStatus.FAILED, f"infrastructure: the state store failed: {exc}")
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _job_task(self, state: _JobState, limiter: anyio.CapacityLimiter, group: anyio.CancelScope) -> None:
         plan = state.plan
@@ -202,6 +218,8 @@ class Runner:
                     and not plan.allow_failure and self.stop_reason is None):
                 self.stop_reason = (JobStatus.CANCELLED, f"fail_fast: stopped after {plan.name} failed")
                 group.cancel()
+        except StoreError as exc:
+            self._store_lost(exc)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._stop_job(state)

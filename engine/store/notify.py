@@ -15,7 +15,6 @@ caller reads the tables again — the loop above is right for both. `exact` tell
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import NamedTuple, Protocol
 
 import anyio.to_thread
@@ -86,8 +85,7 @@ class _Listening:
     def __enter__(self) -> _Listening:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -320,7 +320,7 @@ class PostgresStore:
                 for _number, name, script in _migrations():
                     if name in done:
                         continue
-                    conn.execute(script.encode())  # type: ignore[call-overload]  # a script: no parameters
+                    conn.execute(script.encode())  # a script: several statements, no parameters
                     conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (%s, %s)",
                                  (name, time.time()))
 
@@ -363,11 +363,9 @@ class _Listener:
         got: list[tuple[str, str]] = []
         with self._lock:
             try:
-                for n in self._conn.notifies(timeout=max(0.0, timeout), stop_after=1):
-                    got.append((n.channel, n.payload))
+                got.extend((n.channel, n.payload) for n in self._conn.notifies(timeout=max(0.0, timeout), stop_after=1))
                 if got:  # drain what is already here without waiting again
-                    for n in self._conn.notifies(timeout=0, stop_after=None):
-                        got.append((n.channel, n.payload))
+                    got.extend((n.channel, n.payload) for n in self._conn.notifies(timeout=0, stop_after=None))
             except psycopg.Error as exc:
                 raise self._store._translate(exc, "listen") from exc
         return got

@@ -1,5 +1,6 @@
 """The deployments and rollbacks repositories: newest-first reads keep insertion order on a tied
-timestamp (an explicit column, not SQLite's rowid), and the environment lock refuses as a conflict."""
+timestamp (an explicit column, not SQLite's rowid), and the environment lock refuses as a conflict.
+Each test runs against SQLite and PostgreSQL (the `store` fixture)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConflictError
-from engine.store import SQLiteStore
+from engine.store import SQLiteStore, Store
 from engine.store import deployments as deployments_repo
 from engine.store import rollbacks as rollbacks_repo
 
 OWNER = (1, "host", None)
 
 
-def _deployment(store: SQLiteStore, deployment_id: str, *, name: str = "web", env: str = "prod",
+def _deployment(store: Store, deployment_id: str, *, name: str = "web", env: str = "prod",
                 created_at: float = 100.0) -> None:
     deployments_repo.create(store, {
         "deployment_id": deployment_id, "name": name, "service": "svc", "environment": env, "version": "1",
@@ -24,16 +25,14 @@ def _deployment(store: SQLiteStore, deployment_id: str, *, name: str = "web", en
     })
 
 
-def test_the_latest_of_a_name_is_the_last_inserted_when_timestamps_tie(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
+def test_the_latest_of_a_name_is_the_last_inserted_when_timestamps_tie(store: Store) -> None:
     for deployment_id in ("d-b", "d-c", "d-a"):
         _deployment(store, deployment_id)
     latest = deployments_repo.latest_by_name(store, "web")
     assert latest is not None and latest["deployment_id"] == "d-a"
 
 
-def test_plans_and_executions_are_read_newest_first_with_ties_in_insertion_order(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
+def test_plans_and_executions_are_read_newest_first_with_ties_in_insertion_order(store: Store) -> None:
     _deployment(store, "d-1")
     for plan_id in ("p-z", "p-a"):
         rollbacks_repo.save_plan(store, {
@@ -50,8 +49,7 @@ def test_plans_and_executions_are_read_newest_first_with_ties_in_insertion_order
     assert latest is not None and latest["execution_id"] == "rx-a"
 
 
-def test_the_environment_lock_refuses_a_second_holder_as_a_conflict(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "state.db")
+def test_the_environment_lock_refuses_a_second_holder_as_a_conflict(store: Store) -> None:
     _deployment(store, "d-1")
     _deployment(store, "d-2")
     moved = deployments_repo.begin(store, "d-1", previous_version=None, before_json="[]", owner=OWNER,
