@@ -178,6 +178,10 @@ class PostgresStore:
         self.url = url
         self.masked_url = mask_url(url)
         self.retry_for = retry_for
+        try:  # one plain connection first: its error says why (refused, auth, no such database)
+            psycopg.Connection.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the state store {self.masked_url}: {self._why(exc)}") from exc
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_size), open=False, timeout=_CONNECT_TIMEOUT,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": _CONNECT_TIMEOUT},

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConflictError
-from engine.store import Store
-from engine.store import access
+from engine.store import Store, access
 
 
 def _audit(ts: float, tool: str, decision: str = "allowed", caller: str = "stdio") -> access.AuditRecord:

@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from engine.store import Store
-from engine.store import insights
+from engine.store import Store, insights
 from engine.store import runs as runs_repo
 
 HOUR = 3600.0
