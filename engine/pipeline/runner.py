@@ -113,6 +113,7 @@ class Runner:
         self.started_at: float | None = None
         self._finished_count = 0
         self._scope: anyio.CancelScope | None = None
+        self._lost_store: StoreError | None = None
 
     # -- public ---------------------------------------------------------------------------
     def cancel(self, reason: str = "the run was cancelled") -> None:
@@ -181,6 +182,9 @@ class Runner:
     async def _watch_cancel_flag(self, scope: anyio.CancelScope) -> None:
         while True:
             await self.clock.sleep(_CANCEL_POLL)
+            if self._lost_store is not None:
+                self._store_lost(self._lost_store)
+                return
             try:
                 requested = self.records.cancel_requested()  # and renews the run's lease
             except StoreError as exc:
@@ -299,7 +303,12 @@ class Runner:
                 writer.note(f"attempt {attempt} of {retry.max + 1}")
 
                 def remember(record: dict[str, Any], name: str = plan.name, kind: str = executor.name) -> None:
-                    self.records.job_running_on(name, kind, record)
+                    try:
+                        self.records.job_running_on(name, kind, record)
+                    except StoreError as exc:
+                        # Maybe on an executor's thread: the watcher stops the run (and the
+                        # executor the job) from the event loop.
+                        self._lost_store = exc
 
                 result = await self._attempt(executor, command, writer, remember)
                 a_end = self.clock.time()
