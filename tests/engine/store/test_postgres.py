@@ -179,3 +179,34 @@ def test_a_short_outage_is_ridden_out(own_server: Any, tmp_path: Path, monkeypat
         row = runs_repo.get_run(store, run.run_id)
         assert row is not None and row["status"] == "succeeded"
         assert {j["status"] for j in runs_repo.run_jobs(store, run.run_id)} == {"succeeded"}
+
+
+def test_jobs_of_one_run_written_at_once_keep_the_run_totals_exact(postgres_url: str, tmp_path: Path) -> None:
+    # A runner writes from its event loop and from executor threads, through a pool: two
+    # transactions may touch jobs of the same run at the same moment.
+    store = open_store(tmp_path, url=postgres_url)
+    names = [f"j{n}" for n in range(12)]
+    runs_repo.insert_run(store, "r1", pipeline="p", status="queued", created_at=1.0, variables={}, context={},
+                         spec_path=None, spec_json="{}", max_workers=4)
+    runs_repo.start_run(store, "r1", pipeline="p", status="running", started_at=1.0, owner=(1, "h", None),
+                        jobs=[runs_repo.NewJob(name=n, stage="s", base_name=n, matrix={}, needs=[], status="pending",
+                                               allow_failure=False, log_path="", executor="local") for n in names])
+    errors: list[BaseException] = []
+
+    def write(name: str) -> None:
+        try:
+            for step in range(5):
+                runs_repo.update_job(store, "r1", name, status="running", started_at=10.0 + step,
+                                     cpu_user=float(step), cpu_system=1.0, peak_rss_kb=1024 * (step + 1))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    totals = store.query_one("SELECT started_at, cpu_seconds, peak_rss_mb FROM insights_run_totals WHERE run_id = 'r1'")
+    assert totals == {"started_at": 14.0, "cpu_seconds": 12 * 5.0, "peak_rss_mb": 5.0}
+    store.close()

@@ -71,8 +71,16 @@ BEGIN
       FROM jobs WHERE run_id = p_run_id AND started_at IS NOT NULL HAVING COUNT(*) > 0;
 END $$;
 
+-- Jobs of one run may be written by concurrent transactions (a runner's writes go through a
+-- pool): a transaction-scoped lock per run serialises their run totals, and the recompute,
+-- a statement after the lock, sees what the transaction before it committed.
 CREATE FUNCTION insights_jobs_roll() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_advisory_xact_lock(hashtext('cicd-run:' || OLD.run_id));
+    ELSE
+        PERFORM pg_advisory_xact_lock(hashtext('cicd-run:' || NEW.run_id));
+    END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         PERFORM insights_job_hour_add(OLD, -1);
     END IF;
