@@ -201,7 +201,7 @@ class Runner:
         process may take the run for dead, so it stops here, failed as infrastructure."""
         self.records.offline = True
         if self.stop_reason is None:
-            self.stop_reason = (JobStatus.FAILED, f"infrastructure: the state store failed: {exc}")
+            self.stop_reason = (JobStatus.FAILED, f"infrastructure: {exc}")
         if self._scope is not None:
             self._scope.cancel()
 
