@@ -82,8 +82,12 @@ def bench_scheduler(server: Any, repeat: int, workers: int) -> dict[str, Any]:
                 store.close()
                 assert run.status.value == "succeeded", run.reason
     pg, lite = statistics.median(times["postgresql"]), statistics.median(times["sqlite"])
+    # On a shared machine one slow repetition moves a median of few; the fastest of each (the
+    # run least disturbed) is reported beside it.
+    fastest = min(times["postgresql"]) / min(times["sqlite"])
     return {"jobs": len(graph), "workers": workers, "repeat": repeat,
             "postgresql_s": round(pg, 3), "sqlite_s": round(lite, 3), "ratio": round(pg / lite, 2),
+            "ratio_of_fastest": round(fastest, 2),
             "all_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()}, "goal": "<= 1.5"}
 
 

@@ -76,6 +76,14 @@ END $$;
 -- a statement after the lock, sees what the transaction before it committed.
 CREATE FUNCTION insights_jobs_roll() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- Most writes of a running job change nothing the roll-ups count (its executor, recovery
+    -- record, ready time): taking the old contribution out and putting it back is a no-op.
+    IF TG_OP = 'UPDATE' AND (OLD.run_id, OLD.pipeline, OLD.name, OLD.started_at, OLD.status, OLD.attempts,
+                             OLD.duration, OLD.cpu_user, OLD.cpu_system, OLD.peak_rss_kb, OLD.queue_wait)
+            IS NOT DISTINCT FROM (NEW.run_id, NEW.pipeline, NEW.name, NEW.started_at, NEW.status, NEW.attempts,
+                                  NEW.duration, NEW.cpu_user, NEW.cpu_system, NEW.peak_rss_kb, NEW.queue_wait) THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         PERFORM pg_advisory_xact_lock(hashtext('cicd-run:' || OLD.run_id));
     ELSE
@@ -100,7 +108,9 @@ BEGIN
                                    ELSE GREATEST(t.peak_rss_mb, COALESCE(excluded.peak_rss_mb, t.peak_rss_mb)) END;
         END IF;
     ELSIF TG_OP = 'UPDATE' THEN
-        IF NEW.started_at IS NOT NULL OR OLD.started_at IS NOT NULL THEN
+        IF (NEW.started_at IS NOT NULL OR OLD.started_at IS NOT NULL)
+           AND (OLD.started_at, OLD.cpu_user, OLD.cpu_system, OLD.peak_rss_kb)
+               IS DISTINCT FROM (NEW.started_at, NEW.cpu_user, NEW.cpu_system, NEW.peak_rss_kb) THEN
             PERFORM insights_run_totals_recompute(NEW.run_id, NEW.pipeline);
         END IF;
     ELSIF OLD.started_at IS NOT NULL THEN
