@@ -7,7 +7,8 @@ server started here (Debian's postgresql 15, a temp data dir, 127.0.0.1).
 2. Four servers (`python -m server serve --transport http`, each with a workspace of its own)
    sharing one PostgreSQL database, under bench/load.py's load split between them (clients
    running pipelines, concurrent pipeline_health calls): errors (goal 0), every run a client
-   was told about stored with that final status (nothing lost), p50/p99 per tool.
+   was told about stored with that final status (nothing lost), p50/p99 per tool; and, for
+   scale, the same load on one server with the SQLite store (p99 ratio).
 
     python3 bench/postgres.py [--repeat 3] [--workers 2] [--servers 4] [--clients 20] [--runs 3]
                               [--health 200] [--skip-scheduler] [--skip-load] [--json]
@@ -91,13 +92,14 @@ def bench_scheduler(server: Any, repeat: int, workers: int) -> dict[str, Any]:
             "all_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()}, "goal": "<= 1.5"}
 
 
-def bench_load(server: Any, args: argparse.Namespace) -> dict[str, Any]:
+def bench_load(server: Any, args: argparse.Namespace, servers: int, *, postgres: bool = True) -> dict[str, Any]:
+    """The load split over `servers` servers on one PostgreSQL database (or one SQLite workspace)."""
     from engine.store import open_store
     from server.tokens import TokenStore
     from server.trust import Level
 
     load = _load("cicd_bench_load", BENCH / "load.py")
-    url = new_database(server, "shared")
+    url = new_database(server, f"shared{servers}") if postgres else ""
     tmp = Path(tempfile.mkdtemp(prefix="cicd-pgload-"))
     policy = tmp / "policy.yaml"
     policy.write_text("version: 1\nstdio: {level: untrusted}\nhttp: {anonymous_level: untrusted, tokens: []}\n")
@@ -106,13 +108,16 @@ def bench_load(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         p = tmp / f"load-{i}.yaml"
         p.write_text(load.PIPELINE.format(i=i))
         pipelines.append(p)
-    with open_store(tmp, url=url) as store:
+    home = tmp / "ws0"  # the SQLite store lives in the (only) server's workspace
+    with open_store(home, url=url) as store:
         token, _ = TokenStore(store).create(Level.TRUSTED, "load")
-    ports = services.PortPool(18700, 18799).take_many(args.servers)
+    ports = services.PortPool(18700, 18799).take_many(servers)
     procs = []
     for n, port in enumerate(ports):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-        env.update(PIPELINE_WORKSPACE=str(tmp / f"ws{n}"), PIPELINE_STORE_URL=url, PYTHONPATH=str(ROOT))
+        env.update(PIPELINE_WORKSPACE=str(tmp / f"ws{n}"), PYTHONPATH=str(ROOT))
+        if url:
+            env["PIPELINE_STORE_URL"] = url
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--transport", "http", "--port", str(port),
              "--policy", str(policy)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
@@ -132,7 +137,7 @@ def bench_load(server: Any, args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.05)
 
         def share(total: int, n: int) -> int:
-            return total // args.servers + (1 if n < total % args.servers else 0)
+            return total // servers + (1 if n < total % servers else 0)
 
         results: list[dict[str, Any]] = []
 
@@ -173,12 +178,13 @@ def bench_load(server: Any, args: argparse.Namespace) -> dict[str, Any]:
             latencies[tool].extend(values)
         errors.extend(out["errors"])
         told.update(dict(out["run_ids"]))
-    with open_store(tmp, url=url) as store:
+    with open_store(home, url=url) as store:
         stored = {r["run_id"]: r["status"] for r in store.query("SELECT run_id, status FROM runs")}
         audited = store.query_one("SELECT COUNT(*) AS n FROM audit WHERE caller = 'token:load'")
     calls = sum(len(v) for v in latencies.values())
     return {
-        "servers": args.servers, "clients": args.clients, "runs_per_client": args.runs, "health_calls": args.health,
+        "servers": servers, "store": "postgresql" if url else "sqlite",
+        "clients": args.clients, "runs_per_client": args.runs, "health_calls": args.health,
         "wall_s": round(wall, 2), "calls_completed": calls, "throughput_calls_per_s": round(calls / wall, 1),
         "latency": {tool: {"n": len(v), "p50_ms": round(load.percentile(v, 50) * 1000, 1),
                            "p99_ms": round(load.percentile(v, 99) * 1000, 1)} for tool, v in latencies.items()},
@@ -205,6 +211,7 @@ def main() -> int:
     parser.add_argument("--keepalive-expiry", type=float, default=5.0)
     parser.add_argument("--skip-scheduler", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true", help="no single-server SQLite run of the load")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -216,7 +223,14 @@ def main() -> int:
         if not args.skip_scheduler:
             report["scheduler"] = bench_scheduler(server, args.repeat, args.workers)
         if not args.skip_load:
-            report["load"] = bench_load(server, args)
+            report["load"] = bench_load(server, args, args.servers)
+            if not args.skip_baseline:
+                # The same load on one server with the embedded store, for scale.
+                report["load_baseline_one_sqlite_server"] = bench_load(server, args, 1, postgres=False)
+                base = report["load_baseline_one_sqlite_server"]["latency"]
+                report["load_p99_ratio_vs_baseline"] = {
+                    tool: round(v["p99_ms"] / base[tool]["p99_ms"], 2) if base[tool]["p99_ms"] else None
+                    for tool, v in report["load"]["latency"].items()}
     finally:
         server.stop()
     print(json.dumps(report, indent=2))
