@@ -3,6 +3,9 @@ metrics, cancellation, leases and interruption."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from engine._process import owner_alive
@@ -142,3 +145,22 @@ def test_the_fingerprint_moves_when_a_run_is_added_or_ends(store: Store) -> None
     runs_repo.finish_run(store, "r1", status="succeeded", finished_at=2.0, duration=1.0, reason=None)
     third = runs_repo.store_fingerprint(store)
     assert len({first, second, third}) == 3
+
+
+def test_a_run_whose_remote_runner_let_its_lease_expire_reads_as_interrupted(store: Store, tmp_path: Path) -> None:
+    from engine.pipeline.manager import PipelineManager
+
+    manager = PipelineManager(tmp_path / "ws", store=store)
+    _run(store, "r-remote")
+    runs_repo.start_run(store, "r-remote", pipeline="p", status="running", started_at=11.0,
+                        owner=(1, "elsewhere.example", "boot:1"), jobs=_jobs("busy"), lease_until=time.time() + 60)
+    runs_repo.update_job(store, "r-remote", "busy", status="running", executor="local",
+                         recovery_json='{"pgid": 999999}')
+    assert manager.get_run("r-remote").status.value == "running"
+    store.execute("UPDATE runs SET lease_expires_at = ? WHERE run_id = 'r-remote'", (time.time() - 1,))
+    run = manager.get_run("r-remote")
+    assert run.status.value == "interrupted" and "elsewhere.example" in (run.reason or "")
+    assert run.jobs["busy"].status.value == "cancelled"
+    # its process group is the other machine's to kill: the record stays for it
+    assert runs_repo.orphaned_recovery_records(store, "elsewhere.example") == [
+        ("r-remote", "busy", "local", {"pgid": 999999})]
