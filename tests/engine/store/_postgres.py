@@ -46,6 +46,10 @@ def unavailable(reason: str) -> None:
 
 def start_server(settings: dict[str, str] | None = None) -> Any:
     """A new server on a free port of the range (the caller stops it); skips when PostgreSQL is missing."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed (pip install '.[postgres]'; scripts/test.sh installs it)")
     services = load_services()
     root = Path(tempfile.mkdtemp(prefix="cicd-pg-", dir="/tmp"))
     try:

@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
-from engine.errors import StoreError
-from engine.events import Event
-from engine.pipeline.manager import PipelineManager, recover_interrupted
-from engine.store import notify, open_store
-from engine.store import runs as runs_repo
-from engine.store.postgres import PostgresStore, _migrations, mask_url
-from engine.store.sqlite import _migrations as sqlite_migrations
-from tests.engine.store._postgres import ROOT, start_server
+pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg (pip install '.[postgres]')")
+
+from engine.errors import StoreError  # noqa: E402
+from engine.events import Event  # noqa: E402
+from engine.pipeline.manager import PipelineManager, recover_interrupted  # noqa: E402
+from engine.store import notify, open_store  # noqa: E402
+from engine.store import runs as runs_repo  # noqa: E402
+from engine.store.postgres import PostgresStore, _migrations, mask_url  # noqa: E402
+from engine.store.sqlite import _migrations as sqlite_migrations  # noqa: E402
+from tests.engine.store._postgres import ROOT, start_server  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
