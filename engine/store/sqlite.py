@@ -23,7 +23,7 @@ from typing import TypeVar
 from engine.errors import ConflictError, StoreError
 from engine.store.base import Params, Row
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "open_store"]
 
 _BUSY_TIMEOUT_MS = 30_000
 _LOCK_RETRIES = 8
@@ -277,3 +277,12 @@ def _statements(script: str) -> list[str]:
         out.append(buf.strip())
     return out
 
+
+def __getattr__(name: str) -> object:
+    # `open_store` used to live here; it now chooses the dialect (engine.store._open). Code
+    # written against the old place gets the one that reads PIPELINE_STORE_URL, not a twin.
+    if name == "open_store":
+        from engine.store._open import open_store
+
+        return open_store
+    raise AttributeError(name)
