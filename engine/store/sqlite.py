@@ -23,7 +23,7 @@ from typing import TypeVar
 from engine.errors import ConflictError, StoreError
 from engine.store.base import Params, Row
 
-__all__ = ["SQLiteStore", "open_store"]
+__all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 30_000
 _LOCK_RETRIES = 8
