@@ -1,6 +1,7 @@
 """Several processes on one PostgreSQL database, as a team's servers and runners share it: the
 one-change-per-environment rule, cancellation, token revocation and the audit trail hold
-across them. Real processes (servers over HTTP, the CLI, racing writers), a real server."""
+across them. Real processes (servers over HTTP, a CLI runner, the token CLI, racing
+writers), a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -235,6 +236,28 @@ async def test_two_servers_share_tokens_runs_cancellation_and_the_audit_trail(po
             job = store.query_one("SELECT status FROM jobs WHERE run_id = ? AND name = 'long'", (run_id,))
             assert job == {"status": "cancelled"}
 
+            # A CLI runner on a third workspace is cancelled through server A.
+            cli_ws = tmp_path / "cli-host"
+            runner = subprocess.Popen([sys.executable, "-m", "server", "run", str(pipelines / "slow.yaml"), "-q"],
+                                      cwd=ROOT, env=_env(postgres_url, cli_ws), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            try:
+                deadline = time.monotonic() + 90
+                while (found := store.query_one(
+                        "SELECT j.run_id FROM jobs j JOIN runs r ON r.run_id = j.run_id WHERE j.name = 'long'"
+                        " AND j.status = 'running' AND r.run_id <> ?", (run_id,))) is None:
+                    assert runner.poll() is None and time.monotonic() < deadline, "the CLI run never started"
+                    await anyio.sleep(0.1)
+                cancelled = await on_a.call_tool("cancel_run", {"run_id": found["run_id"]})
+                assert not cancelled.is_error, cancelled
+                out, _ = runner.communicate(timeout=60)
+            finally:
+                if runner.poll() is None:
+                    runner.kill()
+                    runner.communicate()
+            cli_run = store.query_one("SELECT status, owner_host FROM runs WHERE run_id = ?", (found["run_id"],))
+            assert cli_run is not None and cli_run["status"] == "cancelled", out
+
             # Revoked through the CLI: both servers refuse the token at its next call.
             revoked = _cli(postgres_url, tmp_path, "token", "revoke", "team")
             assert revoked.returncode == 0, revoked.stderr
@@ -248,4 +271,4 @@ async def test_two_servers_share_tokens_runs_cancellation_and_the_audit_trail(po
     store.close()
     allowed = [r["tool"] for r in rows if r["decision"] == "allowed"]
     assert allowed.count("run_pipeline") == 2 * calls_each + 1
-    assert allowed.count("cancel_run") == 1
+    assert allowed.count("cancel_run") == 2
