@@ -5,7 +5,8 @@ The only module that reads /proc/<pid>/stat or calls `os.killpg`. A zombie count
 everywhere: it holds no port, no file and no CPU, and its parent may never reap it.
 
 Owners: runs, deployments and rollback executions record (pid, host, identity) so that work
-held by a process that died can be told from work of a process that still runs. The identity
+held by a process that died can be told from work of a process that still runs; a run's owner
+also holds a lease (see `owner_alive`), the only witness another machine can read. The identity
 is the boot id and the process's start time, so a pid reused after a restart or a reboot
 does not pass for the owner. Identities written before the boot id was added (bare start
 times) are still understood.
@@ -17,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +79,26 @@ def current_owner() -> Owner:
     return pid, socket.gethostname(), process_identity(pid)
 
 
-def owner_alive(row: Any) -> bool:
+def owner_alive(row: Any, now: float | None = None) -> bool:
     """Whether the owner recorded in `row` (owner_pid, owner_host, owner_start) still runs.
 
-    An owner on another host cannot be checked from here: it is taken to be alive.
+    A row that carries a lease (`lease_expires_at`, renewed by its owner) is the owner's only
+    while the lease lasts, wherever the owner runs: across machines, leases rather than pids.
+    On this host a dead pid is gone at once, without waiting for the lease to run out. An
+    owner on another host without a lease cannot be checked from here: it is taken to be alive.
     """
+    expires = row.get("lease_expires_at") if isinstance(row, Mapping) else None
+    if expires is not None and float(expires) <= (time.time() if now is None else now):
+        return False
     if row["owner_host"] and row["owner_host"] != socket.gethostname():
         return True
     if row["owner_pid"] is None:
         return False
-    now = process_identity(int(row["owner_pid"]))
+    identity = process_identity(int(row["owner_pid"]))
     recorded = row["owner_start"]
-    if now is None or not recorded:
+    if identity is None or not recorded:
         return False
-    return bool(recorded == now or (":" not in recorded and now.endswith(":" + recorded)))
+    return bool(recorded == identity or (":" not in recorded and identity.endswith(":" + recorded)))
 
 
 def signal_group(pgid: int, sig: int = signal.SIGKILL) -> bool:

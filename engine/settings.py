@@ -25,6 +25,16 @@ class Settings(BaseSettings):
         default_factory=default_workspace,
         description="Root of the engine's state: state.db, runs/<run_id>/ (workspaces, logs, artifacts).",
     )
+    PIPELINE_STORE_URL: str | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/db: state in a shared PostgreSQL database instead of "
+                    "<PIPELINE_WORKSPACE>/state.db (see docs/team.md).",
+    )
+    PIPELINE_LEASE_SECONDS: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="How long a run's runner may go silent before another process takes the run for dead "
+                    "(it renews its lease well within); also how long store writes retry a lost database.",
+    )
     PIPELINE_CONFIG_PATH: Path | None = Field(
         default=None,
         description="A pipeline file, or a directory of <name>.yaml pipeline files, looked up by name.",

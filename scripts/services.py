@@ -1,4 +1,4 @@
-"""Start real services for tests and benchmarks: a Docker engine and sshd, each under its own directory.
+"""Start real services for tests and benchmarks: a Docker engine, sshd and PostgreSQL, each under its own directory.
 
 Used by `tests/engine/deploy/conftest.py` (session fixtures) and `bench/deploy.py`. Everything binds
 127.0.0.1 or a unix socket under a short temp path, and every `stop()` undoes what `start_*` did.
@@ -8,6 +8,7 @@ Used by `tests/engine/deploy/conftest.py` (session fixtures) and `bench/deploy.p
     server = start_sshd(workdir, port=18301)
     ...
     server.stop(); engine.stop()
+    pg = start_postgres(Path(tempfile.mkdtemp(prefix="cicd-pg-")), port=18401)   # pg.url: postgresql://...
 
 `ServiceUnavailable` means the machine cannot run the service (binary missing, not root); callers
 skip or fail on it (tests fail when `CI` is set).
@@ -36,12 +37,14 @@ __all__ = [
     "DockerEngine",
     "SITE_COMMAND",
     "PortPool",
+    "PostgresServer",
     "SSHServer",
     "ServiceUnavailable",
     "build_test_images",
     "make_key",
     "make_site_tarball",
     "start_docker",
+    "start_postgres",
     "start_sshd",
 ]
 
@@ -416,6 +419,127 @@ def start_sshd(root: Path, port: int, *, client_key: Path | None = None, timeout
     )
 
 
+# ------------------------------------------------------------------------------------ postgresql
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server started by `start_postgres`: superuser `user` with `password`, on
+    127.0.0.1:`port` (password auth) and a unix socket in `socket_dir` (trust)."""
+
+    port: int
+    user: str
+    password: str
+    root: Path
+    data: Path
+    socket_dir: Path
+    log_path: Path
+    options: str
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [*_as_postgres(), str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+
+    def start(self) -> None:
+        """(Re)start the server on its data directory; returns once it accepts connections."""
+        done = self._ctl("-l", str(self.log_path), "-w", "-t", "60", "-o", self.options, "start", check=False)
+        if done.returncode != 0:
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise RuntimeError(f"postgres did not start: {done.stdout}{done.stderr}\nlog tail:\n{tail}")
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a database lost mid-run; `start` brings it back)."""
+        self._ctl("-m", "immediate", "stop", check=False)
+
+    def running(self) -> bool:
+        return self._ctl("status", check=False).returncode == 0
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL through the unix socket (trust auth); returns psql's unaligned output."""
+        done = subprocess.run(
+            [*_as_postgres(), str(PG_BIN / "psql"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user,
+             "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+            capture_output=True, text=True, check=False, timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"psql failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        self._ctl("-m", "fast", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _as_postgres() -> list[str]:
+    # The server refuses to run as root: as root, its commands run as the `postgres` user.
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def start_postgres(root: Path, port: int, *, settings: dict[str, str] | None = None) -> PostgresServer:
+    """Initialise a cluster under `root` and start it on 127.0.0.1:`port`.
+
+    `settings` are extra server settings (`-c name=value`); durability is left as configured
+    unless a caller relaxes it (tests do: `fsync=off`).
+
+    Raises:
+        ServiceUnavailable: PostgreSQL 15 is not installed, or as root there is no `postgres` user.
+        RuntimeError: the server did not come up (the message carries its log tail).
+    """
+    if not (PG_BIN / "initdb").exists():
+        raise ServiceUnavailable(f"{PG_BIN}/initdb is missing (install postgresql; scripts/test.sh does)")
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ServiceUnavailable("there is no postgres user to run the server as") from exc
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    data, sock = root / "data", root / "sock"
+    for d in (data, sock):
+        d.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(d, owner.pw_uid, owner.pw_gid)
+    data.chmod(0o700)
+    password = secrets.token_hex(8)
+    pwfile = sock / "pw"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+    init = subprocess.run(
+        [*_as_postgres(), str(PG_BIN / "initdb"), "-D", str(data), "-U", "cicd", f"--pwfile={pwfile}",
+         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    pwfile.unlink()
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
+    options = f"-p {port} -k {sock} -h 127.0.0.1" + "".join(
+        f" -c {name}={value}" for name, value in (settings or {}).items())
+    server = PostgresServer(port=port, user="cicd", password=password, root=root, data=data, socket_dir=sock,
+                            log_path=sock / "postgres.log", options=options)
+    if os.geteuid() == 0:
+        server.log_path.touch()
+        os.chown(server.log_path, owner.pw_uid, owner.pw_gid)
+    try:
+        server.start()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return server
+
+
 @contextlib.contextmanager
 def running_docker(root: Path) -> Iterator[DockerEngine]:
     engine = start_docker(root)
@@ -430,9 +554,9 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(description="Start dockerd (with the test images) or sshd for the deploy tests.")
-    parser.add_argument("service", choices=["docker", "sshd"])
-    parser.add_argument("--port", type=int, default=18301, help="sshd port on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="Start dockerd (with the test images), sshd or PostgreSQL.")
+    parser.add_argument("service", choices=["docker", "sshd", "postgres"])
+    parser.add_argument("--port", type=int, default=18301, help="sshd or postgres port on 127.0.0.1")
     args = parser.parse_args(argv)
     if args.service == "docker":
         root = Path(tempfile.mkdtemp(prefix="cicd-dk-", dir="/tmp"))
@@ -440,6 +564,10 @@ def main(argv: list[str] | None = None) -> None:
         build_test_images(engine.base_url, root / "contexts")
         print(f"DOCKER_HOST={engine.base_url}  ({engine.storage_driver}; images {', '.join(TEST_IMAGES)})")
         stop = engine.stop
+    elif args.service == "postgres":
+        pg = start_postgres(Path(tempfile.mkdtemp(prefix="cicd-pg-")), args.port)
+        print(f"PIPELINE_STORE_URL={pg.url}")
+        stop = pg.stop
     else:
         server = start_sshd(Path(tempfile.mkdtemp(prefix="cicd-sshd-")), args.port)
         print(f"ssh -p {server.port} -i {server.key_path} -o UserKnownHostsFile={server.known_hosts} "

@@ -31,6 +31,7 @@ need ip iproute2
 need go golang-go
 need chromium chromium
 need npx npm
+[ -x /usr/lib/postgresql/15/bin/initdb ] || packages+=(postgresql)
 # Debian ships venv's pip bootstrap separately from python3; tests/test_setup.py also makes a venv
 # with Debian's own /usr/bin/python3, whatever python3 comes first on PATH.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)

@@ -129,7 +129,7 @@ class DeploymentOrchestrator:
         self.workspace = self.settings.workspace
         self._owns_store = store is None
         if store is None:
-            from engine.store.sqlite import open_store
+            from engine.store import open_store
 
             store = open_store(self.workspace)
         self.store = store

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine._confined import read_confined
+from engine._process import owner_alive
 from engine._secrets import SECRET_NAME, Masker, read_secrets_file
 from engine._sync import blocking
 from engine.errors import InputError, NotFoundError, SpecError, SpecIssue
@@ -372,6 +373,12 @@ class PipelineManager:
 
     def _run_row(self, run_id: str) -> Any:
         row = runs.get_run(self.store, run_id)
+        if row is not None and row["status"] in ("queued", "running") and row["owner_host"] \
+                and not owner_alive(row):
+            # Its runner died (here) or stopped renewing its lease (anywhere) since this
+            # process started: the reader sees it interrupted rather than running forever.
+            recover_interrupted(self.store)
+            row = runs.get_run(self.store, run_id)
         if row is None:
             recent = runs.recent_run_ids(self.store, 5)
             raise NotFoundError(f"no run {run_id!r}; most recent runs: " + (", ".join(recent) or "none"))

@@ -38,7 +38,7 @@ import anyio
 
 from engine._clock import Clock, SystemClock
 from engine._secrets import Masker
-from engine.errors import CicdError
+from engine.errors import CicdError, StoreError
 from engine.events import Event, EventCallback, emit
 from engine.pipeline._records import RunRecords
 from engine.pipeline._workspace import (
@@ -127,6 +127,7 @@ class Runner:
         self.started_at: float | None = None
         self._finished_count = 0
         self._scope: anyio.CancelScope | None = None
+        self._lost_store: StoreError | None = None
 
     # -- public ---------------------------------------------------------------------------
     def cancel(self, reason: str = "the run was cancelled") -> None:
@@ -197,9 +198,28 @@ class Runner:
     async def _watch_cancel_flag(self, scope: anyio.CancelScope) -> None:
         while True:
             await self.clock.sleep(_CANCEL_POLL)
-            if self.records.cancel_requested():
+            if self._lost_store is not None:
+                self._store_lost(self._lost_store)
+                return
+            try:
+                requested = self.records.cancel_requested()  # and renews the run's lease
+            except StoreError as exc:
+                if self.records.lease_lost():
+                    self._store_lost(exc)
+                    return
+                continue
+            if requested:
                 self.cancel("cancelled on request (cancel_run)")
                 return
+
+    def _store_lost(self, exc: StoreError) -> None:
+        """The store failed for longer than the run's lease (its writes retry that long): another
+        process may take the run for dead, so it stops here, failed as infrastructure."""
+        self.records.offline = True
+        if self.stop_reason is None:
+            self.stop_reason = (JobStatus.FAILED, f"infrastructure: {exc}")
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _job_task(self, state: _JobState, limiter: anyio.CapacityLimiter, group: anyio.CancelScope) -> None:
         plan = state.plan
@@ -218,6 +238,8 @@ class Runner:
                     and not plan.allow_failure and self.stop_reason is None):
                 self.stop_reason = (JobStatus.CANCELLED, f"fail_fast: stopped after {plan.name} failed")
                 group.cancel()
+        except StoreError as exc:
+            self._store_lost(exc)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._stop_job(state)
@@ -314,7 +336,12 @@ class Runner:
                 writer.note(f"attempt {attempt} of {retry.max + 1}")
 
                 def remember(record: dict[str, Any], name: str = plan.name, kind: str = executor.name) -> None:
-                    self.records.job_running_on(name, kind, record)
+                    try:
+                        self.records.job_running_on(name, kind, record)
+                    except StoreError as exc:
+                        # Maybe on an executor's thread: the watcher stops the run (and the
+                        # executor the job) from the event loop.
+                        self._lost_store = exc
 
                 result = await self._attempt(executor, command, writer, remember)
                 a_end = self.clock.time()

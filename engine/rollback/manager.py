@@ -82,7 +82,7 @@ class RollbackManager:
             if orchestrator is not None:
                 store = orchestrator.store
             else:
-                from engine.store.sqlite import open_store
+                from engine.store import open_store
 
                 store = open_store(self.settings.workspace)
                 self._owns_store = True

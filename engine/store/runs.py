@@ -20,6 +20,7 @@ __all__ = [
     "Metric",
     "NewJob",
     "cancel_requested",
+    "clear_recovery_record",
     "finish_job",
     "finish_run",
     "get_run",
@@ -29,6 +30,7 @@ __all__ = [
     "job_recovery_records",
     "list_runs",
     "mark_interrupted",
+    "orphaned_recovery_records",
     "pipeline_names",
     "pipeline_registered",
     "record_artifacts",
@@ -36,6 +38,7 @@ __all__ = [
     "record_metrics",
     "recent_run_ids",
     "registered_pipeline",
+    "renew_lease",
     "request_cancel",
     "run_artifacts",
     "run_jobs",
@@ -138,8 +141,10 @@ def insert_run(
 def start_run(
     store: Store, run_id: str, *, pipeline: str, status: str, started_at: float,
     owner: tuple[int, str, str | None], jobs: Sequence[NewJob], warnings: Sequence[str] = (),
+    lease_until: float | None = None,
 ) -> None:
-    """The run is running under `owner` (pid, host, identity); its jobs are recorded in plan order.
+    """The run is running under `owner` (pid, host, identity), whose lease lasts until
+    `lease_until` (see `renew_lease`); its jobs are recorded in plan order.
 
     `warnings` join the run's context as `warning` (shown wherever the run is).
     """
@@ -151,9 +156,9 @@ def start_run(
             context["warning"] = "; ".join(warnings)
             conn.execute("UPDATE runs SET context_json = ? WHERE run_id = ?", (json.dumps(context), run_id))
         conn.execute(
-            "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ? "
-            "WHERE run_id = ?",
-            (status, started_at, pid, host, identity, run_id),
+            "UPDATE runs SET status = ?, started_at = ?, owner_pid = ?, owner_host = ?, owner_start = ?, "
+            "lease_expires_at = ? WHERE run_id = ?",
+            (status, started_at, pid, host, identity, lease_until, run_id),
         )
         conn.executemany(
             "INSERT INTO jobs (run_id, name, pipeline, stage, base_name, matrix_json, needs_json, status, "
@@ -209,16 +214,29 @@ def request_cancel(store: Store, run_id: str) -> None:
     store.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
 
 
+def renew_lease(store: Store, run_id: str, *, until: float) -> bool:
+    """Extend the run owner's lease to `until`; returns whether a cancel was requested (one
+    round trip for both: the runner renews where it polls the cancel flag)."""
+    rows = store.query("UPDATE runs SET lease_expires_at = ? WHERE run_id = ? RETURNING cancel_requested",
+                       (until, run_id))
+    return bool(rows and rows[0]["cancel_requested"])
+
+
 def cancel_requested(store: Store, run_id: str) -> bool:
     row = store.query_one("SELECT cancel_requested FROM runs WHERE run_id = ?", (run_id,))
     return bool(row is not None and row["cancel_requested"])
 
 
-def mark_interrupted(store: Store, run_id: str, *, status: str, job_status: str, reason: str, now: float) -> None:
-    """A run whose runner died: its unfinished jobs and attempts end, and so does the run."""
+def mark_interrupted(store: Store, run_id: str, *, status: str, job_status: str, reason: str, now: float,
+                     keep_recovery: bool = False) -> None:
+    """A run whose runner died: its unfinished jobs and attempts end, and so does the run.
+
+    `keep_recovery` keeps the jobs' recovery records, for the runner's own host to act on
+    (`orphaned_recovery_records`) when another machine marks the run."""
+    recovery = "" if keep_recovery else ", recovery_json = NULL"
     with store.transaction() as conn:
         conn.execute(
-            "UPDATE jobs SET status = ?, reason = ?, finished_at = COALESCE(finished_at, ?), recovery_json = NULL "
+            f"UPDATE jobs SET status = ?, reason = ?, finished_at = COALESCE(finished_at, ?){recovery} "
             "WHERE run_id = ? AND status IN (?, ?, ?)",
             (job_status, reason, now, run_id, *_UNFINISHED_JOB),
         )
@@ -305,6 +323,20 @@ def job_recovery_records(store: Store, run_id: str) -> list[tuple[str, str | Non
     rows = store.query("SELECT name, executor, recovery_json FROM jobs WHERE run_id = ? AND recovery_json IS NOT NULL "
                        "ORDER BY seq", (run_id,))
     return [(r["name"], r["executor"], json.loads(r["recovery_json"])) for r in rows]
+
+
+def orphaned_recovery_records(store: Store, host: str) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """(run_id, job, executor, recovery record) left by runners of `host` in runs already ended
+    (marked interrupted from another machine while this one was away)."""
+    rows = store.query(
+        "SELECT j.run_id, j.name, j.executor, j.recovery_json FROM jobs j JOIN runs r ON r.run_id = j.run_id "
+        "WHERE j.recovery_json IS NOT NULL AND r.owner_host = ? AND r.status NOT IN ('queued', 'running') "
+        "ORDER BY j.run_id, j.seq", (host,))
+    return [(r["run_id"], r["name"], r["executor"], json.loads(r["recovery_json"])) for r in rows]
+
+
+def clear_recovery_record(store: Store, run_id: str, job: str) -> None:
+    store.execute("UPDATE jobs SET recovery_json = NULL WHERE run_id = ? AND name = ?", (run_id, job))
 
 
 def record_attempt(

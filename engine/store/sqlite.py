@@ -23,7 +23,7 @@ from typing import TypeVar
 from engine.errors import ConflictError, StoreError
 from engine.store.base import Params, Row
 
-__all__ = ["SQLiteStore", "open_store"]
+__all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 30_000
 _LOCK_RETRIES = 8
@@ -278,6 +278,11 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def open_store(workspace: str | os.PathLike[str]) -> SQLiteStore:
-    """The store of a workspace: <workspace>/state.db."""
-    return SQLiteStore(Path(workspace) / "state.db")
+def __getattr__(name: str) -> object:
+    # `open_store` used to live here; it now chooses the dialect (engine.store._open). Code
+    # written against the old place gets the one that reads PIPELINE_STORE_URL, not a twin.
+    if name == "open_store":
+        from engine.store._open import open_store
+
+        return open_store
+    raise AttributeError(name)

@@ -1,0 +1,3 @@
+-- Change notifications (see postgresql/0011_change_notifications.sql) need no schema here:
+-- SQLite has no LISTEN/NOTIFY, and a subscriber on it falls back to polling
+-- (engine.store.notify). This file keeps the two dialects' migrations in step.
