@@ -276,13 +276,3 @@ def _statements(script: str) -> list[str]:
     if buf.strip() and not buf.strip().startswith("--"):
         out.append(buf.strip())
     return out
-
-
-def __getattr__(name: str) -> object:
-    # `open_store` used to live here; it now chooses the dialect (engine.store._open). Code
-    # written against the old place gets the one that reads PIPELINE_STORE_URL, not a twin.
-    if name == "open_store":
-        from engine.store._open import open_store
-
-        return open_store
-    raise AttributeError(name)

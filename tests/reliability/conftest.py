@@ -58,7 +58,9 @@ def free_port() -> int:
 
 
 def server_env(workspace: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "CICD_"))}
+    # The session's PIPELINE_SANDBOX_WRITABLE stays: jobs leave marks in the tests' temp dirs.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIPELINE_", "CICD_")) or k == "PIPELINE_SANDBOX_WRITABLE"}
     env["PIPELINE_WORKSPACE"] = str(workspace)
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)

@@ -20,7 +20,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.conftest import MakeServer, text
+from tests.reliability.conftest import MakeServer, policy_text, text
 
 EXAMPLES = 40
 
@@ -39,7 +39,7 @@ def live(make_server: MakeServer, tmp_path: Path) -> Iterator[tuple[BlockingPort
     pipeline = tmp_path / "ok.yaml"
     pipeline.write_text("name: ok-pipe\nsource: null\nstages:\n  - name: s\n    jobs:\n"
                         "      - name: j\n        commands: ['echo hi']\n")
-    server = make_server()
+    server = make_server(policy_text(compatibility="true"))   # the compatibility tool is listed (and fuzzed) too
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(mcp.Client(server)) as client:
         first = portal.call(client.call_tool, "run_pipeline", {"config_path": str(pipeline)})
         assert not first.is_error, text(first)

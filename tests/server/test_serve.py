@@ -27,7 +27,7 @@ HTTP_PORT, SSE_PORT, BIND_PORT = 18520, 18521, 18522
 
 
 def server_env(workspace: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_") or k == "PIPELINE_SANDBOX_WRITABLE"}
     env["PIPELINE_WORKSPACE"] = str(workspace)
     env["PYTHONPATH"] = str(REPO)
     return env

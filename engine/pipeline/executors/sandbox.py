@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -76,9 +77,23 @@ def writable_paths() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p and os.path.isdir(p)]
 
 
+@functools.cache
+def _own_installation() -> tuple[str, ...]:
+    """This installation's directories that lie under /tmp (hidden by the sandbox's own /tmp)."""
+    import engine
+
+    tmp = Path("/tmp").resolve()  # noqa: S108 - the directory the sandbox replaces
+    roots = {Path(engine.__file__).resolve().parents[1], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return tuple(sorted(str(r) for r in roots if r.is_relative_to(tmp) and r != tmp))
+
+
 def bwrap_argv(command: JobCommand, bwrap: str = BWRAP) -> tuple[str, ...]:
     """The bwrap prefix that sandboxes `command` (its argv follows)."""
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    # cicd-mcp itself (its source and its interpreter's prefix) stays readable where the tmpfs would hide
+    # it: jobs run our own helpers (the GitHub Actions step runner) with this interpreter.
+    for path in _own_installation():
+        args += ["--ro-bind", path, path]
     # Bound after the tmpfs: a workspace under /tmp must show through it.
     paths = [*writable_paths(), command.workspace, *([command.home] if command.home is not None else [])]
     for path in dict.fromkeys(str(p.resolve()) for p in paths):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.pipeline._workspace import safe_name
+from engine.pipeline._workspace import RunPaths
 from engine.pipeline.manager import PipelineManager
 
 INJECTION = "1; touch x; $(touch y) `touch z`"
@@ -35,7 +35,7 @@ def test_a_matrix_value_cannot_run_commands(tmp_path: Path) -> None:
          "commands": ["echo matrix=${matrix.v} var=${v}; touch done"]}]}]})
     assert run.status.value == "succeeded", run.reason
     for job in run.jobs:
-        workspace = tmp_path / "ws" / "runs" / run.run_id / "jobs" / safe_name(job) / "workspace"
+        workspace = RunPaths(tmp_path / "ws" / "runs" / run.run_id, tmp_path).workspace(job)
         assert sorted(p.name for p in workspace.iterdir()) == ["done"]
     logs = "\n".join(manager.read_log(run.run_id, job).text for job in run.jobs)
     assert "matrix=a; touch m1 var=shadow" in logs
@@ -53,7 +53,7 @@ def test_a_value_inside_single_quotes_is_still_the_value_and_still_data(tmp_path
         {"RELEASE": INJECTION + " 'q'", "EMPTY": ""})
     assert run.status.value == "succeeded", run.reason
     (job,) = run.jobs
-    workspace = tmp_path / "ws" / "runs" / run.run_id / "jobs" / safe_name(job) / "workspace"
+    workspace = RunPaths(tmp_path / "ws" / "runs" / run.run_id, tmp_path).workspace(job)
     assert (workspace / "single.txt").read_text() == f"v={INJECTION} 'q' m=3.11\n"
     assert (workspace / "empty.txt").read_text() == "empty\n"
     assert not {"x", "y", "z"} & {p.name for p in workspace.iterdir()}

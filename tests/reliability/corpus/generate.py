@@ -73,7 +73,7 @@ PIPELINES: list[tuple[str, str | bytes, str]] = [
     ("top_level_list.yaml", "- name: p\n- stages: []\n", "a pipeline is a mapping"),
     ("top_level_scalar.yaml", "just a string\n", "a pipeline is a mapping"),
     ("top_level_number.yaml", "42\n", "a pipeline is a mapping"),
-    ("name_missing.yaml", "stages:\n  - name: s\n    jobs:\n      - name: j\n" + JOB, "missing required field 'name'"),
+    # (A file without `name:` is named after itself, as GitHub Actions does: name_empty.yaml below.)
     ("stages_missing.yaml", "name: p\n", "missing required field 'stages'"),
     ("stages_empty.yaml", "name: p\nstages: []\n", "stages"),
     ("stages_mapping.yaml", "name: p\nstages: {s: {jobs: []}}\n", "stages"),

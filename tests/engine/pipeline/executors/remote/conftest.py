@@ -110,8 +110,9 @@ def revive_host(server: Any) -> None:
         subprocess.run(["/usr/sbin/sshd", "-f", str(config), "-E", str(server.log_path)], check=True)
         while time.monotonic() < deadline:
             text = server.log_path.read_text(errors="replace")
-            if "Server listening on 127.0.0.1" in text:
-                server.pid = int((server.root / "sshd.pid").read_text().strip())
+            pid = (server.root / "sshd.pid").read_text().strip() if (server.root / "sshd.pid").exists() else ""
+            if "Server listening on 127.0.0.1" in text and pid.isdigit():   # sshd logs before it writes its pid
+                server.pid = int(pid)
                 return
             if "Cannot bind" in text:
                 break
