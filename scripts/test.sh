@@ -64,7 +64,9 @@ python -m ruff check .
 python -m mypy
 
 set +e
-python -m pytest "$@"
+# Several workers: most tests wait on processes and services, not on the CPU (tests/conftest.py keeps
+# the suites that start services of their own on one worker each).
+python -m pytest -n "${CICD_TEST_WORKERS:-3}" --dist loadgroup "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -26,7 +26,7 @@ from tests.server.conftest import MakeServer, make_server, settings, workspace  
 from tests.server.test_gate import elicit_answer, text
 
 SITE_PORTS = (18701, 18702)
-SSH_SITE_PORT = 18711
+SSH_SITE_PORT = 18830   # outside every suite's port pool
 
 # -- Pipelines ---------------------------------------------------------------------------------------
 PIPELINE_YAML = """\
@@ -235,7 +235,7 @@ def test_the_staging_snippet_as_written_fails_naming_its_host(tmp_path: Path, mo
 
 @pytest.fixture(scope="session")
 def port_pool() -> Any:
-    return services.PortPool(18720, 18749)
+    return services.PortPool(18800, 18829)
 
 
 @pytest.mark.ssh

@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from tests.server.conftest import REPO, policy_yaml
 from tests.server.test_gate import text
 
-HTTP_PORT, SSE_PORT, BIND_PORT = 18520, 18521, 18522
+HTTP_PORT, SSE_PORT, BIND_PORT = 18840, 18841, 18842   # outside every suite's port pool
 
 
 def server_env(workspace: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from tests.engine.deploy.conftest import unavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]
 
-REGISTRY_PORT = 18760   # outside every suite's port pool
+REGISTRY_PORT = 18850   # outside every suite's port pool
 
 
 def _free_port() -> int:
