@@ -8,9 +8,29 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["blocking"]
+__all__ = ["blocking", "in_event_loop"]
 
 T = TypeVar("T")
+
+
+def in_event_loop() -> bool:
+    """Whether this thread runs an event loop (asyncio, or trio where sniffio can tell)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    try:
+        import sniffio  # not a dependency of ours (nor of anyio 4): only there with trio and friends
+    except ImportError:
+        return False
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    return True
 
 
 def blocking(fn: Callable[..., Awaitable[T]], *args: Any, thread_name: str = "cicd-sync") -> T:
@@ -20,11 +40,7 @@ def blocking(fn: Callable[..., Awaitable[T]], *args: Any, thread_name: str = "ci
     the sync API), the loop cannot be re-entered, so the call runs in a thread of its own with
     its own loop and this thread waits for it.
     """
-    try:
-        import sniffio
-
-        sniffio.current_async_library()
-    except Exception:  # noqa: BLE001 - no event loop in this thread: run one
+    if not in_event_loop():
         return anyio.run(fn, *args)
     box: dict[str, Any] = {}
 

@@ -12,7 +12,7 @@ import pytest
 # workers race for a port. Everything else is spread test by test.
 _ONE_WORKER = (
     "tests/engine/deploy", "tests/engine/rollback", "tests/engine/store", "tests/engine/pipeline",
-    "tests/reliability", "tests/server/test_serve.py", "tests/server/test_inspector.py",
+    "tests/reliability", "tests/server/tools", "tests/server/test_serve.py", "tests/server/test_inspector.py",
     "tests/test_original_design.py",
 )
 

@@ -61,6 +61,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine._sync import in_event_loop
 from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions
 from engine.errors import InputError, NotFoundError, SpecError, TargetError
 from engine.pipeline.executors._remote import artifact_lister, remote_env
@@ -390,7 +391,7 @@ class SSHExecutor:
             return False
         killed = False
         try:
-            killed = anyio.run(self._kill_on, record) if not _in_event_loop() else self._kill_blocking(record)
+            killed = anyio.run(self._kill_on, record) if not in_event_loop() else self._kill_blocking(record)
         except TargetError:
             self._leftovers.add(dict(record))
         return killed
@@ -759,11 +760,3 @@ def _login_user() -> str:
     return getpass.getuser()
 
 
-def _in_event_loop() -> bool:
-    try:
-        import sniffio
-
-        sniffio.current_async_library()
-    except Exception:  # noqa: BLE001 - no loop in this thread
-        return False
-    return True

@@ -13,7 +13,7 @@ import pytest
 from engine.deploy import DeploymentOrchestrator
 from tests.engine.deploy.helpers import APP_COMMAND
 
-PORTS = (18510, 18511)
+PORTS = (18860, 18861)   # outside every suite's port pool; the suite runs on one worker (tests/conftest.py)
 
 
 def free(port: int) -> bool:
