@@ -65,29 +65,14 @@ def _topological(tasks: Mapping[str, Task]) -> list[str]:
 
 
 def critical_path(tasks: Mapping[str, Task]) -> tuple[float, list[str]]:
-    """The longest chain of dependencies by duration (seconds), with unlimited workers.
-
-    Ties go to the greater job name, and a zero-length dependency stays on the path, so the
-    answer does not depend on the order jobs are listed or sorted in (`spec.dag.critical_path`
-    keeps the first it meets and leaves zero-length work out: it is not used for reports).
+    """The longest chain of dependencies by duration (seconds), with unlimited workers: the
+    pipeline language's own (`spec.dag.critical_path`), over the measured durations.
 
     Raises:
         CycleError: the graph has a cycle.
     """
-    best: dict[str, tuple[float, str | None]] = {}
-    for name in _topological(tasks):
-        task = tasks[name]
-        prev = max(_deps(tasks, task), key=lambda d: (best[d][0], d), default=None)
-        best[name] = (task.duration + (best[prev][0] if prev else 0.0), prev)
-    if not best:
-        return 0.0, []
-    end = max(best, key=lambda n: (best[n][0], n))
-    path: list[str] = []
-    node: str | None = end
-    while node is not None:
-        path.append(node)
-        node = best[node][1]
-    return best[end][0], path[::-1]
+    graph = {name: list(_deps(tasks, task)) for name, task in tasks.items()}
+    return dag.critical_path(graph, {name: task.duration for name, task in tasks.items()})
 
 
 def longest_chain(tasks: Mapping[str, Task]) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from engine.errors import CycleError
 
-__all__ = ["critical_path", "dependents", "find_cycle", "longest_paths", "topological_order", "transitive_deps"]
+__all__ = ["critical_path", "dependents", "find_cycle", "topological_order", "transitive_deps"]
 
 Graph = Mapping[str, Sequence[str]]
 
@@ -90,30 +90,29 @@ def transitive_deps(graph: Graph, node: str) -> set[str]:
     return seen
 
 
-def longest_paths(graph: Graph, durations: Mapping[str, float]) -> dict[str, tuple[float, str | None]]:
-    """For each node: (earliest finish time with unlimited workers, the predecessor on its longest path)."""
-    finish: dict[str, tuple[float, str | None]] = {}
-    for n in topological_order(graph):
-        best, prev = 0.0, None
-        for d in graph[n]:
-            if d in finish and finish[d][0] > best:
-                best, prev = finish[d][0], d
-        finish[n] = (best + max(0.0, durations.get(n, 0.0)), prev)
-    return finish
-
-
 def critical_path(graph: Graph, durations: Mapping[str, float]) -> tuple[float, list[str]]:
-    """The longest chain of dependent work: (its length in the durations' unit, its nodes in order)."""
-    if not graph:
+    """The longest chain of dependent work: (its length in the durations' unit, its nodes in order).
+
+    Ties go to the greater node name, and a zero-length dependency stays on the path, so the answer
+    does not depend on the order the nodes are listed in (the same run read back twice gives the same
+    path). A dependency on a name that is not a node counts as done at time zero.
+
+    Raises:
+        CycleError: the graph has a cycle.
+    """
+    best: dict[str, tuple[float, str | None]] = {}
+    for n in topological_order(graph):
+        prev = max((d for d in graph[n] if d in best), key=lambda d: (best[d][0], d), default=None)
+        best[n] = (max(0.0, durations.get(n, 0.0)) + (best[prev][0] if prev else 0.0), prev)
+    if not best:
         return 0.0, []
-    finish = longest_paths(graph, durations)
-    end = max(finish, key=lambda n: finish[n][0])
+    end = max(best, key=lambda n: (best[n][0], n))
     path: list[str] = []
     node: str | None = end
     while node is not None:
         path.append(node)
-        node = finish[node][1]
-    return finish[end][0], path[::-1]
+        node = best[node][1]
+    return best[end][0], path[::-1]
 
 
 def roots(graph: Graph) -> Iterable[str]:

@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.deploy._registry import LazyRegistry
+from engine._registry import LazyRegistry
 from engine.deploy.targets.base import Address, Instance, TargetContext
 
 __all__ = ["ROUTERS", "Backend", "Router", "RouterConfig", "RouterFactory", "switch_weights"]

@@ -89,7 +89,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.deploy._registry import LazyRegistry
+from engine._registry import LazyRegistry
 
 __all__ = [
     "COLORS",

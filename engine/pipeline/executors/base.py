@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import anyio
 
 from engine._clock import Clock, SystemClock
-from engine.deploy._registry import LazyRegistry
+from engine._registry import LazyRegistry
 from engine.pipeline.logs import LogWriter
 
 __all__ = [

@@ -29,3 +29,13 @@ def test_critical_path_follows_the_longest_chain() -> None:
 
 def test_transitive_deps() -> None:
     assert dag.transitive_deps({"a": [], "b": ["a"], "c": ["b"]}, "c") == {"a", "b"}
+
+
+def test_critical_path_does_not_depend_on_the_order_nodes_are_listed_in() -> None:
+    """Ties go to the greater name and zero-length work stays on the path: the same run read back in
+    another order gives the same answer (insights reports it)."""
+    graph = {"a": [], "b": [], "c": ["a", "b"], "z": ["c"]}
+    durations = {"a": 2.0, "b": 2.0, "c": 0.0, "z": 1.0}
+    forward = dag.critical_path(graph, durations)
+    backward = dag.critical_path(dict(reversed(list(graph.items()))), durations)
+    assert forward == backward == (3.0, ["b", "c", "z"])

@@ -1,7 +1,8 @@
 """A registry of name -> factory whose entries may be "module:attribute" strings, imported on first use.
 
-Targets and routers register by dotted path so that `import engine.deploy` does not import
-docker, paramiko or kubernetes: the module behind a kind is imported when that kind is first used.
+Executors, targets and routers register by dotted path so that `import engine.deploy` or the
+scheduler does not import docker, paramiko or kubernetes: the module behind a kind is imported when
+that kind is first used. In the base layer: the pipeline and deploy packages both use it.
 """
 
 from __future__ import annotations
