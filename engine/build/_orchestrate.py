@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from engine._logfile import LogWriter
 from engine.build._languages import Builder, detect_language, get_builder
 from engine.build._models import (
     BuildArtifact,
@@ -24,7 +25,7 @@ from engine.build._models import (
     CommandRecord,
     Finding,
 )
-from engine.build._process import LogWriter, run_streamed
+from engine.build._process import run_streamed
 from engine.errors import ExecutorError, InputError, NotFoundError
 
 __all__ = [
@@ -166,7 +167,7 @@ def orchestrate_build_pipeline(
                            log_path=str(log_file), log_tail=log.tail(), duration=time.monotonic() - t0,
                            **fields)
 
-    with LogWriter(log_file) as log:
+    with LogWriter(log_file, append=False, tail_lines=40) as log:
         log.line(f"build {name} project {project} into {out}")
         facts = builder.inspect(project, environment, python or sys.executable)
         findings = builder.config_findings(facts) + builder.dependency_findings(facts)

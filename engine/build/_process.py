@@ -12,64 +12,24 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio
 
+from engine._logfile import LogWriter
 from engine._process import signal_group, terminate_group
 from engine.errors import ExecutorError
 
-__all__ = ["LogWriter", "ProcessOutcome", "run_streamed"]
+__all__ = ["ProcessOutcome", "run_streamed"]
 
 # A line longer than this is written in pieces, each stamped; a process that never
 # prints a newline cannot make the reader hold an unbounded buffer.
 _MAX_LINE = 64 * 1024
 _KILL_GRACE = 5.0
 _POLL = 0.1
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class LogWriter:
-    """An append-only, line-stamped log file that also keeps its last lines for a summary."""
-
-    def __init__(self, path: Path, *, append: bool = False, tail_lines: int = 40) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._file: BinaryIO = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
-        self._lock = threading.Lock()
-        self._tail: deque[str] = deque(maxlen=tail_lines)
-
-    def line(self, text: str | bytes) -> None:
-        raw = text if isinstance(text, bytes) else text.encode()
-        stamp = _stamp().encode()
-        with self._lock:
-            for part in raw.rstrip(b"\r\n").split(b"\n"):
-                self._file.write(stamp + b" " + part.rstrip(b"\r") + b"\n")
-                self._tail.append(part.decode(errors="replace"))
-            self._file.flush()
-
-    def tail(self) -> str:
-        with self._lock:
-            return "\n".join(self._tail)
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-    def __enter__(self) -> LogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

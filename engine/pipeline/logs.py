@@ -9,82 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine._secrets import Masker
+from engine._logfile import MAX_LINE, LogWriter
 
 __all__ = ["LogSlice", "LogWriter", "cut_line", "read_log_slice", "tail_lines"]
-
-MAX_LINE = 64 * 1024
-
-
-def _stamp() -> bytes:
-    t = time.time()
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z ").encode()
-
-
-class LogWriter:
-    """Writes a job's output to its log file line by line as it arrives.
-
-    Not thread-safe: one writer per job, fed by one reader at a time.
-    """
-
-    def __init__(self, path: Path, masker: Masker | None = None) -> None:
-        self.path = path
-        try:
-            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(path, "ab", buffering=0)  # noqa: SIM115
-        self._masker = masker or Masker()
-        self._carry = b""
-        self.bytes_written = 0
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._carry + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            if len(data) <= MAX_LINE:
-                self._carry = data
-                return
-            # A very long line: write it in pieces. Masked first, then cut: a secret wholly in `data`
-            # is gone before the cut can split it, and the last `longest - 1` bytes, which may hold
-            # the start of a secret the next chunk completes, wait for that chunk.
-            if self._masker:
-                data = self._masker.mask_bytes(data)
-            keep = max(self._masker.longest - 1, 0)
-            head, self._carry = data[: len(data) - keep], data[len(data) - keep:]
-            self._emit([head])
-            return
-        self._carry = data[cut + 1:]
-        self._emit(data[:cut].split(b"\n"))
-
-    def note(self, text: str) -> None:
-        """A line from the engine itself (attempt started, timed out, ...)."""
-        self.flush()
-        self._emit([b"==> " + text.encode()])
-
-    def flush(self) -> None:
-        if self._carry:
-            carry, self._carry = self._carry, b""
-            self._emit([carry])
-
-    def _emit(self, lines: list[bytes]) -> None:
-        stamp = _stamp()
-        body = b"".join(stamp + line.rstrip(b"\r") + b"\n" for line in lines)
-        if self._masker:
-            body = self._masker.mask_bytes(body)
-        self._f.write(body)
-        self.bytes_written += len(body)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._f.close()
-
 
 @dataclass(frozen=True)
 class LogSlice:
