@@ -111,6 +111,8 @@ class JobSummary(_Out):
     exit_code: int | None = None
     duration: float | None = Field(default=None, description="Seconds, all attempts.")
     reason: str | None = Field(default=None, description="Why it failed or was skipped.")
+    deployment: dict[str, Any] | None = Field(
+        default=None, description="A deploy stage's deployment: deployment_id, status, rolled_back, version.")
 
 
 class FailedJob(_Out):

@@ -120,6 +120,8 @@ class RunRecords:
         fields = {**self._held.pop(res.name, {}), "status": res.status.value, "reason": res.reason,
                   "finished_at": now, "duration": res.duration, "attempts": res.attempts, "recovery_json": None,
                   **usage}
+        if res.deployment is not None:
+            fields["deployment_json"] = json.dumps(res.deployment)
         attempt = self._last_attempt.pop(res.name, None)
         if self.offline:
             return

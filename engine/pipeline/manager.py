@@ -415,6 +415,7 @@ class PipelineManager:
                     peak_rss_mb=None if j["peak_rss_kb"] is None else round(j["peak_rss_kb"] / 1024, 3),
                     allow_failure=bool(j["allow_failure"]), needs=json.loads(j["needs_json"]), log_path=j["log_path"],
                     artifacts=arts.get(j["name"], []),
+                    deployment=json.loads(j["deployment_json"]) if j.get("deployment_json") else None,
                 )
         return PipelineRun(
             run_id=row["run_id"], pipeline=row["pipeline"], status=RunStatus(row["status"]), jobs=jobs,

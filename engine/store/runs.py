@@ -53,7 +53,7 @@ _UNFINISHED_JOB = ("pending", "running", "retrying")
 
 JOB_COLUMNS = frozenset({
     "status", "reason", "ready_at", "started_at", "finished_at", "duration", "queue_wait", "cpu_user", "cpu_system",
-    "peak_rss_kb", "exit_code", "attempts", "executor", "recovery_json",
+    "peak_rss_kb", "exit_code", "attempts", "executor", "recovery_json", "deployment_json",
 })
 """The job columns `update_job` may set (the rest are written once, when the run starts)."""
 

@@ -118,7 +118,7 @@ def present_run(run: PipelineRun, manager: PipelineManager, *, cap: bool = True,
     jobs = [
         JobSummary(name=j.name, stage=j.stage, status=str(j.status), attempts=j.attempts,
                    exit_code=j.exit_code, duration=round(j.duration, 3) if j.duration is not None else None,
-                   reason=clip(j.reason, 300 if cap else MAX_REASON))
+                   reason=clip(j.reason, 300 if cap else MAX_REASON), deployment=j.deployment)
         for j in run.jobs.values()
     ]
     counts: dict[str, int] = {}

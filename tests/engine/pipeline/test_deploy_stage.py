@@ -168,6 +168,8 @@ def test_a_stage_without_jobs_deploys_the_artifacts_of_the_stages_it_depends_on(
     assert deploy.deployment["status"] == "success" and deploy.deployment["rolled_back"] is False
     assert deploy.deployment["deployment_id"].startswith("d-") and deploy.deployment["strategy"] == "rolling"
     assert all(served(p, "version") == "1.0.0" for p in STAGE_PORTS)
+    # Kept with the run: read back later (cicd-mcp show, get_run), the stage still says what it deployed.
+    assert manager.get_run(run.run_id).jobs["deploy"].deployment == deploy.deployment
 
     # 2.0.0 has no health file: the rollout fails, and rollback_on_failure puts 1.0.0 back.
     run = manager.run_pipeline(staged / "release.yaml", {"RELEASE": "2.0.0", "HEALTH": ""})
