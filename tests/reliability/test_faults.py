@@ -3,7 +3,8 @@ bound, and where rollback applies the previous version is serving and recorded l
 
 Real services only: the local target's processes behind a real nginx, a Docker engine of the
 tests' own (the deploy tests' `docker_engine` fixture and images), an sshd started here.
-Target ports come from 18750-18799.
+Target and router ports come from 18750-18799 (the deploy suite, which may run beside this one on
+another xdist worker, has its own).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from engine.deploy.history import DeploymentHistory
 from engine.errors import TargetError
 from tests.engine.deploy.conftest import docker_engine, services  # noqa: F401 - fixture reused
 from tests.engine.deploy.helpers import APP_COMMAND, make_release
-from tests.engine.deploy.nginx_fixture import NginxServer, nginx_server, ports  # noqa: F401 - fixture reused
+from tests.engine.deploy.nginx_fixture import NginxServer, nginx_server  # noqa: F401 - fixture reused
 
 pytestmark = [pytest.mark.slow]
 BOUND = 120.0   # seconds any faulted rollout may take to reach its final status
@@ -131,7 +132,7 @@ def test_health_endpoint_hangs_past_its_timeout(tmp_path: Path, port_pool: Any, 
 
 
 def test_nginx_reload_fails(tmp_path: Path, port_pool: Any, nginx: NginxServer, made: list[Service]) -> None:
-    listen = ports.take(1)[0]
+    listen = port_pool.take()  # not the deploy suite's nginx range: that suite may run beside this one
     svc = Service(tmp_path, {"target": {"kind": "local", "command": APP_COMMAND, "ports": port_pool.take_many(1),
                                         "color_ports": {"blue": port_pool.take_many(1),
                                                         "green": port_pool.take_many(1)}},
