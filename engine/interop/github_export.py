@@ -172,7 +172,9 @@ def _export_job(job: BaseJob, plan: PipelinePlan, ids: Mapping[str, str], by_nam
         warnings.append(f"job {job.name}: retry (max {jp.retry.max}) is not supported by GitHub Actions")
     if job.matrix:
         matrix = {k: [_plain(v) for v in vs] for k, vs in job.matrix.items()}
-        out["strategy"] = {"fail-fast": False, "matrix": matrix}
+        out["strategy"] = {"fail-fast": job.plan.fail_fast, "matrix": matrix}
+        if job.plan.max_parallel:
+            out["strategy"]["max-parallel"] = job.plan.max_parallel
     env: dict[str, Any] = {k: _env_value(str(_plain(v)), values, job.name, warnings)
                            for k, v in jp.variables.items()}
     for key in job.matrix or {}:

@@ -308,6 +308,7 @@ class _Job:
         self.reasons: list[str] = []
         self.warnings: list[str] = []
         self.combos: list[dict[str, Any]] | None = None
+        self.strategy: dict[str, Any] = {}   # fail_fast, max_parallel of its matrix
 
     def line(self, *where: str | int) -> int | None:
         line, _ = self.imp.pos.locate((*self.path, *where))
@@ -328,8 +329,6 @@ class _Job:
         if not isinstance(strategy, Mapping):
             self.unsupported(("strategy",), "strategy must be a mapping")
             return None
-        if "max-parallel" in strategy:
-            self.warnings.append(f"job {self.id}: strategy.max-parallel is not applied (PIPELINE_MAX_WORKERS is)")
         raw = strategy.get("matrix")
         if raw is None:
             return None
@@ -357,11 +356,36 @@ class _Job:
         if not combos:
             self.unsupported(("strategy", "matrix"), "the matrix has no combination")
             return None
-        fail_fast = strategy.get("fail-fast", True)
-        if fail_fast is not False and len(combos) > 1:
-            self.warnings.append(f"job {self.id}: fail-fast is not applied: every combination runs to its end "
-                                 "(the outcome is the same)")
+        self.strategy = self._strategy(strategy, len(combos))
         return combos
+
+    def _strategy(self, strategy: Mapping[str, Any], combos: int) -> dict[str, Any]:
+        """strategy.fail-fast (default true) and max-parallel, as the engine's job fields."""
+        out: dict[str, Any] = {}
+        ctx = self.static(None)
+        for key, name in (("fail-fast", "fail_fast"), ("max-parallel", "max_parallel")):
+            if key not in strategy:
+                continue
+            try:
+                value = value_of(strategy[key], ctx)
+            except ExpressionError as exc:
+                self.unsupported(("strategy", key), f"{key}: {exc}")
+                continue
+            if name == "fail_fast":
+                out[name] = value is not False and to_string(value) != "false"
+            else:
+                try:
+                    number = int(to_string(value))
+                except ValueError:
+                    number = 0
+                if number < 1:
+                    self.unsupported(("strategy", key), f"max-parallel must be a positive number, not {value!r}")
+                elif number < combos:
+                    out[name] = number
+        out.setdefault("fail_fast", True)
+        if combos < 2 or not out["fail_fast"]:
+            out.pop("fail_fast")   # nothing to cancel, or GitHub's default turned off
+        return out
 
     def _static_needs(self) -> dict[str, Any]:
         """The outputs of needed jobs that are known before they run: build-and-inspect's Python
@@ -402,6 +426,7 @@ class _Job:
             keys, matrix = plain
             spec_job = self._spec_job(self.id, None, base, env, steps, artifacts, keys)
             spec_job["matrix"] = matrix
+            spec_job.update(self.strategy)
             return [spec_job]
         if not combos:
             return [self._spec_job(self.id, None, base, env, steps, artifacts, None)]
@@ -412,6 +437,8 @@ class _Job:
             spec_job = self._spec_job(f"{self.id}.{i + 1}", combo, base, env, steps, artifacts, None)
             spec_job["matrix"] = {re.sub(r"\W", "_", k): [_scalar(v)] for k, v in combo.items()
                                   if _VAR.match(re.sub(r"\W", "_", k))}
+            if self.strategy:
+                spec_job.update(self.strategy, matrix_group=self.id)
             out.append(spec_job)
         return out
 

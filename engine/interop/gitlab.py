@@ -120,6 +120,9 @@ def _export_job(job: BaseJob, plan: PipelinePlan, names: Mapping[str, str], by_n
             out["rules"] = [rule] if if_text is None else [rule, {"when": "never"}]
     if job.matrix:
         out["parallel"] = {"matrix": [{k: [_plain(v) for v in vs] for k, vs in job.matrix.items()}]}
+        if job.plan.fail_fast or job.plan.max_parallel:
+            warnings.append(f"job {job.name}: GitLab CI's parallel:matrix has no fail_fast or max_parallel; "
+                            "every combination runs, all at once")
     if jp.variables:
         out["variables"] = {k: _plain(v) for k, v in jp.variables.items()}
     commands = job_commands(job, plan, warnings)

@@ -72,6 +72,8 @@ class _JobState:
     plan: JobPlan
     result: JobResult
     done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope | None = None     # cancels this job alone (its matrix group failing fast)
+    stopped: tuple[JobStatus, str] | None = None   # why it was cancelled alone
 
 
 class Runner:
@@ -118,6 +120,15 @@ class Runner:
             for n, p in plan.jobs.items()
         }
         self._order = {n: i for i, n in enumerate(self.jobs)}
+        # Matrix groups: fail_fast cancels a failed job's siblings; max_parallel bounds a group.
+        self._groups: dict[str, list[_JobState]] = {}
+        for state in self.jobs.values():
+            self._groups.setdefault(state.plan.group or state.plan.base_name, []).append(state)
+        self._group_limits: dict[str, anyio.CapacityLimiter] = {}
+        for group, members in self._groups.items():
+            limits = [m.plan.max_parallel for m in members if m.plan.max_parallel]
+            if limits and min(limits) < len(members):
+                self._group_limits[group] = anyio.CapacityLimiter(min(limits))
         self._base_env = {**os.environ, **self.extra_env}
         self._source = SourceView(plan.source_dir, paths.workspace_root)
         self._any_artifacts = any(p.artifacts for p in plan.jobs.values())
@@ -223,27 +234,48 @@ class Runner:
 
     async def _job_task(self, state: _JobState, limiter: anyio.CapacityLimiter, group: anyio.CancelScope) -> None:
         plan = state.plan
-        try:
-            deps = [self.jobs[d] for d in plan.needs]
-            for dep in deps:
-                await dep.done.wait()
-            skip = self._skip_reason(plan, deps)
-            if skip is not None:
-                await self._finish_job(state, JobStatus.SKIPPED, skip)
-                return
-            ready_at = self.clock.time()
-            async with limiter:
-                await self._run_job(state, ready_at)
-            if (self.plan.spec.fail_fast and state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)
-                    and not plan.allow_failure and self.stop_reason is None):
-                self.stop_reason = (JobStatus.CANCELLED, f"fail_fast: stopped after {plan.name} failed")
-                group.cancel()
-        except StoreError as exc:
-            self._store_lost(exc)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._stop_job(state)
-            raise
+        with anyio.CancelScope() as state.scope:
+            if state.stopped is not None:   # its group failed fast before this task began
+                state.scope.cancel()
+            try:
+                deps = [self.jobs[d] for d in plan.needs]
+                for dep in deps:
+                    await dep.done.wait()
+                skip = self._skip_reason(plan, deps)
+                if skip is not None:
+                    await self._finish_job(state, JobStatus.SKIPPED, skip)
+                    return
+                ready_at = self.clock.time()
+                group_limit = self._group_limits.get(plan.group or plan.base_name)
+                if group_limit is None:
+                    async with limiter:
+                        await self._run_job(state, ready_at)
+                else:
+                    async with group_limit, limiter:
+                        await self._run_job(state, ready_at)
+                failed = state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) and not plan.allow_failure
+                if failed and self.plan.spec.fail_fast and self.stop_reason is None:
+                    self.stop_reason = (JobStatus.CANCELLED, f"fail_fast: stopped after {plan.name} failed")
+                    group.cancel()
+                elif failed and plan.fail_fast:
+                    self._fail_group_fast(state)
+            except StoreError as exc:
+                self._store_lost(exc)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._stop_job(state)
+                raise
+
+    def _fail_group_fast(self, failed: _JobState) -> None:
+        """GitHub Actions' strategy.fail-fast: the failed job's matrix siblings that are queued or
+        running are cancelled; the rest of the run goes on."""
+        reason = f"fail-fast: {failed.plan.name} of the same matrix failed"
+        for sibling in self._groups[failed.plan.group or failed.plan.base_name]:
+            if sibling is failed or sibling.result.status.finished or sibling.stopped is not None:
+                continue
+            sibling.stopped = (JobStatus.CANCELLED, reason)
+            if sibling.scope is not None:
+                sibling.scope.cancel()
 
     def _skip_reason(self, plan: JobPlan, deps: list[_JobState]) -> str | None:
         # A dependency skipped by its own condition (not because something failed) skips this
@@ -439,7 +471,7 @@ class Runner:
         """Record the outcome of a job the run stopped (cancel, fail fast, pipeline timeout)."""
         if state.result.status.finished:
             return
-        kind, reason = self.stop_reason or (JobStatus.CANCELLED, "the run was stopped")
+        kind, reason = self.stop_reason or state.stopped or (JobStatus.CANCELLED, "the run was stopped")
         if state.result.status == JobStatus.PENDING:
             await self._finish_job(state, JobStatus.SKIPPED if kind != JobStatus.CANCELLED else JobStatus.CANCELLED,
                                    reason)

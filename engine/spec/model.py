@@ -167,6 +167,13 @@ class JobSpec(_Model):
                                         description="Containers started beside the job, reachable by alias.")
     git: bool = Field(False, description="The job's workspace holds the source's .git (git describe, git log).")
     resources: ResourcesSpec | None = None
+    fail_fast: bool = Field(False, description="When one of the job's matrix combinations fails, the others still "
+                            "queued or running are cancelled (GitHub Actions' strategy.fail-fast).")
+    max_parallel: int | None = Field(None, ge=1, le=1024, description="At most this many of the job's matrix "
+                                     "combinations run at once (GitHub Actions' strategy.max-parallel).")
+    matrix_group: str | None = Field(None, pattern=NAME_RE, description="Jobs naming the same group are one "
+                                     "matrix for fail_fast and max_parallel (default: the job's own name); the "
+                                     "GitHub Actions import sets it for jobs it expands one per combination.")
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -354,6 +361,9 @@ class JobPlan:
     services: tuple[tuple[str, str], ...] = ()   # (image, alias)
     git: bool = False
     resources: dict[str, str] = field(default_factory=dict)   # cpu, memory
+    group: str | None = None             # its matrix group (fail_fast, max_parallel); None: base_name
+    fail_fast: bool = False              # a failure cancels the group's other jobs
+    max_parallel: int | None = None      # at most this many of the group's jobs at once
 
 
 @dataclass(frozen=True)
@@ -519,6 +529,7 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                     network=spec.network if job.network is None else job.network, image=job.image,
                     services=tuple((sv.image, sv.host) for sv in job.services), git=job.git,
                     resources=job.resources.model_dump(exclude_none=True) if job.resources else {},
+                    group=job.matrix_group or job.name, fail_fast=job.fail_fast, max_parallel=job.max_parallel,
                 )
         if stage.deploys_only:
             jobs[stage.name] = JobPlan(

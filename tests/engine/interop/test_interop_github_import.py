@@ -282,3 +282,29 @@ def test_step_level_if_with_functions_does_not_crash_the_cli(tmp_path: Path) -> 
     run = PipelineManager(tmp_path / "ws").list_runs()[0]
     log = PipelineManager(tmp_path / "ws").read_log(run.run_id, "a").text
     assert "yes-push" in log and "step 2 skipped: its if: is false" in log
+
+
+def test_strategy_fail_fast_and_max_parallel_act_as_on_github(tmp_path: Path) -> None:
+    # Default fail-fast: the failing combination cancels its running sibling, not the other job.
+    # An include makes the import expand one engine job per combination (matrix_group keeps them one matrix).
+    wf = tmp_path / ".github" / "workflows" / "ci.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\njobs:\n"
+                  "  tests:\n    runs-on: ubuntu-latest\n    strategy:\n      max-parallel: 2\n"
+                  "      matrix:\n        n: [1, 2, 3]\n        include: [{n: 2, slow: true}]\n    steps:\n"
+                  "      - run: if [ ${{ matrix.n }} = 1 ]; then sleep 1; exit 1; fi; sleep 60\n"
+                  "  other:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 2\n"
+                  "  relaxed:\n    runs-on: ubuntu-latest\n    strategy:\n      fail-fast: false\n"
+                  "      matrix:\n        n: [1, 2]\n    steps:\n"
+                  "      - run: if [ ${{ matrix.n }} = 1 ]; then exit 1; fi; sleep 2\n")
+    imported = import_github_workflow(wf)
+    assert not any("fail-fast" in w or "max-parallel" in w for w in imported.warnings), imported.warnings
+    run = PipelineManager(tmp_path / "ws").run_pipeline(pipeline_data(imported.spec), branch="main", event="push")
+    by_base = {n: (j.status, j.reason) for n, j in run.jobs.items()}
+    tests = sorted((n, s) for n, (s, _) in by_base.items() if n.startswith("tests"))
+    assert [s for _, s in tests] == [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.CANCELLED], by_base
+    assert all("fail-fast: tests.1" in (r or "") for n, (s, r) in by_base.items() if s == JobStatus.CANCELLED)
+    assert run.jobs["tests.3[n=3]"].started_at is None   # queued behind max-parallel 2, never started
+    assert by_base["other"][0] == JobStatus.SUCCEEDED
+    relaxed = {n: s for n, (s, _) in by_base.items() if n.startswith("relaxed")}
+    assert sorted(relaxed.values()) == sorted([JobStatus.FAILED, JobStatus.SUCCEEDED]), relaxed

@@ -228,6 +228,46 @@ async def test_without_fail_fast_a_failure_does_not_stop_the_others(store: Store
     assert fake.killed == []
 
 
+async def test_a_matrix_that_fails_fast_cancels_only_its_own_combinations(store: Store, tmp_path: Path) -> None:
+    # GitHub Actions' strategy.fail-fast: py=1 fails at 1s; py=2 (running) and py=3 (queued behind
+    # max_parallel 2) are cancelled; the other job and its dependent go on; the run fails.
+    run, fake, clock = await play(store, tmp_path, pipeline(
+        job("t", matrix={"py": [1, 2, 3]}, fail_fast=True, max_parallel=2), job("other"),
+        job("after-other", depends_on=["other"]), job("after-t", depends_on=["t"])),
+        {"t[py=1]": FakeOutcome(exit_code=1, duration=1), "t[py=2]": FakeOutcome(duration=30),
+         "other": FakeOutcome(duration=5)})
+    assert run.status == RunStatus.FAILED
+    assert statuses(run) == {"t[py=1]": "failed", "t[py=2]": "cancelled", "t[py=3]": "cancelled",
+                             "other": "succeeded", "after-other": "succeeded", "after-t": "skipped"}
+    assert run.jobs["t[py=2]"].reason == "fail-fast: t[py=1] of the same matrix failed"
+    assert fake.killed == ["t[py=2]"] and "t[py=3]" not in fake.started
+    assert clock.now() == pytest.approx(5)   # other's 5s, not py=2's 30s
+    assert run.reason == "failed jobs: t[py=1]"
+
+
+async def test_a_matrix_without_fail_fast_runs_every_combination_at_most_max_parallel_at_once(
+        store: Store, tmp_path: Path) -> None:
+    run, fake, clock = await play(store, tmp_path, pipeline(
+        job("t", matrix={"py": [1, 2, 3, 4, 5]}, max_parallel=2)),
+        {"t[py=1]": FakeOutcome(exit_code=1, duration=1)}, workers=8)
+    assert statuses(run)["t[py=1]"] == "failed"
+    assert [statuses(run)[f"t[py={i}]"] for i in range(2, 6)] == ["succeeded"] * 4
+    assert fake.most_running == 2 and fake.killed == []
+
+
+async def test_fail_fast_spares_a_combination_allowed_to_fail_and_groups_jobs_by_matrix_group(
+        store: Store, tmp_path: Path) -> None:
+    # The GitHub import expands some matrices one job per combination: matrix_group makes them one matrix.
+    run, fake, _ = await play(store, tmp_path, pipeline(
+        job("t.1", matrix_group="t", fail_fast=True, allow_failure=True),
+        job("t.2", matrix_group="t", fail_fast=True), job("t.3", matrix_group="t", fail_fast=True),
+        job("u", fail_fast=True)),
+        {"t.1": FakeOutcome(exit_code=1, duration=1), "t.2": FakeOutcome(exit_code=1, duration=2),
+         "t.3": FakeOutcome(duration=10), "u": FakeOutcome(duration=10)})
+    assert statuses(run) == {"t.1": "failed", "t.2": "failed", "t.3": "cancelled", "u": "succeeded"}
+    assert run.jobs["t.3"].reason == "fail-fast: t.2 of the same matrix failed"
+
+
 async def test_cancel_stops_the_running_job_and_the_waiting_ones(store: Store, tmp_path: Path) -> None:
     clock = VirtualClock()
     fake = FakeExecutor({"long": FakeOutcome(duration=60)}, clock=clock)
