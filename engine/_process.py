@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "group_peak_rss_kb",
     "kill_marked",
     "owner_alive",
+    "peak_rss_kb",
     "process_identity",
     "signal_group",
     "start_time",
@@ -153,8 +154,13 @@ def group_peak_rss_kb(pgid: int) -> int:
     ru_maxrss — every job would look as big as the engine. VmHWM is reset at exec, so it
     measures the job's own programs.
     """
+    return peak_rss_kb(_members(pgid))
+
+
+def peak_rss_kb(pids: Iterable[int]) -> int:
+    """The largest VmHWM (KiB) among `pids` (0 for those gone, and for zombies, which have none)."""
     peak = 0
-    for pid in _members(pgid):
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/status", "rb") as f:
                 for line in f:

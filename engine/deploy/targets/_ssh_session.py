@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from engine.errors import TargetError
 
-__all__ = ["SSHEndpoint", "SSHSessions"]
+__all__ = ["SSHEndpoint", "SSHSessions", "parse_host"]
 
 T = TypeVar("T")
 
@@ -32,6 +32,15 @@ class SSHEndpoint:
     host: str
     port: int
     user: str
+
+
+def parse_host(raw: Any) -> Any:
+    """A host written `name` or `name:port` in a config, as the mapping its model reads; anything
+    else is left to the model to check."""
+    if isinstance(raw, str):
+        host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
+        return {"host": host or raw, "port": int(port)} if port.isdigit() else {"host": raw}
+    return raw
 
 
 class SSHSessions:

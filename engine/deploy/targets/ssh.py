@@ -45,7 +45,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.deploy.targets import _ssh_scripts as scripts
-from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions
+from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions, parse_host
 from engine.deploy.targets.base import Address, Instance, Release, TargetConfig, TargetContext, color_ports
 from engine.errors import InputError, TargetError
 
@@ -110,13 +110,6 @@ class SSHHost(BaseModel):
         return self.name or f"{self.host}:{self.port}"
 
 
-def _parse_host(raw: Any) -> Any:
-    if isinstance(raw, str):
-        host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
-        return {"host": host or raw, "port": int(port)} if port.isdigit() else {"host": raw}
-    return raw
-
-
 class SSHTargetConfig(TargetConfig):
     """Settings of the `ssh` target kind."""
 
@@ -153,7 +146,7 @@ class SSHTargetConfig(TargetConfig):
     @field_validator("hosts", mode="before")
     @classmethod
     def _hosts(cls, value: Any) -> Any:
-        return [_parse_host(h) for h in value] if isinstance(value, list) else value
+        return [parse_host(h) for h in value] if isinstance(value, list) else value
 
     @field_validator("serial", mode="before")
     @classmethod

@@ -45,6 +45,7 @@ from engine._process import (
     group_is_session,
     group_peak_rss_kb,
     kill_marked,
+    peak_rss_kb,
     signal_group,
     terminate_group,
 )
@@ -247,17 +248,7 @@ def _tree(pid: int) -> list[int]:
 
 def _tree_peak_rss_kb(pid: int) -> int:
     """The largest VmHWM (KiB) among `pid` and its descendants (0 for a zombie, which has none)."""
-    peak = 0
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return peak
+    return peak_rss_kb(_tree(pid))
 
 
 def _pump(proc: subprocess.Popen[bytes], log: LogWriter) -> CommandResult:

@@ -62,7 +62,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine._sync import in_event_loop
-from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions
+from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions, parse_host
 from engine.errors import InputError, NotFoundError, SpecError, TargetError
 from engine.pipeline.executors._remote import artifact_lister, remote_env
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
@@ -97,13 +97,6 @@ class SSHPoolHost(BaseModel):
         return self.name or f"{self.host}:{self.port}"
 
 
-def _parse_host(raw: Any) -> Any:
-    if isinstance(raw, str):
-        host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
-        return {"host": host or raw, "port": int(port)} if port.isdigit() else {"host": raw}
-    return raw
-
-
 class SSHPool(BaseModel):
     """A pool of hosts that jobs with `runs_on: ssh:<pool>` run on."""
 
@@ -123,7 +116,7 @@ class SSHPool(BaseModel):
     @field_validator("hosts", mode="before")
     @classmethod
     def _hosts(cls, value: Any) -> Any:
-        return [_parse_host(h) for h in value] if isinstance(value, list) else value
+        return [parse_host(h) for h in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _unique(self) -> SSHPool:
