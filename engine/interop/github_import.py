@@ -502,7 +502,8 @@ class _Job:
         """A checkout of this repository with `fetch-depth: 0` (its whole history: tags for a version)."""
         for step in self.job.get("steps") or []:
             if isinstance(step, Mapping) and str(step.get("uses", "")).startswith("actions/checkout@"):
-                with_ = step.get("with") if isinstance(step.get("with"), Mapping) else {}
+                given = step.get("with")
+                with_: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
                 if str(with_.get("fetch-depth", "")) == "0" and not {"repository", "ref", "path"} & set(with_):
                     return True
         return False
