@@ -850,10 +850,18 @@ def checkout(job: Job, with_: dict[str, str], env: dict[str, str], record: dict[
     if with_.get("path", "") not in ("", ".", "./"):
         raise StepFailed(f"checkout into path {with_['path']!r} is not supported locally")
     git_dir = job.workspace / ".git"
-    if job.source is None or not (job.source / ".git").exists():
+    if git_dir.exists():
+        # The runner copied the source's .git (a job with `fetch-depth: 0`), or an earlier attempt made
+        # it: our runner files stay out of its status.
+        exclude = git_dir / "info" / "exclude"
+        if git_dir.is_dir() and ".cicd/" not in (exclude.read_text(errors="replace") if exclude.exists() else ""):
+            exclude.parent.mkdir(exist_ok=True)
+            with open(exclude, "a") as f:
+                f.write("\n.cicd/\n")
+    elif job.source is None or not (job.source / ".git").exists():
         _say("checkout: the workspace is a copy of the local tree (no git repository there)")
         return
-    if not git_dir.exists():
+    else:
         run = job.output
         src = str(job.source)
         branch = job.github.get("ref_name") or "main"

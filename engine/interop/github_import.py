@@ -503,6 +503,10 @@ class _Job:
                 out["allow_failure"] = truthy(value) and to_string(value).lower() != "false"
         if artifacts:
             out["artifacts"] = artifacts
+        if self._wants_history():
+            # The runner copies the source's .git into the workspace: the job's checkout cannot fetch
+            # from the source where the sandbox hides it (a repository under /tmp).
+            out["git"] = True
         payload = {
             "job": self.id, "name": name, "file": self.imp.file_label, "source": str(self.imp.root),
             "github": self.imp.contexts["github"], "inputs": self.imp.contexts["inputs"], "vars": {},
@@ -520,6 +524,16 @@ class _Job:
             out["if"] = _false_condition(skip)
         self.reasons.extend(r for r in reasons if r not in self.reasons)
         return out
+
+    def _wants_history(self) -> bool:
+        """A checkout of this repository with `fetch-depth: 0` (its whole history: tags for a version)."""
+        for step in self.job.get("steps") or []:
+            if isinstance(step, Mapping) and str(step.get("uses", "")).startswith("actions/checkout@"):
+                given = step.get("with")
+                with_: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+                if str(with_.get("fetch-depth", "")) == "0" and not {"repository", "ref", "path"} & set(with_):
+                    return True
+        return False
 
     def _condition(self, ctx: Mapping[str, Any], per_combination: bool) -> tuple[str | None, str | None]:
         """(why the job is skipped, or None; an engine condition for the runner, or None)."""

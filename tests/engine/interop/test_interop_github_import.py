@@ -308,3 +308,33 @@ def test_strategy_fail_fast_and_max_parallel_act_as_on_github(tmp_path: Path) ->
     assert by_base["other"][0] == JobStatus.SUCCEEDED
     relaxed = {n: s for n, (s, _) in by_base.items() if n.startswith("relaxed")}
     assert sorted(relaxed.values()) == sorted([JobStatus.FAILED, JobStatus.SUCCEEDED]), relaxed
+
+
+def test_a_full_history_checkout_sees_the_git_history_the_sandbox_hides(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fetch-depth: 0` gives the job the repository's history even where the sandbox hides the source
+    (a repository under /tmp): a version from git tags (hatch-vcs, setuptools-scm) needs it."""
+    from engine.pipeline.executors.sandbox import WRITABLE_ENV, sandbox_unavailable
+
+    why = sandbox_unavailable()
+    if why is not None or not tmp_path.resolve().is_relative_to("/tmp"):  # noqa: S108 - what the sandbox hides
+        pytest.skip(why or "the test directory is not under /tmp")
+    monkeypatch.delenv(WRITABLE_ENV, raising=False)
+    wf = tmp_path / "repo" / ".github" / "workflows" / "ci.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\njobs:\n"
+                  "  history:\n    runs-on: ubuntu-latest\n    steps:\n"
+                  "      - uses: actions/checkout@v4\n        with:\n          fetch-depth: 0\n"
+                  "      - run: echo \"described $(git describe --tags) dirty=$(git status --porcelain | wc -l)\"\n"
+                  "  shallow:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n"
+                  "      - run: test ! -e .git\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"], ["tag", "v1.2.3"]):
+        subprocess.run([*git, *args], cwd=tmp_path / "repo", check=True)
+    data = pipeline_data(import_github_workflow(wf, environ={}).spec)
+    jobs = {j["name"]: j for stage in data["stages"] for j in stage["jobs"]}
+    assert jobs["history"]["git"] is True and jobs["shallow"]["git"] is False
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(wf)
+    assert _statuses(run) == {"history": "succeeded", "shallow": "succeeded"}
+    assert "described v1.2.3 dirty=0" in manager.read_log(run.run_id, "history").text
