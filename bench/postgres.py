@@ -9,9 +9,12 @@ server started here (Debian's postgresql 15, a temp data dir, 127.0.0.1).
    running pipelines, concurrent pipeline_health calls): errors (goal 0), every run a client
    was told about stored with that final status (nothing lost), p50/p99 per tool; and, for
    scale, the same load on one server with the SQLite store (p99 ratio).
+3. How soon a waiter sees a run's change committed by another connection: woken by the
+   server's one LISTEN connection (engine.store.notify.Hub, as wait_for_run waits) against
+   reading the run every 0.25 s (as it did before); medians of --wakes changes.
 
     python3 bench/postgres.py [--repeat 3] [--workers 2] [--servers 4] [--clients 20] [--runs 3]
-                              [--health 200] [--skip-scheduler] [--skip-load] [--json]
+                              [--health 200] [--wakes 40] [--skip-scheduler] [--skip-load] [--json]
 
 The server runs with synchronous_commit=off: a commit returns before its WAL reaches the disk,
 as the SQLite store's WAL with synchronous=NORMAL does; both keep every commit through a
@@ -90,6 +93,55 @@ def bench_scheduler(server: Any, repeat: int, workers: int) -> dict[str, Any]:
             "postgresql_s": round(pg, 3), "sqlite_s": round(lite, 3), "ratio": round(pg / lite, 2),
             "ratio_of_fastest": round(fastest, 2),
             "all_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()}, "goal": "<= 1.5"}
+
+
+def bench_wake(server: Any, changes: int) -> dict[str, Any]:
+    """Seconds from a commit (another connection) until a waiter knows: Hub wake vs a 0.25 s poll."""
+    from engine.store import notify, open_store
+    from engine.store import runs as runs_repo
+
+    poll = 0.25
+    with tempfile.TemporaryDirectory() as tmp:
+        url = new_database(server, "wake")
+        store, writer = open_store(Path(tmp), url=url), open_store(Path(tmp), url=url)
+        hub_s: list[float] = []
+        poll_s: list[float] = []
+
+        def commit(i: int) -> float:
+            runs_repo.insert_run(writer, f"w-{i}", pipeline="p", status="queued", created_at=1.0, variables={},
+                                 context={}, spec_path=None, spec_json="{}", max_workers=1)
+            return time.perf_counter()
+
+        async def poller(i: int, committed: list[float]) -> None:
+            while await anyio.to_thread.run_sync(lambda: runs_repo.get_run(store, f"w-{i}")) is None:
+                await anyio.sleep(poll)
+            poll_s.append(time.perf_counter() - committed[0])
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                hub = notify.Hub(store, "runs", tg)
+                hub.arm("-")
+                while not hub.listening:
+                    await anyio.sleep(0.01)
+                for i in range(changes):
+                    armed, committed = hub.arm(f"w-{i}"), [0.0]
+                    async with anyio.create_task_group() as pair:
+                        pair.start_soon(poller, i, committed)
+                        await anyio.sleep(0.01 + poll * (i % 8) / 8)   # commits fall all over the poll cycle
+                        committed[0] = await anyio.to_thread.run_sync(commit, i)
+                        assert await hub.wait(armed, 10.0)
+                        hub_s.append(time.perf_counter() - committed[0])
+                tg.cancel_scope.cancel()
+
+        try:
+            anyio.run(main)
+        finally:
+            store.close()
+            writer.close()
+    hub_med, poll_med = statistics.median(hub_s), statistics.median(poll_s)
+    return {"changes": changes, "hub_median_ms": round(hub_med * 1000, 1), "hub_max_ms": round(max(hub_s) * 1000, 1),
+            "poll_median_ms": round(poll_med * 1000, 1), "poll_max_ms": round(max(poll_s) * 1000, 1),
+            "ratio": round(hub_med / poll_med, 3)}
 
 
 def bench_load(server: Any, args: argparse.Namespace, servers: int, *, postgres: bool = True) -> dict[str, Any]:
@@ -212,6 +264,7 @@ def main() -> int:
     parser.add_argument("--skip-scheduler", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-baseline", action="store_true", help="no single-server SQLite run of the load")
+    parser.add_argument("--wakes", type=int, default=40, help="changes timed for the wake benchmark (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -220,6 +273,8 @@ def main() -> int:
                                      settings={"synchronous_commit": "off", "max_connections": "300"})
     report: dict[str, Any] = {}
     try:
+        if args.wakes:
+            report["wake"] = bench_wake(server, args.wakes)
         if not args.skip_scheduler:
             report["scheduler"] = bench_scheduler(server, args.repeat, args.workers)
         if not args.skip_load:

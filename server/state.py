@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     # Loaded on first use (`AppState.manager`), not at start: the pipeline engine is most of
     # a cold start's cost, and a server that only reads the store never needs it.
     from engine.pipeline.manager import PipelineManager
+    from engine.store.notify import Hub
     from server.oauth import OAuthVerifier
 
 __all__ = ["AppState"]
@@ -43,6 +44,8 @@ class AppState:
     usage: Usage = field(default_factory=Usage)
     _oauth: OAuthVerifier | None = None
     _manager: PipelineManager | None = None
+    _changes: Hub | None = None
+    _changes_group: TaskGroup | None = None
     _recovered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,3 +91,15 @@ class AppState:
                 self._manager = PipelineManager(workspace_dir=self.settings.workspace, settings=self.settings,
                                                 store=self.store, config_roots=config_roots(self.settings))
             return self._manager
+
+    @property
+    def run_changes(self) -> Hub:
+        """Wakes the waiters of a run when it changes, from any process (one listening connection
+        per server, on PostgreSQL; on SQLite, waiters poll). Bound to the background task group."""
+        with self._lock:
+            if self._changes is None or self._changes_group is not self.background:
+                from engine.store.notify import Hub
+
+                self._changes = Hub(self.store, "runs", self.background)
+                self._changes_group = self.background
+            return self._changes

@@ -2,9 +2,10 @@
 
 A run goes on in its own runner process (engine.pipeline._detached); a tool call that waits
 for it (run_pipeline with wait=true, wait_for_run) reads its state from the store a few
-times a second. Every job that started or finished since the last look is one progress
-notification, so no finish event is lost however quickly jobs pass; between changes a
-heartbeat every HEARTBEAT seconds names the running jobs and the last line each printed.
+times a second, or, where the store announces changes (PostgreSQL), when the run changed.
+Every job that started or finished since the last look is one progress notification, so no
+finish event is lost however quickly jobs pass; between changes a heartbeat every HEARTBEAT
+seconds names the running jobs and the last line each printed.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from engine.pipeline.logs import cut_line, tail_lines
 if TYPE_CHECKING:
     from engine.pipeline.manager import PipelineManager
     from engine.pipeline.results import PipelineRun
+    from engine.store.notify import Hub
 
 __all__ = ["HEARTBEAT", "Followed", "follow", "last_line", "progress_of", "running_jobs"]
 
 HEARTBEAT = 3.0       # seconds between heartbeats (the contract: at most 5)
 POLL = 0.25
+QUIET = 5.0           # seconds a waiter woken by changes reads the run again anyway
 _FINISHED_JOB = ("succeeded", "failed", "timed_out", "cancelled", "skipped")
 
 Report = Callable[[float, float | None, str], Awaitable[None]]
@@ -76,10 +79,13 @@ def running_jobs(run: PipelineRun, limit: int = 10) -> list[tuple[str, str, floa
 
 
 async def follow(manager: PipelineManager, run_id: str, report: Report | None, *,
-                 deadline: float | None = None, seed: bool = False) -> Followed:
+                 deadline: float | None = None, seed: bool = False, hub: Hub | None = None) -> Followed:
     """Watch run `run_id` until it finishes (or `deadline`, a monotonic time), reporting every job
     that starts or finishes and a heartbeat meanwhile; with `seed`, what happened before the first
-    look is not reported as a change. Cancelling the caller stops the watching, not the run."""
+    look is not reported as a change. Cancelling the caller stops the watching, not the run.
+
+    With `hub` listening (a PostgreSQL store), the run is read again when it changes, from
+    any process; otherwise every POLL seconds."""
     seen: dict[str, str] = {}
     changes: list[str] = []
     last_report = time.monotonic()
@@ -87,6 +93,7 @@ async def follow(manager: PipelineManager, run_id: str, report: Report | None, *
     progress = 0.0
     first = True
     while True:
+        armed = hub.arm(run_id) if hub is not None else None   # before the read: no change is missed
         run = await anyio.to_thread.run_sync(manager.get_run, run_id)
         total = len(run.jobs) or None
         done = sum(1 for j in run.jobs.values() if str(j.status) in _FINISHED_JOB)
@@ -133,5 +140,10 @@ async def follow(manager: PipelineManager, run_id: str, report: Report | None, *
             progress = max(progress, beat)
             await report(progress, total, f"{done}/{total or 0} jobs done; running: {what}")
             last_report = now
-        wait = POLL if deadline is None else max(0.0, min(POLL, deadline - now))
-        await anyio.sleep(wait)
+        if hub is not None and armed is not None and hub.listening:
+            # Woken by the run's next change; the heartbeat and the deadline still bound the wait.
+            wait = min(HEARTBEAT - (now - last_report) if report is not None else QUIET, QUIET)
+            wait = max(0.0, wait if deadline is None else min(wait, deadline - now))
+            await hub.wait(armed, wait, poll=POLL)
+        else:
+            await anyio.sleep(POLL if deadline is None else max(0.0, min(POLL, deadline - now)))

@@ -99,7 +99,7 @@ async def run_pipeline(args: RunPipelineInput, ctx: Context, confirmed: Confirme
                             + call_text("wait_for_run", run_id=run_id, timeout=30))
             return out
         try:
-            followed = await follow(manager, run_id, progress_of(ctx))
+            followed = await follow(manager, run_id, progress_of(ctx), hub=state.run_changes)
         except anyio.get_cancelled_exc_class():
             if args.cancel_on_disconnect:
                 who = _caller_name(ctx)
@@ -118,7 +118,8 @@ async def wait_for_run(args: WaitForRunInput, ctx: Context) -> WaitForRunOutput:
     with tool_errors(state):
         manager = state.manager
         deadline = time.monotonic() + args.timeout
-        followed = await follow(manager, args.run_id, progress_of(ctx), deadline=deadline, seed=True)
+        followed = await follow(manager, args.run_id, progress_of(ctx), deadline=deadline, seed=True,
+                                hub=state.run_changes)
         run = followed.run
         counts: dict[str, int] = {}
         for job in run.jobs.values():

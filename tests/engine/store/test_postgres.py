@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg (pip install '.[postgres]')")
+psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg (pip install '.[postgres]')")
 
 from engine.errors import StoreError  # noqa: E402
 from engine.events import Event  # noqa: E402
@@ -102,6 +103,60 @@ def test_a_change_wakes_a_subscriber_on_another_connection(postgres_url: str, tm
     finally:
         store.close()
         writer.close()
+
+
+def test_one_hub_wakes_the_waiters_of_a_changed_run_and_survives_losing_its_listener(
+        postgres_url: str, tmp_path: Path) -> None:
+    store = open_store(tmp_path, url=postgres_url)
+    writer = open_store(tmp_path, url=postgres_url)
+
+    def insert(run_id: str) -> None:
+        runs_repo.insert_run(writer, run_id, pipeline="p", status="queued", created_at=1.0, variables={},
+                             context={}, spec_path=None, spec_json="{}", max_workers=1)
+
+    async def until(predicate: Any) -> None:
+        with anyio.fail_after(20):
+            while not predicate():
+                await anyio.sleep(0.02)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            hub = notify.Hub(store, "runs", tg)
+            assert hub.exact
+            armed, other = hub.arm("h-1"), hub.arm("h-other")
+            await until(lambda: hub.listening)
+            assert hub.arm("h-1") is armed            # waiters of one run share its event
+            await anyio.to_thread.run_sync(insert, "h-1")
+            assert await hub.wait(armed, 30.0)       # woken by the change, not by the timeout
+            assert not other.is_set()                # another run's waiter sleeps on
+            # The listening connection dies: its waiters are woken to look again, and it comes back.
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+            await until(lambda: other.is_set())
+            await until(lambda: hub.listening)
+            again = hub.arm("h-2")
+            await anyio.to_thread.run_sync(insert, "h-2")
+            assert await hub.wait(again, 30.0)
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    finally:
+        store.close()
+        writer.close()
+
+
+def test_a_hub_without_notifications_is_a_bounded_sleep(tmp_path: Path) -> None:
+    store = open_store(tmp_path, url="")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            hub = notify.Hub(store, "runs", tg)
+            armed = hub.arm("r-1")
+            assert not hub.exact and not hub.listening
+            assert await hub.wait(armed, 30.0, poll=0.05) is False
+
+    anyio.run(main)
 
 
 def test_sqlite_subscribers_poll(tmp_path: Path) -> None:
