@@ -2,7 +2,10 @@
 
 Writers take the lock up front (`BEGIN IMMEDIATE`) and wait for it (busy timeout);
 a writer that still finds the database locked retries with backoff, so concurrent
-runs, the server and the CLI never show "database is locked" to a user. sqlite3's
+runs, the server and the CLI never show "database is locked" to a user. The threads of
+one store (a runner's event loop and its executors' threads) first queue on a lock of
+the store's own: SQLite's busy handler polls, sleeping a millisecond and more each time,
+where a thread waiting on a lock is woken the moment the writer before it commits. sqlite3's
 errors are translated here and nowhere else: a constraint (or a trigger's RAISE(ABORT))
 that refuses a write is a `ConflictError`, any other failure a `StoreError`.
 """
@@ -112,6 +115,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Reentrant: a thread that writes inside its own transaction gets SQLite's error, as before, not a deadlock.
+        self._write_lock = threading.RLock()
         self._migrate()
 
     # -- connections -------------------------------------------------------------------------
@@ -186,30 +191,32 @@ class SQLiteStore:
                 raise
             return result
 
-        return self._retry(run)
+        with self._write_lock:
+            return self._retry(run)
 
     @contextmanager
     def transaction(self) -> Iterator[_Transaction]:
         conn = self._conn()
-        for attempt in range(_LOCK_RETRIES):
+        with self._write_lock:
+            for attempt in range(_LOCK_RETRIES):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
+                        raise StoreError(f"store transaction failed: {exc}") from exc
+                    time.sleep(0.05 * 2**attempt)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or attempt == _LOCK_RETRIES - 1:
-                    raise StoreError(f"store transaction failed: {exc}") from exc
-                time.sleep(0.05 * 2**attempt)
-        try:
-            yield _Transaction(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+                yield _Transaction(conn)
+            except BaseException:
                 conn.execute("ROLLBACK")
-                raise _translate(exc, "store commit") from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise _translate(exc, "store commit") from exc
 
     def _retry(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn()
