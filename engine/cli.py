@@ -73,7 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     run = manager.run_pipeline(args.pipeline, _parse_vars(args.var), on_event=on_event, branch=args.branch,
-                               event=args.event, skip_unsupported=args.skip_unsupported)
+                               event=args.event, skip_unsupported=args.skip_unsupported,
+                               fail_fast=not args.no_fail_fast)
     print()
     print(f"run {run.run_id}  pipeline {run.pipeline}  status {run.status.value}  "
           f"duration {_fmt_duration(run.duration)}")
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="GitHub Actions workflows: skip jobs using actions that cannot run here (default: fail them)")
+    p.add_argument("--no-fail-fast", action="store_true",
+                   help="a failure cancels nothing: every job runs to its end (default: the pipeline's fail_fast "
+                        "and its matrices' — a GitHub Actions matrix fails fast unless it says fail-fast: false)")
     p.add_argument("--allow-empty", action="store_true",
                    help="exit 0 when every job was skipped (default: a run in which nothing ran exits 1)")
     p.set_defaults(func=_cmd_run)

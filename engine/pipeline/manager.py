@@ -192,9 +192,11 @@ class PipelineManager:
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
         run_id: str | None = None, max_workers: int | None = None, skip_unsupported: bool = False,
-        environments: frozenset[str] | None = None,
+        environments: frozenset[str] | None = None, fail_fast: bool = True,
     ) -> PipelineRun:
         """Run a pipeline to the end and return its result. Cancelling the caller cancels the run.
+        With `fail_fast` False no failure cancels other jobs (the pipeline's `fail_fast` and its
+        matrices' are off for this run): every job runs to its own end.
 
         Raises:
             SpecError, NotFoundError: the pipeline is invalid or unknown (nothing ran).
@@ -236,7 +238,8 @@ class PipelineManager:
         # Built before the run is recorded: an unknown executor kind refuses the run, it does not strand it.
         runner = Runner(plan, run_id=run_id, store=self.store, paths=paths, max_workers=workers,
                         variables=merged, secrets=secret_values, context=context, on_event=on_event,
-                        executor=self.executor, default_executor=self.settings.PIPELINE_EXECUTOR)
+                        executor=self.executor, default_executor=self.settings.PIPELINE_EXECUTOR,
+                        fail_fast=fail_fast)
         runs.insert_run(self.store, run_id, pipeline=plan.name, status=RunStatus.QUEUED.value, created_at=time.time(),
                         variables=masker.mask_obj(merged), context=context,  # type: ignore[arg-type]
                         spec_path=plan.spec_path, spec_json=plan.spec_json(), max_workers=workers)
@@ -249,11 +252,12 @@ class PipelineManager:
     def run_pipeline(
         self, source: str | os.PathLike[str] | Mapping[str, Any], variables: Mapping[str, Any] | None = None, *,
         on_event: EventCallback | None = None, branch: str | None = None, event: str | None = None,
-        max_workers: int | None = None, skip_unsupported: bool = False,
+        max_workers: int | None = None, skip_unsupported: bool = False, fail_fast: bool = True,
     ) -> PipelineRun:
         """Synchronous `arun_pipeline` (inside a running event loop it runs in a thread of its own)."""
         return blocking(partial(self.arun_pipeline, source, variables, on_event=on_event, branch=branch,
-                                 event=event, max_workers=max_workers, skip_unsupported=skip_unsupported))
+                                 event=event, max_workers=max_workers, skip_unsupported=skip_unsupported,
+                                 fail_fast=fail_fast))
 
     def _secrets(self, plan: PipelinePlan) -> dict[str, str]:
         from_file = read_secrets_file(self.settings.PIPELINE_SECRETS_FILE)

@@ -84,9 +84,11 @@ class Runner:
         variables: Mapping[str, str], secrets: Mapping[str, str], context: Mapping[str, str],
         on_event: EventCallback | None = None, executor: Executor | None = None,
         default_executor: str = "local", extra_env: Mapping[str, str] | None = None, clock: Clock | None = None,
+        fail_fast: bool = True,
     ) -> None:
         """`executor` runs every job when given; otherwise each job's `runs_on:` (default:
-        `default_executor`) names its kind in the EXECUTORS registry.
+        `default_executor`) names its kind in the EXECUTORS registry. `fail_fast` False turns the
+        pipeline's and the matrices' fail fast off for this run.
 
         Raises:
             InputError: a job names an executor kind that is not registered.
@@ -102,6 +104,7 @@ class Runner:
         self.masker = Masker(self.secrets.values())
         self.on_event = on_event
         self.clock: Clock = clock or SystemClock()
+        self._fail_fast = fail_fast
         self.records = RunRecords(store, run_id, plan.name, self.masker)
         self._executors: dict[str, Executor] = {}
         for p in plan.jobs.values():
@@ -253,7 +256,8 @@ class Runner:
                 else:
                     async with group_limit, limiter:
                         await self._run_job(state, ready_at)
-                failed = state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) and not plan.allow_failure
+                failed = (self._fail_fast and state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)
+                          and not plan.allow_failure)
                 if failed and self.plan.spec.fail_fast and self.stop_reason is None:
                     self.stop_reason = (JobStatus.CANCELLED, f"fail_fast: stopped after {plan.name} failed")
                     group.cancel()

@@ -338,3 +338,23 @@ def test_a_full_history_checkout_sees_the_git_history_the_sandbox_hides(tmp_path
     run = manager.run_pipeline(wf)
     assert _statuses(run) == {"history": "succeeded", "shallow": "succeeded"}
     assert "described v1.2.3 dirty=0" in manager.read_log(run.run_id, "history").text
+
+
+def test_no_fail_fast_lets_every_combination_run_to_its_end(tmp_path: Path) -> None:
+    # Locally a combination may fail for want of a toolchain; `run --no-fail-fast` still shows the others.
+    wf = tmp_path / ".github" / "workflows" / "ci.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\njobs:\n  tests:\n    runs-on: ubuntu-latest\n    strategy:\n"
+                  "      matrix:\n        n: [1, 2]\n    steps:\n"
+                  "      - run: if [ ${{ matrix.n }} = 1 ]; then exit 1; fi; sleep 1\n")
+    from engine.cli import main
+
+    def last_statuses() -> list[JobStatus]:
+        manager = PipelineManager(tmp_path / "ws")
+        run = manager.get_run(manager.list_runs()[0].run_id)
+        return sorted(j.status for j in run.jobs.values())
+
+    assert main(["--workspace", str(tmp_path / "ws"), "run", str(wf), "-q", "--no-fail-fast"]) == 1
+    assert last_statuses() == sorted([JobStatus.FAILED, JobStatus.SUCCEEDED])
+    assert main(["--workspace", str(tmp_path / "ws"), "run", str(wf), "-q"]) == 1
+    assert last_statuses() == sorted([JobStatus.FAILED, JobStatus.CANCELLED])
