@@ -25,7 +25,8 @@ from tests.engine.deploy.conftest import services, sshd_hosts  # noqa: F401 - fi
 from tests.server.conftest import MakeServer, make_server, settings, workspace  # noqa: F401
 from tests.server.test_gate import elicit_answer, text
 
-SITE_PORTS = (18701, 18702)
+SITE_PORTS = (18831, 18832)   # outside every suite's port pool (the reliability suite, which may run
+#                               beside this one, hands out 18700-18749)
 SSH_SITE_PORT = 18830   # outside every suite's port pool
 
 # -- Pipelines ---------------------------------------------------------------------------------------

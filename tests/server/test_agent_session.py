@@ -22,7 +22,7 @@ from tests.server.conftest import REPO, policy_yaml
 from tests.server.test_serve import server_env
 
 BUDGET = 8000
-PORTS = (18540, 18541)
+PORTS = (18843, 18844)   # outside every suite's port pool (this module runs beside the others)
 
 # Ten failing jobs, each printing two 2 MB lines: what blew results up to 661,541 characters.
 NOISY = "name: noisy\nstages:\n  - name: test\n    jobs:\n" + "".join(

@@ -139,7 +139,7 @@ def _servers(url: str, root: Path, count: int) -> Iterator[list[str]]:
     """`count` HTTP servers, each with a workspace of its own, all on the database `url`."""
     policy = root / "policy.yaml"
     policy.write_text(POLICY)
-    ports = load_services().PortPool(18950, 18999).take_many(count)
+    ports = load_services().PortPool(18950, 18989).take_many(count)   # 18990-18999: the SSH target tests
     procs = []
     try:
         for n, port in enumerate(ports):
