@@ -1,7 +1,8 @@
 """Expressions across CI dialects (pure).
 
 Importing: a GitHub Actions expression (``${{ ... }}`` or a bare `if:`) is parsed into a
-small tree whose names are already the engine's (``github.ref`` -> ``ref``,
+small tree (by `_ghexpr`'s parser, the one the job runtime uses) whose names are then the
+engine's (``github.ref`` -> ``ref``,
 ``env.X`` -> ``vars.X``, ...). The tree is then written as an engine `if:`
 condition (job level, evaluated by the runner); everything else in an imported workflow
 is evaluated with GitHub's own semantics by `_ghexpr`.
@@ -14,10 +15,11 @@ Anything without an equivalent raises `Unsupported` with a sentence saying what.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from engine.interop import _ghexpr
 
 __all__ = [
     "GithubNames",
@@ -34,16 +36,6 @@ Node = tuple[Any, ...]
 class Unsupported(Exception):
     """The construct has no equivalent on the other side."""
 
-
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<string>'(?:[^']|'')*')
-      | (?P<number>-?\d+(?:\.\d+)?)
-      | (?P<op>==|!=|<=|>=|&&|\|\||[<>!(),])
-      | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z_*][A-Za-z0-9_\-]*)*)
-    )""",
-    re.VERBOSE,
-)
 
 _STATUS = {"success", "failure", "always", "cancelled"}
 # github.* names the local runner knows, as engine names.
@@ -85,116 +77,59 @@ class GithubNames:
         raise Unsupported(f"`{dotted}` is not available when running locally")
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while text[pos:].strip():
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise Unsupported(f"cannot read {text!r} at {text[pos:].strip()[:20]!r}")
-        kind = m.lastgroup or ""
-        out.append((kind, m.group(kind)))
-        pos = m.end()
-    out.append(("end", ""))
-    return out
-
-
-def _strip(text: str) -> str:
-    text = text.strip()
-    if text.startswith("${{") and text.endswith("}}") and text.count("${{") == 1:
-        return text[3:-2].strip()
-    return text
-
-
 def parse_github(text: str, names: GithubNames) -> Node:
     """Parse a GitHub Actions expression into an engine-named tree.
 
+    The expression is read by `_ghexpr`'s parser, the one the job runtime evaluates with (one
+    grammar: GitHub's precedence, `!` binding tighter than `==`), and its tree is renamed here.
+
     Raises:
-        Unsupported: a function or context the engine has no equivalent for.
+        Unsupported: not an expression, or a function or context the engine has no equivalent for.
     """
-    text = _strip(text)
-    toks = _tokens(text)
-    i = 0
+    try:
+        tree = _ghexpr.parse(_ghexpr.strip_braces(text))
+    except _ghexpr.ExpressionError as exc:
+        raise Unsupported(str(exc)) from exc
+    return _renamed(tree, names)
 
-    def peek() -> tuple[str, str]:
-        return toks[i]
 
-    def take() -> tuple[str, str]:
-        nonlocal i
-        i += 1
-        return toks[i - 1]
-
-    def expect(op: str) -> None:
-        kind, value = take()
-        if (kind, value) != ("op", op):
-            raise Unsupported(f"expected {op!r} in {text!r}")
-
-    def or_() -> Node:
-        node = and_()
-        while peek() == ("op", "||"):
-            take()
-            node = ("or", node, and_())
+def _renamed(node: Node, names: GithubNames) -> Node:
+    op = node[0]
+    if op == "lit":
         return node
+    if op in ("and", "or"):
+        return (op, _renamed(node[1], names), _renamed(node[2], names))
+    if op == "not":
+        return ("not", _renamed(node[1], names))
+    if op == "cmp":
+        return ("cmp", node[1], _renamed(node[2], names), _renamed(node[3], names))
+    if op == "call":
+        return _call(node[1], [_renamed(a, names) for a in node[2]])
+    return names.name(_dotted(node))
 
-    def and_() -> Node:
-        node = unary()
-        while peek() == ("op", "&&"):
-            take()
-            node = ("and", node, unary())
-        return node
 
-    def unary() -> Node:
-        if peek() == ("op", "!"):
-            take()
-            return ("not", unary())
-        left = primary()
-        kind, op = peek()
-        if kind == "op" and op in ("==", "!=", "<", "<=", ">", ">="):
-            take()
-            return ("cmp", op, left, primary())
-        return left
+def _dotted(node: Node) -> str:
+    """`github.ref` from the parser's ("prop", ("ctx", "github"), ("lit", "ref")) chain."""
+    if node[0] == "ctx":
+        return str(node[1])
+    if node[0] == "prop" and node[2][0] == "lit" and isinstance(node[2][1], str):
+        return f"{_dotted(node[1])}.{node[2][1]}"
+    if node[0] == "star":
+        return f"{_dotted(node[1])}.*"
+    raise Unsupported("an index computed by an expression is not available when running locally")
 
-    def primary() -> Node:
-        kind, value = take()
-        if kind == "string":
-            return ("lit", value[1:-1].replace("''", "'"))
-        if kind == "number":
-            return ("lit", float(value) if "." in value else int(value))
-        if (kind, value) == ("op", "("):
-            node = or_()
-            expect(")")
-            return node
-        if kind == "name":
-            if value in ("true", "false"):
-                return ("lit", value == "true")
-            if value == "null":
-                return ("lit", None)
-            if peek() == ("op", "("):
-                take()
-                args: list[Node] = []
-                if peek() != ("op", ")"):
-                    args.append(or_())
-                    while peek() == ("op", ","):
-                        take()
-                        args.append(or_())
-                expect(")")
-                return _call(value, args)
-            return names.name(value)
-        raise Unsupported(f"unexpected {value or 'end'!r} in {text!r}")
 
-    node = or_()
-    if peek()[0] != "end":
-        raise Unsupported(f"unexpected {peek()[1]!r} in {text!r}")
-    return node
+_FUNCTIONS = {"startswith": "startsWith", "endswith": "endsWith"}
 
 
 def _call(fn: str, args: list[Node]) -> Node:
+    """`fn`: lower case, as the parser gives it (GitHub's function names are case-insensitive)."""
     if fn in _STATUS and not args:
         return ("call", fn)
-    if fn.lower() == "contains" and len(args) == 2:
+    if fn == "contains" and len(args) == 2:
         return ("cmp", "in", args[1], args[0])
-    if fn.lower() in ("startswith", "endswith") and len(args) == 2:
-        return ("fn", fn, args[0], args[1])
+    if fn in _FUNCTIONS and len(args) == 2:
+        return ("fn", _FUNCTIONS[fn], args[0], args[1])
     raise Unsupported(f"function {fn}() is not supported locally (supported: success(), failure(), always(), "
                       "cancelled(), contains(), startsWith(), endsWith())")
 
@@ -225,10 +160,16 @@ def github_to_engine(node: Node) -> str:
     if op in ("and", "or"):
         return f"({github_to_engine(node[1])} {op} {github_to_engine(node[2])})"
     if op == "cmp":
-        return f"{github_to_engine(node[2])} {node[1]} {github_to_engine(node[3])}"
+        return f"{_operand(node[2])} {node[1]} {_operand(node[3])}"
     if op == "fn":
         return f"{node[1]}({github_to_engine(node[2])}, {github_to_engine(node[3])})"
     raise AssertionError(op)
+
+
+def _operand(node: Node) -> str:
+    """A comparison's side: in parentheses unless atomic (GitHub's `!a == b` compares `!a`)."""
+    text = github_to_engine(node)
+    return f"({text})" if node[0] in ("not", "cmp") else text
 
 
 # -- export: engine condition tree -> other dialects -----------------------------------------
