@@ -298,19 +298,10 @@ def load_deployment_config(path: str | os.PathLike[str]) -> DeploymentConfig:
             names file:line:column and the field.
         NotFoundError: the file does not exist.
     """
-    from engine.errors import NotFoundError
-    from engine.spec.yamlpos import load_yaml
+    from engine.spec.yamlpos import load_mapping_file
 
     p = Path(path)
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"deployment config {p} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read deployment config {p}: {exc}") from exc
-    data, pos = load_yaml(text, str(p))
-    if not isinstance(data, dict):
-        raise SpecError([pos.issue((), "a deployment config is a mapping with `environments:`")])
+    data, pos = load_mapping_file(p, "deployment config", "a deployment config is a mapping with `environments:`")
     issues: list[SpecIssue] = []
     # Target and router settings are validated by their kind's model first, so that their
     # errors carry the exact line of the offending field (a nested ValueError would not).

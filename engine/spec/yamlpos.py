@@ -11,6 +11,8 @@ It is also the first line of defence against hostile files: duplicate keys are a
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ import yaml
 
 from engine.errors import SpecError, SpecIssue
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Positions", "format_path", "load_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Positions", "format_path", "load_mapping_file", "load_yaml"]
 
 MAX_NODES = 200_000
 MAX_DEPTH = 64
@@ -183,3 +185,30 @@ def load_yaml(text: str | bytes, filename: str = "<pipeline>") -> tuple[Any, Pos
     except RecursionError as exc:
         raise SpecError([SpecIssue(f"nesting deeper than {MAX_DEPTH} levels", file=filename)]) from exc
     return data, builder.pos
+
+
+def load_mapping_file(path: str | os.PathLike[str], what: str, shape: str, *,
+                      setting: str | None = None) -> tuple[dict[str, Any], Positions]:
+    """A configuration file that must hold one YAML mapping: (data, positions).
+
+    `what` names the file in errors ("deployment config"), `shape` is the error when it is not a
+    mapping ("a deployment config is a mapping with `environments:`"), `setting` the environment
+    variable that named the file.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InputError: it cannot be read.
+        SpecError: it is not YAML, or not a mapping (file, line and column).
+    """
+    from engine.errors import InputError, NotFoundError
+
+    try:
+        text = pathlib.Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist" + (f" ({setting})" if setting else "")) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from exc
+    data, pos = load_yaml(text, str(path))
+    if not isinstance(data, dict):
+        raise SpecError([pos.issue((), shape)])
+    return data, pos

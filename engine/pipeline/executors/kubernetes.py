@@ -58,7 +58,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.deploy.targets.kubernetes import _Api, _ApiSettings
-from engine.errors import ExecutorError, InputError, NotFoundError, SpecError
+from engine.errors import ExecutorError, SpecError
 from engine.pipeline.executors._remote import artifact_lister, remote_env
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.executors.local import local_argv
@@ -121,17 +121,11 @@ def load_config(path: Path) -> KubernetesExecutorConfig:
         NotFoundError: the file does not exist.
         SpecError: it is not valid (file:line:column and field for each issue).
     """
-    from engine.spec.yamlpos import load_yaml
+    from engine.spec.yamlpos import load_mapping_file
 
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"kubernetes executor file {path} does not exist (PIPELINE_KUBERNETES)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read kubernetes executor file {path}: {exc}") from exc
-    data, pos = load_yaml(text, str(path))
-    if not isinstance(data, dict):
-        raise SpecError([pos.issue((), "the kubernetes executor file is a mapping (namespace, image, git, ...)")])
+    data, pos = load_mapping_file(
+        path, "kubernetes executor file", "the kubernetes executor file is a mapping (namespace, image, git, ...)",
+        setting="PIPELINE_KUBERNETES")
     try:
         config = KubernetesExecutorConfig.model_validate(data)
     except ValidationError as exc:

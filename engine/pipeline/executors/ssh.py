@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine._sync import in_event_loop
 from engine.deploy.targets._ssh_session import SSHEndpoint, SSHSessions, parse_host
-from engine.errors import InputError, NotFoundError, SpecError, TargetError
+from engine.errors import InputError, SpecError, TargetError
 from engine.pipeline.executors._remote import artifact_lister, remote_env
 from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.executors.local import local_argv
@@ -141,17 +141,10 @@ def load_pools(path: Path) -> dict[str, SSHPool]:
         NotFoundError: the file does not exist.
         SpecError: it is not valid (every issue names file:line:column and the field).
     """
-    from engine.spec.yamlpos import load_yaml
+    from engine.spec.yamlpos import load_mapping_file
 
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"ssh pools file {path} does not exist (PIPELINE_SSH_POOLS)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read ssh pools file {path}: {exc}") from exc
-    data, pos = load_yaml(text, str(path))
-    if not isinstance(data, dict):
-        raise SpecError([pos.issue((), "an ssh pools file is a mapping with `pools:`")])
+    data, pos = load_mapping_file(path, "ssh pools file", "an ssh pools file is a mapping with `pools:`",
+                                  setting="PIPELINE_SSH_POOLS")
     try:
         parsed = _PoolsFile.model_validate(data)
     except ValidationError as exc:
