@@ -10,8 +10,10 @@
    read carrying another principal's session id is answered as if the session did not exist. 404.
    (SSE carries the session id in the URL, so it is treated as public.)
 5. A principal may hold only so many sessions and streams (`limits:` of the policy, by level). 429.
-Every refusal writes an audit row (tool `<METHOD> <path>`, decision `denied`, the reason and the
-client's address), so probing shows in `cicd-mcp audit`.
+Every refusal is audited (tool `<METHOD> <path>`, decision `denied`, the reason and the client's
+address), so probing shows in `cicd-mcp audit`; a flood does not become a flood of rows: within
+REFUSAL_WINDOW seconds of an audited refusal, more of the same kind (same principal, status, error
+and reason) are counted, and the window closes with one row saying how many and from which addresses.
 
 Slow clients are cut off below ASGI, in the HTTP protocol (`timed_h11_protocol`): uvicorn has no
 timeout while a request's headers or body are arriving, so a client sending one byte a minute would
@@ -48,6 +50,8 @@ __all__ = ["Guard", "HostCheck", "audit_timeout", "timed_h11_protocol"]
 _SESSION_HEADER = "mcp-session-id"
 _SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+REFUSAL_WINDOW = 10.0   # seconds in which repeated refusals of one kind are counted, not written
+_ADDRESSES_NAMED = 5    # client addresses a window's summary names
 
 
 # -- 1. Host / Origin ----------------------------------------------------------------------------
@@ -160,8 +164,24 @@ class Guard:
         self.server = server
         self.hosts = hosts
         self.sessions = _Sessions(session_idle_timeout)
+        self._bursts: dict[tuple[str, int, str, str], _Burst] = {}
+
+    def flush_refusals(self) -> None:
+        """Write the summary of every open window of refusals (at shutdown)."""
+        bursts, self._bursts = self._bursts, {}
+        for burst in bursts.values():
+            self._summarize(burst)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            async def receive_until_shutdown() -> Any:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    self.flush_refusals()   # what was only counted so far is written before the process ends
+                return message
+
+            await self.app(scope, receive_until_shutdown, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -277,13 +297,15 @@ class Guard:
                       started: float, *, audit_as: str | None = None) -> None:
         client = scope.get("client")
         where = f"{client[0]}:{client[1]}" if client else "an unknown address"
-        self.server.state.audit.write(AuditRecord(
+        record = AuditRecord(
             ts=time.time(), transport=self.server.state.transport, caller=audit_as or caller.name,
             level="none" if audit_as else str(caller.level),
             tool=f"{scope.get('method', '?')} {scope.get('path', '?')}", args_sha256=args_digest({}),
             decision="denied", reason=f"{reason} (request from {where}; answered {status})", outcome=None,
             duration_ms=(time.monotonic() - started) * 1000,
-        ))
+        )
+        self._audit_refusal((record.caller, status, error, reason), record, reason,
+                            client[0] if client else "an unknown address")
         extra: list[tuple[bytes, bytes]] = []
         if status == 401:
             challenge = 'Bearer error="invalid_token"'
@@ -294,6 +316,57 @@ class Guard:
         if status == 429:
             extra.append((b"retry-after", b"5"))
         await _json(send, status, {"error": error, "error_description": reason}, extra)
+
+
+    def _audit_refusal(self, key: tuple[str, int, str, str], record: AuditRecord, reason: str, address: str) -> None:
+        """The first refusal of a kind in a window is written; the others only counted (see the module
+        docstring). Without a background task group to close windows, every refusal is written."""
+        now = time.monotonic()
+        burst = self._bursts.get(key)
+        if burst is not None and now - burst.opened < REFUSAL_WINDOW:
+            burst.count += 1
+            if len(burst.addresses) < _ADDRESSES_NAMED:
+                burst.addresses.setdefault(address, None)
+            return
+        if burst is not None:
+            self._summarize(self._bursts.pop(key))
+        self.server.state.audit.write(record)
+        background = self.server.state.background
+        if background is None:
+            return
+        burst = self._bursts[key] = _Burst(record, reason, now, key[1], key[2])
+        background.start_soon(self._close_window, key, burst)
+
+    async def _close_window(self, key: tuple[str, int, str, str], burst: _Burst) -> None:
+        await anyio.sleep(REFUSAL_WINDOW)
+        if self._bursts.get(key) is burst:
+            self._summarize(self._bursts.pop(key))
+
+    def _summarize(self, burst: _Burst) -> None:
+        if not burst.count:
+            return
+        first = burst.first
+        named = ", ".join(burst.addresses) + (", ..." if len(burst.addresses) >= _ADDRESSES_NAMED else "")
+        self.server.state.audit.write(AuditRecord(
+            ts=time.time(), transport=first.transport, caller=first.caller, level=first.level, tool=first.tool,
+            args_sha256=first.args_sha256, decision="denied",
+            reason=(f"{burst.count} more refused within {REFUSAL_WINDOW:g} s of the one before: {burst.reason} "
+                    f"(answered {burst.status} {burst.error}; from {named})"),
+            outcome=None, duration_ms=0.0,
+        ))
+
+
+@dataclass
+class _Burst:
+    """A window of refusals of one kind: the audited first one, and how many followed."""
+
+    first: AuditRecord
+    reason: str
+    opened: float
+    status: int
+    error: str
+    count: int = 0
+    addresses: dict[str, None] = field(default_factory=dict)
 
 
 async def _json(send: Any, status: int, data: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
