@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.5
 """Seconds between two looks at the tables where the store cannot notify (SQLite)."""
 
+_MAX_SUBJECTS = 1024
+"""Subjects a Hub keeps events for (a waiter that leaves without a change to come leaves one)."""
+
 TOPICS = {"runs": "cicd_runs", "deployments": "cicd_deployments"}
 """Topic -> channel. A notice's subject is the run id or the deployment id."""
 
@@ -162,8 +165,16 @@ class Hub:
             self._task_group.start_soon(self._listen)
         event = self._events.get(subject)
         if event is None or event.is_set():
+            if len(self._events) >= _MAX_SUBJECTS:
+                # Subjects whose waiters left without a change to come would pile up: everyone looks again.
+                self._wake_all()
             event = self._events[subject] = anyio.Event()
         return event
+
+    def _wake_all(self) -> None:
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
 
     async def wait(self, armed: anyio.Event, timeout: float, *, poll: float = POLL_INTERVAL) -> bool:
         """Until `armed` is set or `timeout` seconds passed (`poll` at most while nothing listens);
@@ -191,9 +202,6 @@ class Hub:
                 log.warning("listening to %s changes failed (waiters poll meanwhile): %s", self._topic, exc)
             finally:
                 self.listening = False
-                # Everyone waiting may have missed a notice: wake them to look again.
-                events, self._events = self._events, {}
-                for event in events.values():
-                    event.set()
+                self._wake_all()   # everyone waiting may have missed a notice: they look again
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
