@@ -7,41 +7,16 @@ installs everything (scripts/test.sh), so a missing service there is a broken se
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests._services import load_services, unavailable
 
-
-def _load_services() -> ModuleType:
-    # scripts/ is not a package; load the starter by path so pytest's rootdir does not matter.
-    name = "cicd_test_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-services = _load_services()
-
-
-def unavailable(reason: str) -> None:
-    """Skip (on a developer machine) or fail (in CI) because a real service cannot run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see scripts/test.sh)", pytrace=False)
-    pytest.skip(reason)
+services = load_services()
 
 
 @pytest.fixture(scope="session")

@@ -3,38 +3,16 @@ of the session's own, with a job image built FROM scratch (busybox); nothing is 
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests._services import load_services, unavailable
+
 JOB_IMAGE = "cicd-job:busybox"
-
-
-def _load_services() -> ModuleType:
-    name = "cicd_test_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def unavailable(reason: str) -> None:
-    """Skip (on a developer machine) or fail (in CI, which installs everything) without a real service."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see scripts/test.sh)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -61,7 +39,7 @@ CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 @pytest.fixture(scope="session")
 def job_docker() -> Iterator[str]:
     """A dockerd of this session with JOB_IMAGE built (busybox sh; its default command serves /www on 8080)."""
-    services = _load_services()
+    services = load_services()
     root = Path(tempfile.mkdtemp(prefix="cicd-dx-", dir="/tmp"))
     try:
         engine = services.start_docker(root)

@@ -7,41 +7,18 @@ once, so a test pays milliseconds, not a migration.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import pytest
+from tests._services import load_services, unavailable
 
-ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = "cicd_template"
 _numbers = itertools.count(1)
-
-
-def load_services() -> ModuleType:
-    # scripts/ is not a package; load the starter by path (as tests/engine/deploy does).
-    name = "cicd_test_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see scripts/test.sh)", pytrace=False)
-    pytest.skip(reason)
 
 
 def start_server(settings: dict[str, str] | None = None) -> Any:

@@ -25,7 +25,8 @@ from engine.store import notify, open_store  # noqa: E402
 from engine.store import runs as runs_repo  # noqa: E402
 from engine.store.postgres import PostgresStore, _migrations, mask_url  # noqa: E402
 from engine.store.sqlite import _migrations as sqlite_migrations  # noqa: E402
-from tests.engine.store._postgres import ROOT, start_server  # noqa: E402
+from tests._services import ROOT  # noqa: E402
+from tests.engine.store._postgres import start_server  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 

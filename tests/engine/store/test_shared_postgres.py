@@ -25,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 from engine.store import deployments as deployments_repo
 from engine.store import open_store
 from engine.store import rollbacks as rollbacks_repo
-from tests.engine.store._postgres import ROOT, load_services
+from tests._services import ROOT, load_services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
