@@ -304,7 +304,7 @@ class Guard:
             decision="denied", reason=f"{reason} (request from {where}; answered {status})", outcome=None,
             duration_ms=(time.monotonic() - started) * 1000,
         )
-        self._audit_refusal((record.caller, status, error, reason), record, reason,
+        self._audit_refusal((record.caller, status, error, reason), record,
                             client[0] if client else "an unknown address")
         extra: list[tuple[bytes, bytes]] = []
         if status == 401:
@@ -318,7 +318,7 @@ class Guard:
         await _json(send, status, {"error": error, "error_description": reason}, extra)
 
 
-    def _audit_refusal(self, key: tuple[str, int, str, str], record: AuditRecord, reason: str, address: str) -> None:
+    def _audit_refusal(self, key: tuple[str, int, str, str], record: AuditRecord, address: str) -> None:
         """The first refusal of a kind in a window is written; the others only counted (see the module
         docstring). Without a background task group to close windows, every refusal is written."""
         now = time.monotonic()
@@ -334,7 +334,7 @@ class Guard:
         background = self.server.state.background
         if background is None:
             return
-        burst = self._bursts[key] = _Burst(record, reason, now, key[1], key[2])
+        burst = self._bursts[key] = _Burst(key, record, now)
         background.start_soon(self._close_window, key, burst)
 
     async def _close_window(self, key: tuple[str, int, str, str], burst: _Burst) -> None:
@@ -346,25 +346,25 @@ class Guard:
         if not burst.count:
             return
         first = burst.first
+        _, status, error, reason = burst.key
         named = ", ".join(burst.addresses) + (", ..." if len(burst.addresses) >= _ADDRESSES_NAMED else "")
         self.server.state.audit.write(AuditRecord(
             ts=time.time(), transport=first.transport, caller=first.caller, level=first.level, tool=first.tool,
             args_sha256=first.args_sha256, decision="denied",
-            reason=(f"{burst.count} more refused within {REFUSAL_WINDOW:g} s of the one before: {burst.reason} "
-                    f"(answered {burst.status} {burst.error}; from {named})"),
+            reason=(f"{burst.count} more refused within {REFUSAL_WINDOW:g} s of the one before: {reason} "
+                    f"(answered {status} {error}; from {named})"),
             outcome=None, duration_ms=0.0,
         ))
 
 
 @dataclass
 class _Burst:
-    """A window of refusals of one kind: the audited first one, and how many followed."""
+    """A window of refusals of one kind (principal, status, error, reason): the audited first one,
+    and how many followed."""
 
+    key: tuple[str, int, str, str]
     first: AuditRecord
-    reason: str
     opened: float
-    status: int
-    error: str
     count: int = 0
     addresses: dict[str, None] = field(default_factory=dict)
 

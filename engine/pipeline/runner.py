@@ -126,7 +126,7 @@ class Runner:
         # Matrix groups: fail_fast cancels a failed job's siblings; max_parallel bounds a group.
         self._groups: dict[str, list[_JobState]] = {}
         for state in self.jobs.values():
-            self._groups.setdefault(state.plan.group or state.plan.base_name, []).append(state)
+            self._groups.setdefault(state.plan.group, []).append(state)
         self._group_limits: dict[str, anyio.CapacityLimiter] = {}
         for group, members in self._groups.items():
             limits = [m.plan.max_parallel for m in members if m.plan.max_parallel]
@@ -249,7 +249,7 @@ class Runner:
                     await self._finish_job(state, JobStatus.SKIPPED, skip)
                     return
                 ready_at = self.clock.time()
-                group_limit = self._group_limits.get(plan.group or plan.base_name)
+                group_limit = self._group_limits.get(plan.group)
                 if group_limit is None:
                     async with limiter:
                         await self._run_job(state, ready_at)
@@ -274,7 +274,7 @@ class Runner:
         """GitHub Actions' strategy.fail-fast: the failed job's matrix siblings that are queued or
         running are cancelled; the rest of the run goes on."""
         reason = f"fail-fast: {failed.plan.name} of the same matrix failed"
-        for sibling in self._groups[failed.plan.group or failed.plan.base_name]:
+        for sibling in self._groups[failed.plan.group]:
             if sibling is failed or sibling.result.status.finished or sibling.stopped is not None:
                 continue
             sibling.stopped = (JobStatus.CANCELLED, reason)

@@ -361,7 +361,7 @@ class JobPlan:
     services: tuple[tuple[str, str], ...] = ()   # (image, alias)
     git: bool = False
     resources: dict[str, str] = field(default_factory=dict)   # cpu, memory
-    group: str | None = None             # its matrix group (fail_fast, max_parallel); None: base_name
+    group: str = ""                      # its matrix group (fail_fast, max_parallel): its own name by default
     fail_fast: bool = False              # a failure cancels the group's other jobs
     max_parallel: int | None = None      # at most this many of the group's jobs at once
 
@@ -538,6 +538,7 @@ def expand(spec: PipelineSpec, pos: Positions | None = None, *, spec_path: str |
                 allow_failure=False, condition=None, matrix={}, variables={}, artifacts=[],
                 working_directory=None, shell="bash", environment=stage.environment, strategy=stage.strategy,
                 deploy=stage.deploy_spec, deploy_config=_deploy_config(stage, spec_path), deploy_stage=True,
+                group=stage.name,
             )
     if issues:
         raise SpecError(issues)
