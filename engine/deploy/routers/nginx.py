@@ -114,8 +114,12 @@ def _stat(pid: int) -> tuple[int, bytes]:
 def _accepting(pid: int, start: bytes) -> bool:
     """Whether the nginx worker started at `start` may still accept connections: it is alive (the
     pid was not reused) and not shutting down."""
-    title = _cmdline(pid)
-    return _stat(pid)[1] == start and b"worker process" in title and b"shutting down" not in title
+    return _stat(pid)[1] == start and _accepting_title(_cmdline(pid))
+
+
+def _accepting_title(title: bytes) -> bool:
+    """A worker's title until nginx tells it to quit ("worker process is shutting down" after)."""
+    return b"worker process" in title and b"shutting down" not in title
 
 
 def _parse_generation(text: str) -> int:
@@ -240,8 +244,9 @@ class NginxRouter:
         return prefix / "logs" / "nginx.pid" if prefix is not None else Path("/run/nginx.pid")
 
     def _workers(self) -> dict[int, bytes] | None:
-        """The master's worker processes now (pid -> start time), or None when they cannot be
-        known (no pid file, no /proc)."""
+        """The master's workers that accept connections now (pid -> start time), or None when they
+        cannot be known (no pid file, no /proc). Those of an earlier reload still shutting down are
+        left out: they accept nothing, and nothing waits for them."""
         try:
             master = int(self._pid_file().read_text().strip())
         except (OSError, ValueError):
@@ -253,7 +258,7 @@ class NginxRouter:
                 return None
             numbered = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
             pids = [pid for pid in numbered if _stat(pid)[0] == master]
-        workers = {pid: _stat(pid)[1] for pid in pids if b"worker process" in _cmdline(pid)}
+        workers = {pid: _stat(pid)[1] for pid in pids if _accepting_title(_cmdline(pid))}
         return {pid: start for pid, start in workers.items() if start}
 
     async def _await_handover(self, generation: int, old_workers: dict[int, bytes] | None) -> None:
