@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,15 +42,18 @@ from pathlib import Path
 import anyio
 
 from engine._process import terminate_group
-from engine.pipeline.executors.base import JobCommand, RecoveryRecord
+from engine.pipeline.executors.base import CommandResult, JobCommand, OnStart, RecoveryRecord
 from engine.pipeline.executors.local import LocalExecutor, _tree
-from engine.pipeline.logs import LogWriter
+from engine.pipeline.logs import LogWriter, tail_lines
 
 __all__ = ["BWRAP", "WRITABLE_ENV", "SandboxExecutor", "bwrap_argv", "sandbox_unavailable", "writable_paths"]
 
 BWRAP = "bwrap"
 """The bubblewrap program (a name on PATH or a path)."""
 WRITABLE_ENV = "PIPELINE_SANDBOX_WRITABLE"
+_SETUP_RETRIES = 3
+_SETUP_FAILED = re.compile(r"^\S+ bwrap: .*\bmount")
+"""bwrap's own error, as the job's log has it, when it could not build the sandbox's mounts."""
 
 
 @functools.cache
@@ -109,6 +113,13 @@ def bwrap_argv(command: JobCommand, bwrap: str = BWRAP) -> tuple[str, ...]:
     return (*args, "--")
 
 
+def _setup_failed(log: LogWriter) -> bool:
+    """Whether the attempt's last line is bwrap's own error about the sandbox's mounts."""
+    log.flush()
+    last, _ = tail_lines(log.path, 1)
+    return bool(last) and _SETUP_FAILED.match(last[-1]) is not None
+
+
 class SandboxExecutor(LocalExecutor):
     """Runs jobs as local processes inside bubblewrap; falls back to `local` (with `warning`) where it cannot."""
 
@@ -136,6 +147,25 @@ class SandboxExecutor(LocalExecutor):
         # `pip install` outside a virtualenv must fail, and say why.
         env["PYTHONNOUSERSITE"] = "1"
         return (*bwrap_argv(command, shutil.which(self.bwrap) or self.bwrap), *argv), env
+
+    async def run(self, command: JobCommand, log: LogWriter, on_start: OnStart | None = None) -> CommandResult:
+        """Run the job in a sandbox; a sandbox that could not be built is built again.
+
+        bwrap copies the host's mount tree (`--ro-bind / /`, each `--bind`) and then remounts every
+        submount read-only or as it was; a mount that appears or goes in the meantime (another job's
+        overlay workspace) fails that remount, and bwrap exits 1 before the job's command ran. That
+        is no job failure: nothing of the job ran, so it is started again.
+        """
+        attempt = 0
+        while True:
+            result = await super().run(command, log, on_start)
+            if self.warning is not None or result.exit_code != 1 or attempt == _SETUP_RETRIES \
+                    or not _setup_failed(log):
+                return result
+            attempt += 1
+            log.note("the sandbox could not be built (a mount changed while bwrap copied the mount tree); "
+                     "building it again")
+            await anyio.sleep(0.05 * attempt)
 
     async def _terminate(self, flags: Mapping[str, object], finished: threading.Event) -> None:
         """SIGTERM the job's processes inside the sandbox, SIGKILL the sandbox's PID 1 after the grace period.

@@ -245,6 +245,40 @@ def test_a_killed_runner_leaves_nothing_and_recovery_uses_the_record(tmp_path: P
     assert gone(mark), f"left alive: {survivors(mark)}"
 
 
+@pytest.mark.usefixtures("sandboxed")
+def test_a_sandbox_that_could_not_be_built_is_built_again_and_the_job_runs_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bwrap fails its remount pass when another job's overlay workspace is mounted or unmounted while
+    # it copies the mount tree (seen in CI); this bwrap fails its first two builds with that error.
+    import shutil
+
+    import engine.pipeline.executors.sandbox as sandbox
+
+    failures, ran = tmp_path / "failures", tmp_path / "ran"
+    failures.write_text("2")
+    fake = tmp_path / "bwrap"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        left=$(cat {failures})
+        if [ "$1" = "--ro-bind" ] && [ "$left" -gt 0 ] && [ "$*" != "${{*%--chdir*}}" ]; then
+            echo $((left - 1)) > {failures}
+            echo "bwrap: Can't bind mount /oldroot/x on /newroot/x: Unable to apply mount flags: remount \
+        \"/newroot/x/jobs/other/workspace\": Invalid argument" >&2
+            exit 1
+        fi
+        exec {shutil.which("bwrap")} "$@"
+        """))
+    fake.chmod(0o755)
+    monkeypatch.setattr(sandbox, "BWRAP", str(fake))
+    monkeypatch.setenv(sandbox.WRITABLE_ENV, str(tmp_path))
+    manager = PipelineManager(tmp_path / "ws")
+    run = manager.run_pipeline(pipeline({"name": "a", "commands": [f"echo once >> {ran}"]}, name="rebuilt"))
+    assert run.status == RunStatus.SUCCEEDED, run.jobs["a"].reason
+    assert ran.read_text() == "once\n" and failures.read_text().strip() == "0"
+    log = manager.read_log(run.run_id, "a").text
+    assert log.count("the sandbox could not be built") == 2 and log.count("attempt 1 of 1") == 1
+
+
 def test_without_bubblewrap_jobs_run_locally_with_one_warning_on_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import engine.pipeline.executors.sandbox as sandbox
