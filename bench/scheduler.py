@@ -2,8 +2,13 @@
 
 1. A 500-job DAG of `true` (layers of 10, each job depending on 2 of the layer before),
    run by the engine (`local` executor) and by GNU `make -j<workers>` on an equivalent
-   generated Makefile. Goal: engine / make <= 1.25.
+   generated Makefile. Goal: engine / make <= 1.25. Beside it, the floor of any scheduler built
+   as this one is (an anyio task per job, a worker thread per running job, a process per job): the
+   same DAG run by a bare loop that does nothing but start `true` and wait for it, as the local
+   executor does (new session, output on a pipe). What is between the floor and make is the
+   language and its threads; what is between the engine and the floor is the engine's work.
 2. The same DAG under the `sandbox` executor (bubblewrap) vs `local`, in the same run. Goal: <= 1.3.
+   Beside it, bubblewrap's own cost: `bwrap` with the sandbox's mounts running `true` vs `true`.
 3. A DAG of `sleep` jobs with a known critical path, workers enough for every branch:
    makespan / critical path. Goal: <= 1.02 (+50 ms).
 4. Workspaces: a 200 MB source tree of 10,000 files and 20 jobs; the time to prepare (and release)
@@ -75,10 +80,69 @@ def _engine_seconds(tmp: str, tag: str, graph: dict[str, list[str]], workers: in
         os.environ.pop("PIPELINE_EXECUTOR", None)
 
 
+def _floor_seconds(graph: dict[str, list[str]], workers: int) -> float:
+    """The same DAG by a bare anyio loop: a task per job waiting on its needs' events, a worker
+    limit, a thread per job that starts `true` and reads its output to the end. No store, no log,
+    no workspace, no environment: what a scheduler of this shape cannot go below."""
+    import anyio
+
+    true = shutil.which("true") or "/bin/true"
+
+    def work() -> None:
+        proc = subprocess.Popen([true], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,  # noqa: S603
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        assert proc.stdout is not None
+        proc.stdout.read()
+        proc.wait()
+
+    async def main() -> None:
+        done = {n: anyio.Event() for n in graph}
+        limiter = anyio.CapacityLimiter(workers)
+
+        async def job(name: str) -> None:
+            for dep in graph[name]:
+                await done[dep].wait()
+            async with limiter:
+                await anyio.to_thread.run_sync(work)
+            done[name].set()
+
+        async with anyio.create_task_group() as tg:
+            for name in graph:
+                tg.start_soon(job, name)
+
+    start = time.perf_counter()
+    anyio.run(main)
+    return time.perf_counter() - start
+
+
+def bench_bwrap_cost(n: int = 100) -> dict[str, object]:
+    """`true` under bwrap with the sandbox executor's mounts and namespaces vs `true`, one after another."""
+    from engine.pipeline.executors import JobCommand
+    from engine.pipeline.executors.sandbox import bwrap_argv, sandbox_unavailable
+
+    if sandbox_unavailable() is not None:
+        return {"skipped": sandbox_unavailable()}
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        (Path(tmp) / "home").mkdir()
+        ws.mkdir()
+        command = JobCommand(job="j", commands=("true",), env={}, cwd=ws, workspace=ws, shell="bash",
+                             timeout=None, run_id="r", home=Path(tmp) / "home")
+        wrapped = [*bwrap_argv(command, shutil.which("bwrap") or "bwrap"), "true"]
+        times: dict[str, list[float]] = {"true": [], "bwrap": []}
+        for _ in range(n):
+            for key, argv in (("true", ["true"]), ("bwrap", wrapped)):
+                start = time.perf_counter()
+                subprocess.run(argv, check=True)  # noqa: S603
+                times[key].append(time.perf_counter() - start)
+    t, b = statistics.median(times["true"]), statistics.median(times["bwrap"])
+    return {"true_ms": round(t * 1000, 2), "bwrap_true_ms": round(b * 1000, 2), "added_ms": round((b - t) * 1000, 2)}
+
+
 def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
     """Engine (local) vs make, and sandbox vs local, interleaved so that both ratios see the same load."""
     graph = layered_dag()
-    local_times, sandbox_times, make_times = [], [], []
+    local_times, sandbox_times, make_times, floor_times = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         mk = Path(tmp) / "Makefile"
         mk.write_text(makefile(graph, "true"))
@@ -86,13 +150,16 @@ def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
             start = time.perf_counter()
             subprocess.run(["make", "-s", f"-j{workers}", "-f", str(mk), "all"], check=True, cwd=tmp)
             make_times.append(time.perf_counter() - start)
+            floor_times.append(_floor_seconds(graph, workers))
             local_times.append(_engine_seconds(tmp, f"local{r}", graph, workers, "local"))
             sandbox_times.append(_engine_seconds(tmp, f"sandbox{r}", graph, workers, "sandbox"))
     e, m, sb = statistics.median(local_times), statistics.median(make_times), statistics.median(sandbox_times)
+    f = statistics.median(floor_times)
     return {
         "make": {"jobs": len(graph), "workers": workers, "engine_s": round(e, 3), "make_s": round(m, 3),
                  "ratio": round(e / m, 2), "goal": "<= 1.25",
-                 "engine_per_job_ms": round(e / len(graph) * 1000 * workers, 2)},
+                 "engine_per_job_ms": round(e / len(graph) * 1000 * workers, 2),
+                 "floor_s": round(f, 3), "floor_vs_make": round(f / m, 2), "engine_vs_floor": round(e / f, 2)},
         "sandbox": {"sandbox_s": round(sb, 3), "local_s": round(e, 3), "ratio": round(sb / e, 2), "goal": "<= 1.3",
                     "sandbox_per_job_ms": round((sb - e) / len(graph) * 1000 * workers, 2)},
     }
@@ -192,7 +259,7 @@ def main() -> None:
         sys.exit("GNU make is needed for the baseline (apt-get install make)")
     ratios = bench_make_ratio(args.workers, args.repeat)
     results = {"make_ratio": ratios["make"], "sandbox_ratio": ratios["sandbox"],
-               "critical_path": bench_critical_path(args.repeat)}
+               "bwrap_cost": bench_bwrap_cost(), "critical_path": bench_critical_path(args.repeat)}
     if not args.quick:
         results["workspaces"] = bench_workspaces()
     if not args.skip_big:
