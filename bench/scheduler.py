@@ -6,7 +6,9 @@
    as this one is (an anyio task per job, a worker thread per running job, a process per job): the
    same DAG run by a bare loop that does nothing but start `true` and wait for it, as the local
    executor does (new session, output on a pipe). What is between the floor and make is the
-   language and its threads; what is between the engine and the floor is the engine's work.
+   loop and its threads; what is between the engine and the floor is the engine's work. A second
+   floor starts each job from the loop itself (posix_spawn, a pidfd on the loop, no thread); a
+   third is a plain synchronous loop (posix_spawn, os.wait), Python doing what make does.
 2. The same DAG under the `sandbox` executor (bubblewrap) vs `local`, in the same run. Goal: <= 1.3.
    Beside it, bubblewrap's own cost: `bwrap` with the sandbox's mounts running `true` vs `true`.
 3. A DAG of `sleep` jobs with a known critical path, workers enough for every branch:
@@ -115,6 +117,64 @@ def _floor_seconds(graph: dict[str, list[str]], workers: int) -> float:
     return time.perf_counter() - start
 
 
+def _floor_pidfd_seconds(graph: dict[str, list[str]], workers: int) -> float:
+    """The same DAG on a bare asyncio loop that starts each job itself (`posix_spawn`, new session)
+    and learns of its end from a pidfd on the loop: no thread, no pipe, no store."""
+    import asyncio
+
+    true = shutil.which("true") or "/bin/true"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = {n: asyncio.Event() for n in graph}
+        slots = asyncio.Semaphore(workers)
+
+        async def job(name: str) -> None:
+            for dep in graph[name]:
+                await done[dep].wait()
+            async with slots:
+                pid = os.posix_spawn(true, [true], os.environ, setsid=True)
+                fd = os.pidfd_open(pid)
+                ended = loop.create_future()
+                loop.add_reader(fd, ended.set_result, None)
+                try:
+                    await ended
+                finally:
+                    loop.remove_reader(fd)
+                    os.close(fd)
+                os.waitpid(pid, 0)
+            done[name].set()
+
+        await asyncio.gather(*(job(n) for n in graph))
+
+    start = time.perf_counter()
+    asyncio.run(main())
+    return time.perf_counter() - start
+
+
+def _floor_sync_seconds(graph: dict[str, list[str]], workers: int) -> float:
+    """The same DAG by a synchronous loop: start what is ready up to `workers`, `os.wait` for one."""
+    true = shutil.which("true") or "/bin/true"
+    waiting = {n: set(deps) for n, deps in graph.items()}
+    users: dict[str, list[str]] = {}
+    for name, deps in graph.items():
+        for dep in deps:
+            users.setdefault(dep, []).append(name)
+    ready = [n for n, deps in waiting.items() if not deps]
+    running: dict[int, str] = {}
+    start = time.perf_counter()
+    while ready or running:
+        while ready and len(running) < workers:
+            running[os.posix_spawn(true, [true], os.environ, setsid=True)] = ready.pop(0)
+        pid, _ = os.wait()
+        finished = running.pop(pid)
+        for user in users.get(finished, []):
+            waiting[user].discard(finished)
+            if not waiting[user]:
+                ready.append(user)
+    return time.perf_counter() - start
+
+
 def bench_bwrap_cost(n: int = 100) -> dict[str, object]:
     """`true` under bwrap with the sandbox executor's mounts and namespaces vs `true`, one after another."""
     from engine.pipeline.executors import JobCommand
@@ -142,7 +202,7 @@ def bench_bwrap_cost(n: int = 100) -> dict[str, object]:
 def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
     """Engine (local) vs make, and sandbox vs local, interleaved so that both ratios see the same load."""
     graph = layered_dag()
-    local_times, sandbox_times, make_times, floor_times = [], [], [], []
+    local_times, sandbox_times, make_times, floor_times, pidfd_times, sync_times = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         mk = Path(tmp) / "Makefile"
         mk.write_text(makefile(graph, "true"))
@@ -151,15 +211,19 @@ def bench_make_ratio(workers: int, repeat: int) -> dict[str, object]:
             subprocess.run(["make", "-s", f"-j{workers}", "-f", str(mk), "all"], check=True, cwd=tmp)
             make_times.append(time.perf_counter() - start)
             floor_times.append(_floor_seconds(graph, workers))
+            pidfd_times.append(_floor_pidfd_seconds(graph, workers))
+            sync_times.append(_floor_sync_seconds(graph, workers))
             local_times.append(_engine_seconds(tmp, f"local{r}", graph, workers, "local"))
             sandbox_times.append(_engine_seconds(tmp, f"sandbox{r}", graph, workers, "sandbox"))
     e, m, sb = statistics.median(local_times), statistics.median(make_times), statistics.median(sandbox_times)
-    f = statistics.median(floor_times)
+    f, fp, fs = statistics.median(floor_times), statistics.median(pidfd_times), statistics.median(sync_times)
     return {
         "make": {"jobs": len(graph), "workers": workers, "engine_s": round(e, 3), "make_s": round(m, 3),
                  "ratio": round(e / m, 2), "goal": "<= 1.25",
                  "engine_per_job_ms": round(e / len(graph) * 1000 * workers, 2),
-                 "floor_s": round(f, 3), "floor_vs_make": round(f / m, 2), "engine_vs_floor": round(e / f, 2)},
+                 "floor_s": round(f, 3), "floor_vs_make": round(f / m, 2), "engine_vs_floor": round(e / f, 2),
+                 "floor_pidfd_s": round(fp, 3), "floor_pidfd_vs_make": round(fp / m, 2),
+                 "floor_sync_s": round(fs, 3), "floor_sync_vs_make": round(fs / m, 2)},
         "sandbox": {"sandbox_s": round(sb, 3), "local_s": round(e, 3), "ratio": round(sb / e, 2), "goal": "<= 1.3",
                     "sandbox_per_job_ms": round((sb - e) / len(graph) * 1000 * workers, 2)},
     }
