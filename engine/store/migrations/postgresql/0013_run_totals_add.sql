@@ -23,23 +23,14 @@ BEGIN
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
         PERFORM insights_job_hour_add(NEW, 1);
     END IF;
-    IF TG_OP = 'INSERT' THEN
-        -- An insert only adds: no need to read the run's other jobs.
-        IF NEW.started_at IS NOT NULL THEN
-            INSERT INTO insights_run_totals AS t VALUES (
-                NEW.run_id, NEW.pipeline, NEW.started_at, NEW.cpu_user + NEW.cpu_system, NEW.peak_rss_kb / 1024.0)
-            ON CONFLICT (run_id) DO UPDATE SET
-                started_at = LEAST(t.started_at, excluded.started_at),
-                cpu_seconds = CASE WHEN t.cpu_seconds IS NULL THEN excluded.cpu_seconds
-                                   ELSE t.cpu_seconds + COALESCE(excluded.cpu_seconds, 0) END,
-                peak_rss_mb = CASE WHEN t.peak_rss_mb IS NULL THEN excluded.peak_rss_mb
-                                   ELSE GREATEST(t.peak_rss_mb, COALESCE(excluded.peak_rss_mb, t.peak_rss_mb)) END;
-        END IF;
-    ELSIF TG_OP = 'UPDATE' AND NEW.started_at IS NOT NULL AND OLD.run_id = NEW.run_id
+    IF TG_OP = 'INSERT' AND NEW.started_at IS NULL THEN
+        NULL;   -- a job not started counts in no totals
+    ELSIF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.started_at IS NOT NULL AND OLD.run_id = NEW.run_id
           AND OLD.pipeline = NEW.pipeline
           AND (OLD.started_at IS NULL OR (OLD.started_at = NEW.started_at
-                                          AND OLD.cpu_user + OLD.cpu_system IS NULL AND OLD.peak_rss_kb IS NULL)) THEN
-        -- A job that starts, or that finishes (usage set on a row that counted none), only adds.
+                                          AND OLD.cpu_user + OLD.cpu_system IS NULL AND OLD.peak_rss_kb IS NULL))) THEN
+        -- An insert, a job that starts, or one that finishes (usage set on a row that counted none)
+        -- only adds: no need to read the run's other jobs.
         INSERT INTO insights_run_totals AS t VALUES (
             NEW.run_id, NEW.pipeline, NEW.started_at, NEW.cpu_user + NEW.cpu_system, NEW.peak_rss_kb / 1024.0)
         ON CONFLICT (run_id) DO UPDATE SET
