@@ -24,6 +24,7 @@ metrics), so a crash leaves a record that the next start marks `interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -65,6 +66,7 @@ _CANCEL_POLL = 0.5
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATRIX_ENV = "CICD_MATRIX_"
+_NO_LIMIT = contextlib.nullcontext()   # a job whose matrix group has no max_parallel
 
 
 @dataclass
@@ -249,13 +251,8 @@ class Runner:
                     await self._finish_job(state, JobStatus.SKIPPED, skip)
                     return
                 ready_at = self.clock.time()
-                group_limit = self._group_limits.get(plan.group)
-                if group_limit is None:
-                    async with limiter:
-                        await self._run_job(state, ready_at)
-                else:
-                    async with group_limit, limiter:
-                        await self._run_job(state, ready_at)
+                async with self._group_limits.get(plan.group, _NO_LIMIT), limiter:
+                    await self._run_job(state, ready_at)
                 failed = (self._fail_fast and state.result.status in (JobStatus.FAILED, JobStatus.TIMED_OUT)
                           and not plan.allow_failure)
                 if failed and self.plan.spec.fail_fast and self.stop_reason is None:
