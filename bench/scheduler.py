@@ -180,8 +180,9 @@ def bench_bwrap_cost(n: int = 100) -> dict[str, object]:
     from engine.pipeline.executors import JobCommand
     from engine.pipeline.executors.sandbox import bwrap_argv, sandbox_unavailable
 
-    if sandbox_unavailable() is not None:
-        return {"skipped": sandbox_unavailable()}
+    why = sandbox_unavailable()
+    if why is not None:
+        return {"skipped": why}
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         (Path(tmp) / "home").mkdir()
